@@ -24,3 +24,7 @@ class GenerationError(ToolprmError, RuntimeError):
 
 class ModelNotFoundError(ToolprmError, FileNotFoundError):
     """A model could not be found; the message says how to install it."""
+
+
+class InvalidTokenError(ToolprmError, ValueError):
+    """A token was fed to a grammar state that forbids it."""

@@ -1,0 +1,195 @@
+"""The compiled grammar of a tool set and its immutable decoding states."""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .automaton import CallListNode, advance_stacks
+from .build import CALL_MODES, NodeBuilder
+from .errors import InvalidTokenError, ToolSchemaError
+from .index import TokenIndex, _LRU
+from .normalize import Tool, call_list_schema, normalize_tools
+from .vocab import Vocabulary
+
+DEFAULT_MAX_CALLS = 16
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """A step boundary: a function name, a parameter key or a parameter value
+    completed, or the call list closed (``end``).
+
+    ``call`` is the index of the call in the list (for ``end``, the number of calls);
+    ``key`` the parameter the key/value belongs to; ``text`` the raw JSON text of
+    the name, key or value; ``value`` its parsed value (for ``end``, the whole call
+    list); ``offset`` the character offset in the output where the step ends."""
+    kind: str
+    call: int
+    key: str | None
+    text: str
+    value: Any
+    offset: int
+
+
+class Grammar:
+    """The output language for one tool set, one vocabulary and one call-count mode."""
+
+    def __init__(self, tools: list[Tool], vocab: Vocabulary, calls: str, max_calls: int):
+        self.tools = tools
+        self.vocab = vocab
+        self.calls = calls
+        self.max_calls = max_calls
+        self.root = NodeBuilder().call_list(tools, calls, max_calls)
+        self.index = TokenIndex(vocab)
+        self.schema = call_list_schema(tools, calls, max_calls)
+        self._start = State(self, tuple(tuple([f]) for f in self.root.init()), b"", ())
+
+    def start(self) -> "State":
+        return self._start
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+
+class State:
+    """An immutable decoding state; beams share and fork it freely."""
+    __slots__ = ("grammar", "stacks", "raw", "_raw_events", "_mask", "_events")
+
+    def __init__(self, grammar: Grammar, stacks: tuple, raw: bytes, raw_events: tuple):
+        self.grammar = grammar
+        self.stacks = stacks
+        self.raw = raw
+        self._raw_events = raw_events
+        self._mask = None
+        self._events = None
+
+    @property
+    def is_final(self) -> bool:
+        """True when the text is a complete, valid call list (EOS is allowed then)."""
+        return any(CallListNode.is_final(s) for s in self.stacks)
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8", errors="replace")
+
+    def allowed_mask(self) -> np.ndarray:
+        """Read-only bool array over the vocabulary: True where a token may come next."""
+        if self._mask is None:
+            self._mask = self.grammar.index.mask(self.stacks, self.is_final)
+        return self._mask
+
+    def allowed_token_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.allowed_mask())
+
+    def advance(self, token_id: int) -> "State":
+        """The state after ``token_id``; raises InvalidTokenError if it is forbidden."""
+        vocab = self.grammar.vocab
+        if not 0 <= token_id < vocab.size:
+            raise InvalidTokenError(f"token id {token_id} is outside the vocabulary (size {vocab.size})")
+        if token_id in vocab.eos_ids:
+            if self.is_final:
+                return self
+            raise InvalidTokenError(f"end of sequence (token {token_id}) before the call list is "
+                                    f"complete; text so far: {self.text!r}")
+        data = vocab.token_bytes[token_id]
+        if not data:
+            raise InvalidTokenError(f"token {token_id} is a special token, never allowed in a call list")
+        return self.advance_bytes(data, what=f"token {token_id} ({data!r})")
+
+    def advance_bytes(self, data: bytes, what: str | None = None) -> "State":
+        stacks, ev = advance_stacks(self.stacks, data, len(self.raw))
+        if not stacks:
+            raise InvalidTokenError(f"{what or repr(data)} is not allowed after {self.text!r}")
+        return State(self.grammar, stacks, self.raw + data, self._raw_events + ev)
+
+    def forced(self) -> list[int]:
+        """Token ids that must follow (the unique continuation, tokenized greedily by
+        longest match); empty when the model has a choice to make."""
+        data = self.grammar.index.forced_bytes(self.stacks)
+        by_bytes = self.grammar.vocab.by_bytes
+        out, i = [], 0
+        while i < len(data):
+            for j in range(len(data), i, -1):
+                tid = by_bytes.get(data[i:j])
+                if tid is not None:
+                    out.append(tid)
+                    i = j
+                    break
+            else:  # unreachable: every printable byte is a token (checked in Vocabulary)
+                break
+        return out
+
+    @property
+    def events(self) -> tuple[StepEvent, ...]:
+        """Step boundaries crossed so far, in order."""
+        if self._events is None:
+            self._events = tuple(_decode_events(self.raw, self._raw_events))
+        return self._events
+
+    def __repr__(self) -> str:
+        return f"State({self.text!r}, final={self.is_final})"
+
+
+def _string_start(raw: bytes, end: int) -> int:
+    """Start of the JSON string literal that ends (closing quote included) at ``end``."""
+    j = end - 2
+    while j >= 0:
+        if raw[j] == 0x22:
+            k = j - 1
+            while k >= 0 and raw[k] == 0x5C:
+                k -= 1
+            if (j - k - 1) % 2 == 0:
+                return j
+        j -= 1
+    raise AssertionError("unterminated string in event decoding")
+
+
+def _decode_events(raw: bytes, raw_events: tuple):
+    call, key, key_end = -1, None, 0
+    for kind, end in raw_events:
+        offset = len(raw[:end].decode("utf-8"))
+        if kind in ("name", "key"):
+            start = _string_start(raw, end)
+            text = raw[start:end].decode("utf-8")
+            value = json.loads(text)
+            if kind == "name":
+                call += 1
+            else:
+                key, key_end = value, end
+            yield StepEvent(kind, call, value if kind == "key" else None, text, value, offset)
+        elif kind == "value":
+            start = key_end + 1  # skip ':'
+            if raw[start:start + 1] == b" ":
+                start += 1
+            text = raw[start:end].decode("utf-8")
+            yield StepEvent(kind, call, key, text, json.loads(text), offset)
+        else:  # end
+            text = raw[:end].decode("utf-8")
+            yield StepEvent(kind, call + 1, None, "]", json.loads(text), offset)
+
+
+_CACHE = _LRU(64)
+_CACHE_LOCK = threading.Lock()
+
+
+def compile(tools, tokenizer, calls: str = "one_or_more", max_calls: int = DEFAULT_MAX_CALLS) -> Grammar:
+    """Compile tool signatures into a token-level grammar for ``tokenizer``.
+
+    ``calls``: "one", "one_or_more" or "any" (zero or more; ``[]`` means no tool fits).
+    Compiled grammars are cached per (tools, vocabulary, calls, max_calls)."""
+    if calls not in CALL_MODES:
+        raise ToolSchemaError(f"calls must be one of {sorted(CALL_MODES)}, got {calls!r}")
+    if not isinstance(max_calls, int) or max_calls < 1:
+        raise ToolSchemaError(f"max_calls must be a positive integer, got {max_calls!r}")
+    norm = normalize_tools(tools)
+    vocab = tokenizer if isinstance(tokenizer, Vocabulary) else Vocabulary.from_tokenizer(tokenizer)
+    key = (json.dumps([t.spec() for t in norm], sort_keys=True), vocab.key, calls, max_calls)
+    with _CACHE_LOCK:
+        g = _CACHE.get(key)
+        if g is None:
+            g = _CACHE.put(key, Grammar(norm, vocab, calls, max_calls))
+    return g

@@ -1,0 +1,293 @@
+"""Tool specs in any supported dialect -> one normalized form (plain JSON Schema).
+
+Accepted: OpenAI style ``{"type": "function", "function": {...}}``, bare
+``{name, description, parameters}`` and BFCL's dialect (types ``dict``, ``float``,
+``tuple``, ``any``; a property's ``optional`` flag). Anything the grammar cannot
+express raises ToolSchemaError naming the tool and the JSON path; nothing is
+silently relaxed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ToolSchemaError
+
+# Dialect type names -> JSON Schema type names.
+TYPE_ALIASES = {
+    "string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
+    "null": "null", "array": "array", "object": "object",
+    "dict": "object", "float": "number", "tuple": "array", "any": None,
+}
+# Keywords kept only for prompts or ignored as annotations.
+ANNOTATIONS = {"description", "title", "default", "examples", "format", "deprecated", "readOnly",
+               "writeOnly", "$comment", "$schema", "$id", "optional"}
+SUPPORTED = ANNOTATIONS | {
+    "type", "enum", "const", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "items", "minItems", "maxItems", "properties", "required",
+    "additionalProperties", "anyOf", "oneOf", "$ref", "$defs", "definitions"}
+
+MAX_DEPTH = 32          # nesting deeper than this is rejected, not recursed into
+MAX_REF_EXPANSIONS = 4  # a recursive $ref is unrolled at most this many times
+MAX_ENUM = 20_000
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool with its parameters as normalized JSON Schema (an object schema)."""
+    name: str
+    description: str
+    parameters: dict = field(hash=False)
+
+    def spec(self) -> dict:
+        """The bare ``{name, description, parameters}`` form, for prompts."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+def normalize_tools(tools: Any) -> list[Tool]:
+    """Validate and normalize a list of tool specs; raises ToolSchemaError on bad input."""
+    if isinstance(tools, dict):
+        tools = [tools]
+    if not isinstance(tools, (list, tuple)) or not tools:
+        raise ToolSchemaError("tools must be a non-empty list of tool specs, got "
+                              f"{type(tools).__name__}")
+    out: list[Tool] = []
+    seen: set[str] = set()
+    for i, spec in enumerate(tools):
+        tool = _normalize_tool(spec, f"$[{i}]")
+        if tool.name in seen:
+            raise ToolSchemaError("duplicate tool name", tool.name, f"$[{i}].name")
+        seen.add(tool.name)
+        out.append(tool)
+    return out
+
+
+def _normalize_tool(spec: Any, path: str) -> Tool:
+    if not isinstance(spec, dict):
+        raise ToolSchemaError(f"a tool spec must be an object, got {type(spec).__name__}", None, path)
+    if spec.get("type") == "function" and isinstance(spec.get("function"), dict):
+        spec, path = spec["function"], path + ".function"
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ToolSchemaError("missing or empty tool name", None, path + ".name")
+    if any(ord(c) < 0x20 for c in name) or len(name) > 256:
+        raise ToolSchemaError("tool name has control characters or is over 256 characters",
+                              name, path + ".name")
+    desc = spec.get("description", "")
+    if not isinstance(desc, str):
+        raise ToolSchemaError("description must be a string", name, path + ".description")
+    params = spec.get("parameters", {"type": "object", "properties": {}})
+    if params is None:
+        params = {"type": "object", "properties": {}}
+    if not isinstance(params, dict):
+        raise ToolSchemaError("parameters must be an object schema", name, path + ".parameters")
+    norm = _Normalizer(name, params).schema(params, path + ".parameters", 0)
+    if norm.get("type") != "object":
+        raise ToolSchemaError("parameters must have type object (or dict)", name,
+                              path + ".parameters.type")
+    if "additionalProperties" not in params:  # arguments take no unknown keys unless asked to
+        norm["additionalProperties"] = False
+    return Tool(name, desc, norm)
+
+
+class _Normalizer:
+    def __init__(self, tool: str, root: dict):
+        self.tool = tool
+        self.defs = {}
+        for key in ("$defs", "definitions"):
+            if isinstance(root.get(key), dict):
+                self.defs.update({f"#/{key}/{k}": v for k, v in root[key].items()})
+        self.ref_depth: dict[str, int] = {}
+
+    def error(self, msg: str, path: str) -> ToolSchemaError:
+        return ToolSchemaError(msg, self.tool, path)
+
+    def schema(self, s: Any, path: str, depth: int) -> dict:
+        if depth > MAX_DEPTH:
+            raise self.error(f"schema nested deeper than {MAX_DEPTH} levels", path)
+        if s is True or s == {}:
+            return {}
+        if not isinstance(s, dict):
+            raise self.error(f"a schema must be an object, got {type(s).__name__}", path)
+        for key in s:
+            if key not in SUPPORTED:
+                raise self.error(f"unsupported JSON Schema keyword {key!r}", f"{path}.{key}")
+        if "$ref" in s:
+            return self.ref(s, path, depth)
+        out: dict = {k: s[k] for k in ("description", "title", "default") if k in s}
+        for kw in ("anyOf", "oneOf"):
+            if kw in s:
+                alts = s[kw]
+                if not isinstance(alts, list) or not alts:
+                    raise self.error(f"{kw} must be a non-empty list", f"{path}.{kw}")
+                rest = {k: v for k, v in s.items() if k not in (kw, *ANNOTATIONS)}
+                if rest:  # sibling constraints apply to every alternative
+                    alts = [{**rest, **a} if isinstance(a, dict) else a for a in alts]
+                out["anyOf"] = [self.schema(a, f"{path}.{kw}[{i}]", depth + 1)
+                                for i, a in enumerate(alts)]
+                return out
+        if "const" in s:
+            out["enum"] = [self.json_value(s["const"], f"{path}.const")]
+            return out
+        if "enum" in s:
+            vals = s["enum"]
+            if not isinstance(vals, list) or not vals:
+                raise self.error("enum must be a non-empty list", f"{path}.enum")
+            if len(vals) > MAX_ENUM:
+                raise self.error(f"enum has {len(vals)} values, more than {MAX_ENUM}", f"{path}.enum")
+            vals = [self.json_value(v, f"{path}.enum[{i}]") for i, v in enumerate(vals)]
+            types = self.types(s, path)
+            if types is not None:  # enum values must also match the declared type
+                vals = [v for v in vals if _json_type_ok(v, types)]
+                if not vals:
+                    raise self.error(f"no enum value matches type {s['type']!r}", f"{path}.enum")
+            out["enum"] = list({json.dumps(v, sort_keys=True): v for v in vals}.values())
+            return out
+        types = self.types(s, path)
+        if types is None:
+            if any(k in s for k in ("properties", "required", "additionalProperties")):
+                types = ["object"]
+            elif any(k in s for k in ("items", "minItems", "maxItems")):
+                types = ["array"]
+            else:
+                return out  # any JSON value
+        variants = [self.typed(t, s, path, depth) for t in types]
+        if len(variants) == 1:
+            out.update(variants[0])
+            return out
+        out["anyOf"] = variants
+        return out
+
+    def ref(self, s: dict, path: str, depth: int) -> dict:
+        ref = s["$ref"]
+        if not isinstance(ref, str) or ref not in self.defs:
+            raise self.error(f"$ref {ref!r} does not point into this schema's $defs/definitions",
+                             f"{path}.$ref")
+        n = self.ref_depth.get(ref, 0)
+        if n >= MAX_REF_EXPANSIONS:
+            raise self.error(f"$ref {ref!r} is recursive beyond {MAX_REF_EXPANSIONS} levels",
+                             f"{path}.$ref")
+        self.ref_depth[ref] = n + 1
+        try:
+            target = self.schema(self.defs[ref], f"{path}.$ref", depth + 1)
+        finally:
+            self.ref_depth[ref] = n
+        extra = {k: s[k] for k in ("description", "default") if k in s}
+        return {**target, **extra}
+
+    def types(self, s: dict, path: str) -> list[str] | None:
+        t = s.get("type")
+        if t is None:
+            return None
+        names = t if isinstance(t, list) else [t]
+        out = []
+        for name in names:
+            if not isinstance(name, str) or name not in TYPE_ALIASES:
+                raise self.error(f"unknown type {name!r} (supported: "
+                                 f"{', '.join(sorted(TYPE_ALIASES))})", f"{path}.type")
+            if TYPE_ALIASES[name] is None:
+                return None
+            out.append(TYPE_ALIASES[name])
+        return list(dict.fromkeys(out)) or None
+
+    def typed(self, t: str, s: dict, path: str, depth: int) -> dict:
+        out: dict = {"type": t}
+        if t == "string":
+            for k in ("minLength", "maxLength"):
+                if k in s:
+                    out[k] = self.count(s[k], f"{path}.{k}")
+            if out.get("minLength", 0) > out.get("maxLength", math.inf):
+                raise self.error("minLength is greater than maxLength", path)
+        elif t in ("integer", "number"):
+            for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                if k in s:
+                    v = s[k]
+                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                        raise self.error(f"{k} must be a finite number", f"{path}.{k}")
+                    out[k] = v
+        elif t == "array":
+            if "items" in s:
+                if isinstance(s["items"], list):  # tuple-style items
+                    raise self.error("tuple-style 'items' lists are not supported", f"{path}.items")
+                out["items"] = self.schema(s["items"], f"{path}.items", depth + 1)
+            for k in ("minItems", "maxItems"):
+                if k in s:
+                    out[k] = self.count(s[k], f"{path}.{k}")
+            if out.get("minItems", 0) > out.get("maxItems", math.inf):
+                raise self.error("minItems is greater than maxItems", path)
+        elif t == "object":
+            props = s.get("properties", {})
+            if not isinstance(props, dict):
+                raise self.error("properties must be an object", f"{path}.properties")
+            out["properties"] = {}
+            for k, v in props.items():
+                if not isinstance(k, str) or not k:
+                    raise self.error("property names must be non-empty strings", f"{path}.properties")
+                out["properties"][k] = self.schema(v, f"{path}.properties.{k}", depth + 1)
+            req = s.get("required", [])
+            if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
+                raise self.error("required must be a list of strings", f"{path}.required")
+            for r in req:
+                if r not in props:
+                    raise self.error(f"required property {r!r} is not in properties", f"{path}.required")
+            optional = {k for k, v in props.items() if isinstance(v, dict) and v.get("optional") is True}
+            out["required"] = [r for r in dict.fromkeys(req) if r not in optional]
+            extra = s.get("additionalProperties", not props)  # a bare dict takes any keys
+            if extra is False:
+                out["additionalProperties"] = False
+            elif extra is True:
+                out["additionalProperties"] = True
+            else:
+                out["additionalProperties"] = self.schema(extra, f"{path}.additionalProperties", depth + 1)
+        return out
+
+    def count(self, v: Any, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise self.error("must be a non-negative integer", path)
+        return v
+
+    def json_value(self, v: Any, path: str) -> Any:
+        try:
+            text = json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise self.error(f"value is not finite JSON: {e}", path) from None
+        if len(text) > 4096:
+            raise self.error("enum/const value longer than 4096 characters", path)
+        return v
+
+
+def _json_type_ok(v: Any, types: list[str]) -> bool:
+    for t in types:
+        if t == "string" and isinstance(v, str):
+            return True
+        if t == "boolean" and isinstance(v, bool):
+            return True
+        if t == "null" and v is None:
+            return True
+        if t == "integer" and isinstance(v, int) and not isinstance(v, bool):
+            return True
+        if t == "number" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return True
+        if t == "array" and isinstance(v, list):
+            return True
+        if t == "object" and isinstance(v, dict):
+            return True
+    return False
+
+
+def call_list_schema(tools: list[Tool], calls: str = "one_or_more", max_calls: int | None = None) -> dict:
+    """JSON Schema of the whole output: a list of calls to the given tools."""
+    variants = []
+    for t in tools:
+        variants.append({"type": "object", "properties": {"name": {"const": t.name},
+                                                          "arguments": t.parameters},
+                         "required": ["name", "arguments"], "additionalProperties": False})
+    schema: dict = {"type": "array", "items": {"anyOf": variants}}
+    schema["minItems"] = {"one": 1, "one_or_more": 1, "any": 0}[calls]
+    if calls == "one":
+        schema["maxItems"] = 1
+    elif max_calls is not None:
+        schema["maxItems"] = max_calls
+    return schema

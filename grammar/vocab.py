@@ -1,0 +1,145 @@
+"""A tokenizer's vocabulary as raw bytes, which is what the automaton reads.
+
+Supports byte-level BPE (GPT-2, SmolLM2, Qwen: tokens spelled with the
+bytes-to-unicode alphabet) and SentencePiece-style vocabularies ('▁' for space,
+``<0xAB>`` byte-fallback tokens: Llama, Gemma). Special tokens get no bytes: the
+grammar never allows them, except EOS exactly when the output is complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import weakref
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import ToolprmError
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _decoder_kind(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and hasattr(backend, "to_str"):
+        spec = json.dumps(json.loads(backend.to_str()).get("decoder"))
+        if '"ByteLevel"' in spec:
+            return "bytelevel"
+        if "ByteFallback" in spec or "Metaspace" in spec or "\u2581" in spec or "\\u2581" in spec:
+            return "sentencepiece"
+    vocab = tokenizer.get_vocab()
+    if any("\u2581" in t for t in list(vocab)[:5000]):
+        return "sentencepiece"
+    return "bytelevel"
+
+
+class Vocabulary:
+    """Token id -> bytes (None for special tokens), plus lookup tables built once."""
+
+    def __init__(self, token_bytes: list[bytes | None], eos_ids: list[int]):
+        self.token_bytes = token_bytes
+        self.size = len(token_bytes)
+        self.eos_ids = sorted(set(i for i in eos_ids if 0 <= i < self.size))
+        h = hashlib.sha256()
+        for t in token_bytes:
+            h.update(b"\x00" if t is None else b"\x01" + len(t).to_bytes(4, "little") + t)
+        h.update(json.dumps(self.eos_ids).encode())
+        self.key = h.hexdigest()
+        pairs = sorted((t, i) for i, t in enumerate(token_bytes) if t)
+        self.sorted_bytes = [t for t, _ in pairs]
+        self.sorted_ids = [i for _, i in pairs]
+        self.by_bytes: dict[bytes, int] = {}
+        for t, i in pairs:
+            self.by_bytes.setdefault(t, i)
+        missing = [chr(b) for b in range(0x20, 0x7F) if bytes((b,)) not in self.by_bytes]
+        if missing:
+            raise ToolprmError("this vocabulary cannot spell every printable ASCII character "
+                               f"(missing {''.join(missing)!r}); constrained decoding could dead-end")
+        self._string_tables = None
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "Vocabulary":
+        """The vocabulary of a Hugging Face tokenizer (cached per tokenizer object)."""
+        try:
+            cached = _BY_TOKENIZER.get(tokenizer)
+        except TypeError:
+            cached = None
+        if cached is not None:
+            return cached
+        kind = _decoder_kind(tokenizer)
+        size = len(tokenizer)
+        special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        for i, tok in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items():
+            if getattr(tok, "special", False):
+                special.add(i)
+        u2b = _unicode_to_byte()
+        pieces = tokenizer.convert_ids_to_tokens(list(range(size)))
+        out: list[bytes | None] = []
+        for i, piece in enumerate(pieces):
+            if i in special or piece is None:
+                out.append(None)
+            elif kind == "sentencepiece":
+                m = _BYTE_FALLBACK.match(piece)
+                out.append(bytes((int(m.group(1), 16),)) if m else piece.replace("\u2581", " ").encode())
+            elif all(c in u2b for c in piece):
+                out.append(bytes(u2b[c] for c in piece))
+            else:  # an added, non-special token spelled in plain text
+                out.append(piece.encode())
+        eos = tokenizer.eos_token_id
+        vocab = cls(out, [eos] if eos is not None else [])
+        try:
+            _BY_TOKENIZER[tokenizer] = vocab
+        except TypeError:
+            pass
+        return vocab
+
+    def string_tables(self):
+        """Per-token facts for the inside-a-free-string fast path, computed once.
+
+        Starting inside a string in the clean state, a token either stays inside
+        (``stay_n[t]`` = code points it begins, else -1), or closes the string after
+        ``exit_n`` code points with the rest ``exit_tail`` left for the structure."""
+        if self._string_tables is None:
+            from .automaton import _string_byte, QUOTE
+            stay_n = np.full(self.size, -1, dtype=np.int32)
+            exit_ids, exit_n, exit_tail = [], [], []
+            for i, t in enumerate(self.token_bytes):
+                if not t:
+                    continue
+                esc, n = 0, 0
+                for j, b in enumerate(t):
+                    if esc == 0 and b == QUOTE:
+                        exit_ids.append(i)
+                        exit_n.append(n)
+                        exit_tail.append(t[j + 1:])
+                        break
+                    nxt = _string_byte(esc, b)
+                    if nxt is None:
+                        break
+                    if esc == 0:
+                        n += 1
+                    esc = nxt
+                else:
+                    stay_n[i] = n
+            self._string_tables = (stay_n, np.array(exit_ids, dtype=np.int64),
+                                   np.array(exit_n, dtype=np.int32), exit_tail)
+        return self._string_tables
+
+
+_BY_TOKENIZER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
