@@ -8,15 +8,22 @@ by different beams are equal and share cached token masks.
 ``Node.step(frame, byte)`` yields actions:
 
 - ``(STAY, frame, events)``   the byte is consumed, the node continues in ``frame``;
-- ``(DONE, events)``          the byte is consumed and completes the value;
+- ``(DONE, events)``          the byte is consumed and completes the value
+                              (``(DONE, events, result)`` hands ``result`` to the parent);
 - ``(REFEED,)``               the value was already complete: pop and give the byte
                               to the parent (numbers end on the next byte);
-- ``(PUSH, frame, child)``    become ``frame`` and push ``child``, which gets the byte.
+- ``(PUSH, frame, child)``    become ``frame`` and push ``child``, which gets the byte
+                              (``(PUSH, frame, child, frames)`` starts the child in
+                              the given frames instead of ``child.init()``).
 
-``Node.child_done(frame)`` returns ``(frame, events)`` or None when the parent
+``Node.child_done(frame, result)`` returns ``(frame, events)`` or None when the parent
 rejects the finished child. Every node only accepts bytes after which the value
 can still be completed within its bounds, so no reachable configuration is a dead
 end (given a vocabulary that can spell every byte).
+
+Completion is detected at the same byte whatever the alternative: strings, arrays,
+objects, ``true``/``false``/``null`` on their last byte, numbers (free or enum
+values) on the byte after. So the events of an NFA branch depend only on the text.
 
 Events from ``step`` are ``(kind, delta)`` pairs (the boundary lies ``delta`` bytes
 after the current byte's position); events from ``child_done`` are bare kinds placed
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from decimal import Decimal
+from decimal import Context, Decimal
 
 STAY, DONE, REFEED, PUSH = range(4)
 QUOTE, BSLASH, SPACE, COMMA, COLON = b'"\\ ,:'
@@ -37,9 +44,14 @@ HEX = frozenset(b"0123456789abcdefABCDEF")
 DIGITS = frozenset(b"0123456789")
 
 DEFAULT_MAX_STRING = 256   # strings without maxLength stop here, so they cannot run away
-DEFAULT_MAX_ITEMS = 64
-MAX_INT_DIGITS = 15
-MAX_FRAC_DIGITS = 15
+DEFAULT_MAX_KEY = 128      # free (additionalProperties) keys
+DEFAULT_MAX_ITEMS = 64     # arrays without maxItems; free keys per object
+# Numbers: every float repr without an exponent fits (it uses one from 1e16 and
+# below 1e-4); an exponent (unbounded numbers only) has at most 2 digits, so no
+# number overflows to infinity.
+MAX_INT_DIGITS = 16
+MAX_FRAC_DIGITS = 20
+MAX_EXP_DIGITS = 2
 ANY_DEPTH = 3              # nesting allowed inside a schema-less ("any") value
 
 
@@ -52,7 +64,7 @@ class Node:
     def step(self, frame, b):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def child_done(self, frame):  # pragma: no cover - interface
+    def child_done(self, frame, result):  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -67,13 +79,79 @@ class Union(Node):
         return [f for a in self.alts for f in a.init()]
 
 
+# ----------------------------------------------------------------------------- strings
+# Escape / UTF-8 states inside a string, and their byte transitions (a table).
+(S_CLEAN, S_ESC, S_U1, S_U2, S_U3, S_U4, S_UD, S_HI3, S_HI4, S_LO_BS, S_LO_U, S_LO_D,
+ S_LO2, S_LO3, S_LO4, S_C1, S_C2, S_C3, S_E0, S_ED, S_F0, S_F4) = range(22)
+N_STRING_STATES = 22
+
+
+def _string_table() -> list[list[int]]:
+    """T[state][byte] -> next state, -1 if invalid. A \\u escape is one code point;
+    a surrogate pair (\\uD83D\\uDE00) is one code point too, and lone surrogates are
+    rejected (Python would decode them into strings that cannot be encoded)."""
+    t = [[-1] * 256 for _ in range(N_STRING_STATES)]
+    hexd = sorted(HEX)
+    for b in range(0x20, 0x80):
+        t[S_CLEAN][b] = S_CLEAN
+    t[S_CLEAN][BSLASH] = S_ESC
+    for b in range(0xC2, 0xE0):
+        t[S_CLEAN][b] = S_C1
+    for b in range(0xE1, 0xF0):
+        t[S_CLEAN][b] = S_C2
+    for b in range(0xF1, 0xF4):
+        t[S_CLEAN][b] = S_C3
+    t[S_CLEAN][0xE0], t[S_CLEAN][0xED], t[S_CLEAN][0xF0], t[S_CLEAN][0xF4] = S_E0, S_ED, S_F0, S_F4
+    for b in ESCAPABLE:
+        t[S_ESC][b] = S_CLEAN
+    t[S_ESC][ord("u")] = S_U1
+    for b in hexd:
+        t[S_U1][b] = S_U2
+        t[S_U2][b] = S_U3
+        t[S_U3][b] = S_U4
+        t[S_U4][b] = S_CLEAN
+        t[S_HI3][b] = S_HI4
+        t[S_HI4][b] = S_LO_BS
+        t[S_LO3][b] = S_LO4
+        t[S_LO4][b] = S_CLEAN
+    for b in b"dD":
+        t[S_U1][b] = S_UD
+        t[S_LO_D][b] = S_LO2
+    for b in b"01234567":
+        t[S_UD][b] = S_U3
+    for b in b"89abAB":
+        t[S_UD][b] = S_HI3
+    for b in b"cdefCDEF":
+        t[S_LO2][b] = S_LO3
+    t[S_LO_BS][BSLASH] = S_LO_U
+    t[S_LO_U][ord("u")] = S_LO_D
+    for b in range(0x80, 0xC0):
+        t[S_C1][b] = S_CLEAN
+        t[S_C2][b] = S_C1
+        t[S_C3][b] = S_C2
+    for state, lo, hi, then in ((S_E0, 0xA0, 0xBF, S_C1), (S_ED, 0x80, 0x9F, S_C1),
+                                (S_F0, 0x90, 0xBF, S_C2), (S_F4, 0x80, 0x8F, S_C2)):
+        for b in range(lo, hi + 1):
+            t[state][b] = then
+    return t
+
+
+STRING_TABLE = _string_table()
+
+
+def _string_byte(esc: int, b: int) -> int | None:
+    """The escape/UTF-8 state after byte ``b`` inside a string, or None if invalid.
+    In the clean state a quote returns 0 (the caller closes the string)."""
+    nxt = STRING_TABLE[esc][b]
+    return None if nxt < 0 else nxt
+
+
 class StringNode(Node):
     """A free JSON string. Frame: (node, phase, count, esc).
 
-    phase 0 expects the opening quote, 1 is inside. ``count`` is code points begun.
-    ``esc``: 0 clean, 1 after a backslash, 11..14 hex digits left of a \\u escape,
-    21..23 UTF-8 continuation bytes left, 40..43 a lead byte whose first continuation
-    byte has a restricted range (no overlongs, no surrogates).
+    phase 0 expects the opening quote, 1 is inside. ``count`` is code points begun
+    (as Python counts them, which is what minLength/maxLength mean). ``esc`` is the
+    escape / UTF-8 state (S_* above); S_CLEAN is 0.
     """
     __slots__ = ("min", "max")
 
@@ -89,68 +167,82 @@ class StringNode(Node):
             if b == QUOTE:
                 yield STAY, (self, 1, 0, 0), ()
             return
-        nxt = _string_byte(esc, b)
-        if nxt is None:
-            return
         if esc == 0:
             if b == QUOTE:
                 if count >= self.min:
                     yield DONE, ()
                 return
-            if count >= self.max:
+            nxt = STRING_TABLE[0][b]
+            if nxt < 0 or count >= self.max:
                 return
             yield STAY, (self, 1, count + 1, nxt), ()
         else:
-            yield STAY, (self, 1, count, nxt), ()
+            nxt = STRING_TABLE[esc][b]
+            if nxt >= 0:
+                yield STAY, (self, 1, count, nxt), ()
 
 
-_RESTRICTED = {0xE0: (40, 0xA0, 0xBF, 21), 0xED: (41, 0x80, 0x9F, 21),
-               0xF0: (42, 0x90, 0xBF, 22), 0xF4: (43, 0x80, 0x8F, 22)}
-_RESTRICTED_BY_STATE = {v[0]: v[1:] for v in _RESTRICTED.values()}
+class FreeKeyNode(StringNode):
+    """A key of additionalProperties: a string that is neither a declared key nor a
+    key already used in this object. Frame: (node, phase, count, esc, text, used)
+    with ``text`` the raw bytes so far and ``used`` the free keys already present.
+    The finished key goes to the parent as the DONE result."""
+    __slots__ = ("declared",)
 
+    def __init__(self, declared: frozenset, max_len: int = DEFAULT_MAX_KEY):
+        super().__init__(0, max_len)
+        self.declared = declared
 
-def _string_byte(esc: int, b: int) -> int | None:
-    """The escape/UTF-8 state after byte ``b`` inside a string, or None if invalid.
-    In the clean state a quote returns 0 (the caller closes the string)."""
-    if esc == 0:
-        if b == BSLASH:
-            return 1
-        if b < 0x20:
-            return None
-        if b < 0x80:
-            return 0
-        if b in _RESTRICTED:
-            return _RESTRICTED[b][0]
-        if 0xC2 <= b <= 0xDF:
-            return 21
-        if 0xE1 <= b <= 0xEF:
-            return 22
-        if 0xF1 <= b <= 0xF3:
-            return 23
-        return None
-    if esc == 1:
-        if b in ESCAPABLE:
-            return 0
-        return 14 if b == 0x75 else None  # \u
-    if 11 <= esc <= 14:
-        return (0 if esc == 11 else esc - 1) if b in HEX else None
-    if 21 <= esc <= 23:
-        return (0 if esc == 21 else esc - 1) if 0x80 <= b <= 0xBF else None
-    lo, hi, then = _RESTRICTED_BY_STATE[esc]
-    return then if lo <= b <= hi else None
+    def init(self):  # pragma: no cover - pushed with explicit frames
+        return [(self, 0, 0, 0, b"", frozenset())]
+
+    def frame(self, used: frozenset) -> tuple:
+        return (self, 0, 0, 0, b"", used)
+
+    def taken(self, text: bytes, used: frozenset) -> str | None:
+        """The key if ``text`` (complete string content) may be used, else None."""
+        key = json.loads(b'"' + text + b'"')
+        return None if key in self.declared or key in used else key
+
+    def step(self, frame, b):
+        _, phase, count, esc, text, used = frame
+        if phase == 0:
+            if b == QUOTE:
+                yield STAY, (self, 1, 0, 0, b"", used), ()
+            return
+        if esc == 0 and b == QUOTE:
+            key = self.taken(text, used)
+            if key is not None:
+                yield DONE, (), key
+            return
+        nxt = STRING_TABLE[esc][b]
+        if nxt < 0:
+            return
+        if esc == 0:
+            if count >= self.max:
+                return
+            count += 1
+        text += bytes((b,))
+        # At the length cap the key must close next: only go there if it may.
+        if nxt == 0 and count == self.max and self.taken(text, used) is None:
+            return
+        yield STAY, (self, 1, count, nxt, text, used), ()
 
 
 class Trie:
-    """A byte trie over a set of strings. Node 0 is the root."""
+    """A byte trie over a set of words; ``ids[i]`` is the item word ``i`` spells
+    (several spellings may share an item). Node 0 is the root."""
     __slots__ = ("children", "terminal", "masks")
 
-    def __init__(self, words: list[bytes]):
+    def __init__(self, words: list[bytes], ids: list[int] | None = None, masks: bool = True):
+        ids = list(range(len(words))) if ids is None else ids
         self.children: list[dict[int, int]] = [{}]
-        self.terminal: list[int] = [-1]   # index of the word ending here, or -1
-        self.masks: list[int] = [0]       # bit i set: word i lies below this node
-        for i, w in enumerate(words):
+        self.terminal: list[int] = [-1]   # item of the word ending here, or -1
+        self.masks: list[int] = [0]       # bit i set: a word of item i lies below this node
+        for w, i in zip(words, ids):
             t = 0
-            self.masks[0] |= 1 << i
+            bit = 1 << i if masks else 0
+            self.masks[0] |= bit
             for b in w:
                 nxt = self.children[t].get(b)
                 if nxt is None:
@@ -160,19 +252,36 @@ class Trie:
                     self.terminal.append(-1)
                     self.masks.append(0)
                 t = nxt
-                self.masks[t] |= 1 << i
-            self.terminal[t] = i
+                if masks:
+                    self.masks[t] |= bit
+            if self.terminal[t] < 0:
+                self.terminal[t] = i
+
+
+def spellings(value, container_spacing: bool = True) -> list[bytes]:
+    """The JSON texts accepted for a fixed value: compact and json.dumps' default
+    separators, with and without ASCII escaping of non-ASCII characters."""
+    out = []
+    for ascii_ in (False, True):
+        seps = [(",", ":"), (", ", ": ")] if container_spacing else [(",", ":")]
+        for sep in seps:
+            out.append(json.dumps(value, ensure_ascii=ascii_, separators=sep).encode())
+    return list(dict.fromkeys(out))
 
 
 class LiteralNode(Node):
     """One of a fixed set of JSON values (enum, const, true/false, null), matched
-    byte by byte on their compact JSON text. Frame: (node, trie_node)."""
+    byte by byte on their JSON texts (see ``spellings``). Frame: (node, trie_node)."""
     __slots__ = ("values", "trie")
 
     def __init__(self, values: list):
         self.values = values
-        texts = [json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode() for v in values]
-        self.trie = Trie(texts)
+        words, ids = [], []
+        for i, v in enumerate(values):
+            for w in spellings(v, isinstance(v, (list, dict))):
+                words.append(w)
+                ids.append(i)
+        self.trie = Trie(words, ids, masks=False)
 
     def init(self):
         return [(self, 0)]
@@ -182,7 +291,8 @@ class LiteralNode(Node):
         trie = self.trie
         child = trie.children[t].get(b)
         if child is not None:
-            if trie.terminal[child] >= 0 and not trie.children[child]:
+            # A number ends on the next byte, like a free number (see the module doc).
+            if trie.terminal[child] >= 0 and not trie.children[child] and b not in DIGITS:
                 yield DONE, ()
             else:
                 yield STAY, (self, child), ()
@@ -190,11 +300,17 @@ class LiteralNode(Node):
             yield REFEED,
 
 
+# ----------------------------------------------------------------------------- numbers
+_CTX = Context(prec=80)
+_GRID = Decimal(1).scaleb(-MAX_FRAC_DIGITS)
+_BIG = Decimal(10) ** (MAX_INT_DIGITS + 1)  # bounds beyond any writable number
+
+
 class NumberNode(Node):
     """A JSON number or integer with bounded length; bounds are enforced on every
-    prefix (a prefix is only accepted if some completion lies within them).
-    Frame: (node, text)."""
-    __slots__ = ("integer", "lo", "hi", "lo_open", "hi_open", "bounded")
+    prefix (a prefix is only accepted if some completion lies within them, exactly,
+    open bounds included). Bounded numbers take no exponent. Frame: (node, text)."""
+    __slots__ = ("integer", "lo", "hi", "lo_open", "hi_open", "bounded", "_memo")
 
     def __init__(self, integer: bool, schema: dict | None = None):
         s = schema or {}
@@ -202,20 +318,33 @@ class NumberNode(Node):
         self.lo, self.lo_open = _bound(s, "minimum", "exclusiveMinimum", -math.inf, max)
         self.hi, self.hi_open = _bound(s, "maximum", "exclusiveMaximum", math.inf, min)
         self.bounded = math.isfinite(self.lo) or math.isfinite(self.hi)
+        self._memo: dict[bytes, bool] = {}
 
     def init(self):
         return [(self, b"")]
 
+    def satisfiable(self) -> bool:
+        """Does any number of this node's form lie within its bounds?"""
+        return self._feasible(b"")
+
     def step(self, frame, b):
         text = frame[1]
         new = text + bytes((b,))
-        if _number_prefix(new, not self.integer, not (self.integer or self.bounded)) \
-                and self._feasible(new):
+        ok = self._memo.get(new)
+        if ok is None:
+            ok = _number_prefix(new, not self.integer, not (self.integer or self.bounded)) \
+                and self._feasible(new)
+            if len(self._memo) < 100_000:
+                self._memo[new] = ok
+        if ok:
             yield STAY, (self, new), ()
-        if text and _number_complete(text) and self._in_range(Decimal(text.decode())):
+        if text and text[-1] in DIGITS and self._in_range(text):
             yield REFEED,
 
-    def _in_range(self, v: Decimal) -> bool:
+    def _in_range(self, text: bytes) -> bool:
+        if not self.bounded:
+            return True
+        v = Decimal(text.decode())
         lo_ok = v > self.lo if self.lo_open else v >= self.lo
         hi_ok = v < self.hi if self.hi_open else v <= self.hi
         return lo_ok and hi_ok
@@ -227,30 +356,44 @@ class NumberNode(Node):
         s = text.decode()
         neg = s.startswith("-")
         body = s[1:] if neg else s
-        if not body:
-            intervals = [(-math.inf, 0)] if neg else [(-math.inf, math.inf)]
-            return any(self._meets(lo, hi) for lo, hi in intervals)
-        if "." in body:
+        step = Decimal(1) if self.integer else _GRID
+        top_int = Decimal(10) ** MAX_INT_DIGITS
+        if not body:  # any magnitude
+            spans = [(Decimal(0), _CTX.subtract(top_int, step))]
+            if not neg:
+                spans.append((-spans[0][1], Decimal(0)))
+        elif "." in body:
             ip, fp = body.split(".")
             v = Decimal(ip + "." + (fp or "0"))
-            width = Decimal(1).scaleb(-len(fp)) if fp else Decimal(1)
-            spans = [(v, v + width)]
+            width = Decimal(1).scaleb(-len(fp))
+            spans = [(v, _CTX.subtract(_CTX.add(v, width), step) if len(fp) < MAX_FRAC_DIGITS else v)]
         elif body == "0":
-            spans = [(Decimal(0), Decimal(0) if self.integer else Decimal(1))]
+            spans = [(Decimal(0), Decimal(0) if self.integer else _CTX.subtract(Decimal(1), step))]
         else:
-            d = int(body)
+            d = Decimal(int(body))
             spans = []
             for k in range(0, MAX_INT_DIGITS - len(body) + 1):
-                scale = 10 ** k
-                top = (d + 1) * scale - (1 if self.integer else 0)
-                spans.append((Decimal(d * scale), Decimal(top)))
+                scale = Decimal(10) ** k
+                spans.append((_CTX.multiply(d, scale), _CTX.subtract(_CTX.multiply(d + 1, scale), step)))
         if neg:
             spans = [(-hi, -lo) for lo, hi in spans]
-        return any(self._meets(lo, hi) for lo, hi in spans)
+        return any(self._meets(lo, hi, step) for lo, hi in spans)
 
-    def _meets(self, lo, hi) -> bool:
-        # Closed-interval overlap test; open bounds are checked exactly on completion.
-        return hi >= self.lo and lo <= self.hi
+    def _meets(self, a: Decimal, b: Decimal, step: Decimal) -> bool:
+        """Is some multiple of ``step`` in [a, b] (a, b multiples of it) in bounds?"""
+        x = a
+        if self.lo > _BIG or self.hi < -_BIG:
+            return False
+        if self.lo >= -_BIG:
+            c = _CTX.multiply(_CTX.divide_int(self.lo, step), step)  # towards zero
+            while c < self.lo or (self.lo_open and c == self.lo):
+                c = _CTX.add(c, step)
+            x = max(a, c)
+        if x > b:
+            return False
+        if self.hi > _BIG:
+            return True
+        return x < self.hi if self.hi_open else x <= self.hi
 
 
 def _bound(s: dict, key: str, excl_key: str, default: float, pick) -> tuple:
@@ -302,13 +445,10 @@ def _number_prefix(text: bytes, frac: bool, exponent: bool) -> bool:
     es = i
     while i < n and text[i] in DIGITS:
         i += 1
-    return i == n and i - es <= 2
+    return i == n and i - es <= MAX_EXP_DIGITS
 
 
-def _number_complete(text: bytes) -> bool:
-    return text[-1] in DIGITS
-
-
+# ----------------------------------------------------------------------------- containers
 class ArrayNode(Node):
     """Frame: (node, phase, count). Phases: 0 before '[', 1 after '[', 2 in an item,
     3 after an item, 4 after ',', 5 after ', '."""
@@ -341,62 +481,78 @@ class ArrayNode(Node):
         elif phase in (4, 5):
             yield PUSH, (self, 2, count), self.item
 
-    def child_done(self, frame):
+    def child_done(self, frame, result):
         return (self, 3, frame[2] + 1), ()
+
+
+def key_spellings(key: str) -> list[bytes]:
+    """A key's (or tool name's) JSON texts without the opening quote."""
+    return list(dict.fromkeys(json.dumps(key, ensure_ascii=a)[1:].encode() for a in (False, True)))
 
 
 class ObjectNode(Node):
     """A JSON object whose declared keys may come in any order, each at most once.
 
-    Frame: (node, phase, used, trie_node, key). ``used`` is a bit set of declared
-    keys; ``key`` the index of the key whose value is being read (-1: a free key).
+    Frame: (node, phase, used, trie_node, key, free). ``used`` is a bit set of
+    declared keys; ``key`` the index of the key whose value is being read (-1: a
+    free key); ``free`` the free (additionalProperties) keys present, at most
+    DEFAULT_MAX_ITEMS of them, never repeated and never a declared key.
     Phases: 0 before '{', 1 after '{', 2 in a declared key, 3 before ':', 4 after ':',
     5 after ': ', 6 in a value, 7 after a value, 8 after ',', 9 after ', ',
-    10 in a free key (additionalProperties). With ``emit`` set (a call's arguments)
-    the node reports key and value boundaries.
+    10 in a free key. With ``emit`` set (a call's arguments) the node reports key
+    and value boundaries.
     """
     __slots__ = ("keys", "values", "required", "all", "extra", "trie", "emit", "free_key")
+    EMPTY = frozenset()
 
     def __init__(self, props: dict[str, Node], required: list[str], extra: Node | None,
                  emit: bool = False):
         self.keys = list(props)
         self.values = [props[k] for k in self.keys]
-        self.required = sum(1 << self.keys.index(k) for k in required)
+        self.required = sum(1 << self.keys.index(k) for k in set(required))
         self.all = (1 << len(self.keys)) - 1
         self.extra = extra
         self.emit = emit
         # A key is matched on its JSON text without the opening quote.
-        self.trie = Trie([json.dumps(k, ensure_ascii=False)[1:].encode() for k in self.keys])
-        self.free_key = StringNode() if extra is not None else None
+        words, ids = [], []
+        for i, k in enumerate(self.keys):
+            for w in key_spellings(k):
+                words.append(w)
+                ids.append(i)
+        self.trie = Trie(words, ids)
+        self.free_key = FreeKeyNode(frozenset(self.keys)) if extra is not None else None
 
     def init(self):
-        return [(self, 0, 0, 0, -1)]
+        return [(self, 0, 0, 0, -1, self.EMPTY)]
 
-    def _open_key(self, used, b):
+    def _more(self, used, free) -> bool:
+        return bool(self.all & ~used) or (self.extra is not None and len(free) < DEFAULT_MAX_ITEMS)
+
+    def _open_key(self, used, free):
         """Actions for a quote that starts a key (phases 1, 8, 9)."""
         if self.all & ~used:
-            yield STAY, (self, 2, used, 0, -1), ()
-        if self.extra is not None:
-            yield PUSH, (self, 10, used, 0, -1), self.free_key
+            yield STAY, (self, 2, used, 0, -1, free), ()
+        if self.extra is not None and len(free) < DEFAULT_MAX_ITEMS:
+            yield PUSH, (self, 10, used, 0, -1, free), self.free_key, (self.free_key.frame(free),)
 
     def step(self, frame, b):
-        _, phase, used, t, key = frame
+        _, phase, used, t, key, free = frame
         if phase == 0:
             if b == LBRACE:
-                yield STAY, (self, 1, used, 0, -1), ()
+                yield STAY, (self, 1, used, 0, -1, free), ()
         elif phase in (1, 7):
             if b == RBRACE:
                 if used & self.required == self.required:
                     yield DONE, ()
             elif phase == 1 and b == QUOTE:
-                yield from self._open_key(used, b)
-            elif phase == 7 and b == COMMA and (self.all & ~used or self.extra is not None):
-                yield STAY, (self, 8, used, 0, -1), ()
+                yield from self._open_key(used, free)
+            elif phase == 7 and b == COMMA and self._more(used, free):
+                yield STAY, (self, 8, used, 0, -1, free), ()
         elif phase in (8, 9):
             if b == QUOTE:
-                yield from self._open_key(used, b)
+                yield from self._open_key(used, free)
             elif b == SPACE and phase == 8:
-                yield STAY, (self, 9, used, 0, -1), ()
+                yield STAY, (self, 9, used, 0, -1, free), ()
         elif phase == 2:
             trie = self.trie
             child = trie.children[t].get(b)
@@ -404,23 +560,23 @@ class ObjectNode(Node):
                 return
             k = trie.terminal[child]
             if k >= 0 and not (used >> k) & 1:
-                yield STAY, (self, 3, used | (1 << k), 0, k), ((("key", 1),) if self.emit else ())
+                yield STAY, (self, 3, used | (1 << k), 0, k, free), ((("key", 1),) if self.emit else ())
             elif trie.children[child]:
-                yield STAY, (self, 2, used, child, -1), ()
+                yield STAY, (self, 2, used, child, -1, free), ()
         elif phase == 3:
             if b == COLON:
-                yield STAY, (self, 4, used, 0, key), ()
+                yield STAY, (self, 4, used, 0, key, free), ()
         elif phase == 4 and b == SPACE:
-            yield STAY, (self, 5, used, 0, key), ()
+            yield STAY, (self, 5, used, 0, key, free), ()
         elif phase in (4, 5):
             node = self.values[key] if key >= 0 else self.extra
-            yield PUSH, (self, 6, used, 0, key), node
+            yield PUSH, (self, 6, used, 0, key, free), node
 
-    def child_done(self, frame):
-        _, phase, used, _, key = frame
+    def child_done(self, frame, result):
+        _, phase, used, _, key, free = frame
         if phase == 10:  # a free key ended
-            return (self, 3, used, 0, -1), ((("key",),) if self.emit else ())
-        return (self, 7, used, 0, -1), ((("value",),) if self.emit else ())
+            return (self, 3, used, 0, -1, free | {result}), ((("key",),) if self.emit else ())
+        return (self, 7, used, 0, -1, free), ((("value",),) if self.emit else ())
 
 
 class CallNode(Node):
@@ -436,7 +592,12 @@ class CallNode(Node):
 
     def __init__(self, names: list[str], args: list[Node]):
         self.names, self.args = names, args
-        self.trie = Trie([json.dumps(n, ensure_ascii=False)[1:].encode() for n in names])
+        words, ids = [], []
+        for i, n in enumerate(names):
+            for w in key_spellings(n):
+                words.append(w)
+                ids.append(i)
+        self.trie = Trie(words, ids, masks=False)
 
     def init(self):
         return [(self, 0, 0, -1)]
@@ -476,13 +637,14 @@ class CallNode(Node):
         elif phase == 10 and b == RBRACE:
             yield DONE, ()
 
-    def child_done(self, frame):
+    def child_done(self, frame, result):
         return (self, 10, 0, frame[3]), ()
 
 
 class CallListNode(Node):
     """The whole output: [call, call, ...]. Frame: (node, phase, count).
-    Phases: 0 before '[', 1 after '[', 2 in a call, 3 after a call, 4 after ',',
+    Phases: 0 at the start, 7 after one leading space (SentencePiece models write
+    '▁[' for a first '['), 1 after '[', 2 in a call, 3 after a call, 4 after ',',
     5 after ', ', 6 closed (final)."""
     __slots__ = ("call", "min", "max")
 
@@ -494,9 +656,11 @@ class CallListNode(Node):
 
     def step(self, frame, b):
         _, phase, count = frame
-        if phase == 0:
+        if phase == 0 or phase == 7:
             if b == LBRACKET:
                 yield STAY, (self, 1, 0), ()
+            elif b == SPACE and phase == 0:
+                yield STAY, (self, 7, 0), ()
         elif phase == 1:
             if b == RBRACKET and self.min == 0:
                 yield STAY, (self, 6, 0), (("end", 1),)
@@ -512,7 +676,7 @@ class CallListNode(Node):
         elif phase in (4, 5) and b == LBRACE:
             yield PUSH, (self, 2, count), self.call
 
-    def child_done(self, frame):
+    def child_done(self, frame, result):
         return (self, 3, frame[2] + 1), ()
 
     @staticmethod
@@ -520,47 +684,45 @@ class CallListNode(Node):
         return len(stack) == 1 and stack[0][1] == 6
 
 
+# ----------------------------------------------------------------------------- driver
 def feed(stack: tuple, b: int, pos: int, out: list, events: tuple = ()) -> None:
     """Append to ``out`` every (stack, events) reachable by consuming byte ``b``
     at byte position ``pos``. Event positions are absolute."""
     top = stack[-1]
-    node = top[0]
-    for act in node.step(top, b):
+    for act in top[0].step(top, b):
         kind = act[0]
         if kind == STAY:
-            out.append((stack[:-1] + (act[1],), events + _place(act[2], pos)))
+            ev = act[2]
+            out.append((stack[:-1] + (act[1],), events + tuple((k, pos + d) for k, d in ev) if ev else events))
         elif kind == DONE:
-            _pop(stack[:-1], b, pos, out, events, consumed=True)
+            _pop(stack[:-1], b, pos, out, events, True, act[2] if len(act) > 2 else None)
         elif kind == REFEED:
-            _pop(stack[:-1], b, pos, out, events, consumed=False)
+            _pop(stack[:-1], b, pos, out, events, False, None)
         else:  # PUSH
             base = stack[:-1] + (act[1],)
-            for child in act[2].init():
+            for child in (act[3] if len(act) > 3 else act[2].init()):
                 feed(base + (child,), b, pos, out, events)
 
 
-def _pop(stack, b, pos, out, events, consumed):
+def _pop(stack, b, pos, out, events, consumed, result):
     parent = stack[-1]
-    res = parent[0].child_done(parent)
+    res = parent[0].child_done(parent, result)
     if res is None:
         return
     frame, ev = res
     stack = stack[:-1] + (frame,)
     end = pos + 1 if consumed else pos
-    events = events + tuple((k, end) for (k,) in ev)
+    if ev:
+        events = events + tuple((k, end) for (k,) in ev)
     if consumed:
         out.append((stack, events))
     else:
         feed(stack, b, pos, out, events)
 
 
-def _place(ev, pos):
-    return tuple((k, pos + d) for k, d in ev) if ev else ()
-
-
 def advance_stacks(stacks: tuple, data: bytes, pos: int) -> tuple[tuple, tuple]:
     """Feed ``data`` to every alternative; return the surviving stacks (deduplicated)
-    and the events of the survivors (each alternative keeps its own)."""
+    and the events of the survivors (they agree: events depend only on the text)."""
     cur = [(s, ()) for s in stacks]
     for i, b in enumerate(data):
         nxt: list = []
@@ -568,6 +730,9 @@ def advance_stacks(stacks: tuple, data: bytes, pos: int) -> tuple[tuple, tuple]:
             feed(s, b, pos + i, nxt, ev)
         if not nxt:
             return (), ()
+        if len(nxt) == 1:
+            cur = nxt
+            continue
         seen: dict = {}
         for s, ev in nxt:
             seen.setdefault(s, ev)

