@@ -61,6 +61,9 @@ class Seq:
     hidden: torch.Tensor | None = None                 # last-layer state after the last fed token
     stopped: bool = False                              # reached a boundary; waits for the strategy
     stop_after_feed: bool = False
+    # For each event, the index in ``tokens`` of the last token of the forward chunk
+    # that carried it: where the hidden state a PRM reads at that step was taken.
+    event_positions: list[int] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -69,7 +72,8 @@ class Seq:
     def fork(self) -> "Seq":
         return Seq(self.state, list(self.tokens), list(self.pending), self.logprob, self.step_logprob,
                    self.step_sampled, self.n_events, list(self.scores), list(self.step_scores),
-                   self.next_logits, self.hidden, self.stopped, self.stop_after_feed)
+                   self.next_logits, self.hidden, self.stopped, self.stop_after_feed,
+                   list(self.event_positions))
 
 
 StopFn = Callable[[Seq, tuple[StepEvent, ...]], bool]
@@ -222,6 +226,8 @@ class Decoder:
         for r, s in enumerate(rows):
             if s.pending:
                 s.pending = []
+                while len(s.event_positions) < s.n_events:
+                    s.event_positions.append(len(s.tokens) - 1)
                 s.next_logits = last[r]
                 if hid is not None:
                     s.hidden = hid[r]

@@ -1,0 +1,99 @@
+"""The ``toolprm`` command line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from toolprm.grammar import ToolprmError
+
+# Subcommands implemented elsewhere: (module, function taking argv) - imported lazily
+# so `toolprm generate` does not pay for matplotlib or the training code.
+DELEGATES = {
+    ("bench", "grammar"): "toolprm.bench.grammar_bench",
+    ("bench", "decode"): "toolprm.bench.decode_bench",
+    ("bench", "bfcl"): "toolprm.bench.harness",
+    ("bench", "report"): "toolprm.bench.report",
+    ("bench", "scaling"): "toolprm.bench.scaling",
+    ("train", "data"): "toolprm.train.cli",
+    ("train", "prm"): "toolprm.train.cli",
+    ("train", "eval"): "toolprm.train.cli",
+    ("train", "all"): "toolprm.train.cli",
+}
+
+
+def _generate(argv: list[str]) -> int:
+    from . import api
+    from .search import AGGREGATIONS, STRATEGIES
+
+    p = argparse.ArgumentParser(prog="toolprm generate", description="Call functions for a query.")
+    p.add_argument("query", help="the user's request")
+    p.add_argument("--tools", required=True, help="JSON file with a list of tool specs")
+    p.add_argument("--model", default=None, help="model name or path (default: embedded SmolLM2-135M)")
+    p.add_argument("--strategy", default="fine_beam", choices=STRATEGIES)
+    p.add_argument("--calls", default="any", choices=["one", "one_or_more", "any"])
+    p.add_argument("-m", type=int, default=8, help="samples per beam per step (beam strategies)")
+    p.add_argument("-n", type=int, default=2, help="beams kept / samples for best_of_n and majority")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--aggregation", default="min", choices=AGGREGATIONS)
+    p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
+    a = p.parse_args(argv)
+    try:
+        with open(a.tools) as f:
+            tools = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ToolprmError(f"cannot read tools from {a.tools}: {e}") from None
+    r = api.generate(a.query, tools, model=a.model, strategy=a.strategy, calls=a.calls, m=a.m, n=a.n,
+                     temperature=a.temperature, seed=a.seed, max_new_tokens=a.max_new_tokens,
+                     aggregation=a.aggregation)
+    if a.trace:
+        print(format_trace(r.steps), file=sys.stderr)
+        print(json.dumps(r.stats), file=sys.stderr)
+    print(json.dumps(r.calls, ensure_ascii=False))
+    return 0
+
+
+def format_trace(steps: list[dict]) -> str:
+    lines = []
+    for s in steps:
+        score = "" if s["score"] is None else f"  score={s['score']:.3f}"
+        where = f"call {s['call']}" + (f" {s['key']}" if s["key"] and s["kind"] == "value" else "")
+        lines.append(f"  {s['kind']:<5} {where:<24} {s['text'][:60]}{score}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: toolprm {generate,demo,bench,train} ...\n"
+             "  generate --tools FILE QUERY   call functions for a query\n"
+             "  demo                          a short demonstration on the default model\n"
+             "  bench {grammar,decode,bfcl,report,scaling}\n"
+             "  train {data,prm,eval,all}\n")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "generate":
+            return _generate(rest)
+        if cmd == "demo":
+            from .demo import main as demo
+            return demo(rest)
+        if cmd in ("bench", "train") and rest and (cmd, rest[0]) in DELEGATES:
+            mod = importlib.import_module(DELEGATES[(cmd, rest[0])])
+            return mod.main(rest[1:]) if cmd == "bench" else mod.main(rest)
+        print(usage, file=sys.stderr)
+        return 2
+    except ToolprmError as e:
+        print(f"toolprm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("toolprm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
