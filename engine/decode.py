@@ -82,7 +82,8 @@ StopFn = Callable[[Seq, tuple[StepEvent, ...]], bool]
 class Decoder:
     def __init__(self, model, grammar, prompt_ids: list[int], *, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 256,
-                 pad_token_id: int = 0, want_hidden: bool = False, stats: Stats | None = None):
+                 pad_token_id: int = 0, want_hidden: bool = False, jump_forward: bool = True,
+                 stats: Stats | None = None):
         self.model = model
         self.grammar = grammar
         self.temperature = temperature
@@ -90,6 +91,7 @@ class Decoder:
         self.max_new_tokens = max_new_tokens
         self.pad = pad_token_id
         self.want_hidden = want_hidden
+        self.jump_forward = jump_forward
         self.stats = stats or Stats()
         self.gen = torch.Generator().manual_seed(seed)
         # transformers renamed past_key_values to cache; use whichever this version takes.
@@ -115,6 +117,8 @@ class Decoder:
         """Keep rows ``picks`` (repeats fork a row), in that order."""
         if not picks:
             raise GenerationError("no candidate left to decode")
+        if picks == list(range(len(self.rows))):
+            return
         idx = torch.tensor(picks, device=self.device)
         self.cache.reorder_cache(idx)
         self.attn = self.attn[idx]
@@ -138,6 +142,21 @@ class Decoder:
                 return self.rows
             self._feed()
 
+    def feed_forced(self) -> None:
+        """Feed every row's forced continuation now, in one pass. Strategies call this
+        before forking a row into many, so the shared glue is computed once, not M times."""
+        if not self.jump_forward:
+            return
+        for s in self.rows:
+            if not s.pending and not s.done:
+                forced = s.state.forced()
+                if forced and len(s.tokens) + len(forced) + CLOSE_MARGIN <= self.max_new_tokens:
+                    self._append(s, forced, _never)
+        if any(s.pending for s in self.rows):
+            self._feed()
+        for s in self.rows:
+            s.stopped = s.stop_after_feed = False
+
     def _choose(self, stop: StopFn) -> None:
         """Give every row that needs one its next tokens (forced or sampled)."""
         t0 = time.perf_counter()
@@ -158,7 +177,7 @@ class Decoder:
                 if len(closing) + CLOSE_MARGIN >= left:
                     self._append(s, closing, stop)
                     continue
-            forced = s.state.forced()
+            forced = s.state.forced() if self.jump_forward else []
             if forced:
                 self._append(s, forced, stop)
             else:
@@ -186,7 +205,7 @@ class Decoder:
             s.step_sampled += 1
             self.stats.generated_tokens += 1
             self._append(s, [tok], stop, sampled=True)
-            if not s.stop_after_feed and not s.done:  # jump-forward in the same pass
+            if self.jump_forward and not s.stop_after_feed and not s.done:  # in the same pass
                 more = s.state.forced()
                 if more and len(s.tokens) + len(more) <= self.max_new_tokens:
                     self._append(s, more, stop)
@@ -243,6 +262,10 @@ class Decoder:
         self.stats.forward_passes += 1
         self.stats.forward_seconds += time.perf_counter() - t0
         return out
+
+
+def _never(seq, events) -> bool:
+    return False
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 from toolprm.grammar import StepEvent
 
-from .decode import Decoder, Seq
+from .decode import Decoder, Seq, _never
 
 STRATEGIES = ("unconstrained", "greedy", "sample", "best_of_n", "majority", "coarse_beam", "fine_beam")
 AGGREGATIONS = ("last", "min", "mean")
@@ -84,11 +84,8 @@ def _reset_step(s: Seq) -> None:
     s.step_sampled = 0
 
 
-def _never(seq, events) -> bool:
-    return False
-
-
 def sample_all(dec: Decoder, k: int) -> list[Seq]:
+    dec.feed_forced()
     dec.select([0] * k)
     return dec.run(_never)
 
@@ -128,6 +125,7 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
 
     dec.select([0])
     while True:
+        dec.feed_forced()  # once per parent, before forking it into m rows
         parents = dec.rows
         picks, parent_of = [], []
         for i, s in enumerate(parents):

@@ -1,0 +1,142 @@
+"""End-to-end tests of the decoding loop and strategies with the real default model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import torch
+
+from toolprm import engine
+from toolprm.bench.bfcl import load_cases
+from toolprm.engine.decode import Decoder
+from toolprm.engine.logits import GrammarLogitsProcessor
+from toolprm.engine.parse import parse_calls
+from toolprm.engine.prompts import build_prompt
+from toolprm.grammar import GenerationError, compile, normalize_tools
+
+STRATEGIES = ["greedy", "sample", "best_of_n", "majority", "coarse_beam", "fine_beam"]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return engine.get_policy()
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return [load_cases("simple_python", limit=2)[1], load_cases("multiple", limit=1)[0],
+            load_cases("parallel", limit=1)[0], load_cases("irrelevance", limit=1)[0]]
+
+
+def _valid(result, tools, calls="any"):
+    assert result.calls is not None
+    schema = compile(tools, engine.get_policy().tokenizer, calls=calls).schema
+    jsonschema.validate(result.calls, schema)
+    assert json.loads(result.text) == result.calls
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_returns_schema_valid_calls(policy, cases, strategy):
+    for case in cases:
+        r = engine.generate(case.messages, case.tools, model=policy, strategy=strategy, m=2, n=2,
+                            max_new_tokens=160, seed=1)
+        _valid(r, case.tools)
+        assert r.strategy == strategy
+        st = r.stats
+        assert st["forward_passes"] >= 1 and st["generated_tokens"] + st["forced_tokens"] >= 2
+        kinds = [s["kind"] for s in r.steps]
+        assert kinds[-1] == "end"
+        assert kinds.count("name") == len(r.calls)
+
+
+def test_fine_beam_scores_steps_and_streams(policy, cases):
+    seen = []
+    r = engine.generate(cases[0].messages, cases[0].tools, model=policy, strategy="fine_beam", m=4, n=2,
+                        max_new_tokens=160, on_step=seen.append)
+    assert seen == r.steps
+    assert r.stats["scorer_calls"] > 0
+    assert any(s["score"] is not None for s in r.steps)
+
+
+def test_same_seed_same_output_different_seed_differs(policy, cases):
+    case = cases[0]
+    outs = [engine.generate(case.messages, case.tools, model=policy, strategy="sample", seed=s,
+                            temperature=1.5, max_new_tokens=120).text for s in (7, 7, 8, 9, 10)]
+    assert outs[0] == outs[1]
+    assert len(set(outs)) > 1
+
+
+def test_budget_exhaustion_closes_cleanly(policy):
+    tools = [{"name": "write_note", "description": "Save a long note.",
+              "parameters": {"type": "object", "properties": {
+                  "title": {"type": "string"}, "body": {"type": "string", "minLength": 3}},
+                  "required": ["title", "body"]}}]
+    q = "Write a very long note about the history of Rome, with every emperor in it."
+    for budget in (24, 40):
+        r = engine.generate(q, tools, model=policy, strategy="sample", temperature=1.0,
+                            calls="one", max_new_tokens=budget)
+        _valid(r, tools, calls="one")
+        assert r.stats["generated_tokens"] + r.stats["forced_tokens"] <= budget
+    with pytest.raises(GenerationError, match="max_new_tokens"):
+        engine.generate(q, tools, model=policy, strategy="greedy", calls="one", max_new_tokens=5)
+
+
+def test_logits_processor_agrees_with_loop_greedy(policy, cases):
+    for case in cases[:3]:
+        norm = normalize_tools(case.tools)
+        g = compile(norm, policy.tokenizer, calls="any")
+        prompt = build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm])
+        ids = policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        dec = Decoder(policy.model, g, ids, temperature=0.0, max_new_tokens=120, jump_forward=False)
+        loop = dec.run(lambda s, ev: False)[0].state.text
+        with torch.inference_mode():
+            out = policy.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                        logits_processor=[GrammarLogitsProcessor(g)], do_sample=False,
+                                        max_new_tokens=120, pad_token_id=policy.tokenizer.eos_token_id)
+        hf = policy.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        assert hf == loop
+
+
+def test_jump_forward_saves_forward_passes(policy, cases):
+    case = cases[1]
+    r = engine.generate(case.messages, case.tools, model=policy, strategy="greedy", max_new_tokens=160)
+    st = r.stats
+    assert st["forced_tokens"] > 0
+    assert st["forward_passes"] < st["generated_tokens"] + st["forced_tokens"]
+
+
+def test_bad_arguments_give_clear_errors(policy, cases):
+    case = cases[0]
+    with pytest.raises(engine.api.ToolprmError, match="unknown strategy"):
+        engine.generate("hi", case.tools, model=policy, strategy="nope")
+    with pytest.raises(engine.api.ToolprmError, match="m must be a positive integer"):
+        engine.generate("hi", case.tools, model=policy, m=0)
+    with pytest.raises(engine.api.ToolprmError, match="query must be"):
+        engine.generate(42, case.tools, model=policy)
+
+
+def test_parse_calls():
+    assert parse_calls('[{"name": "f", "arguments": {"a": 1}}]') == [{"name": "f", "arguments": {"a": 1}}]
+    assert parse_calls('Sure! ```json\n[{"name": "f", "arguments": {}}]\n```') == [{"name": "f", "arguments": {}}]
+    assert parse_calls('{"name": "f", "arguments": "{\\"a\\": 2}"}') == [{"name": "f", "arguments": {"a": 2}}]
+    assert parse_calls("[]") == []
+    assert parse_calls("I cannot help with that.") is None
+    assert parse_calls('[{"arguments": {}}]') is None
+
+
+def test_cli_generate(tmp_path, cases):
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(cases[0].tools))
+    q = cases[0].messages[-1]["content"]
+    p = subprocess.run([sys.executable, "-m", "toolprm.engine.cli", "generate", "--tools", str(tools),
+                        "--strategy", "greedy", "--trace", q], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    calls = json.loads(p.stdout)
+    assert calls and calls[0]["name"] == cases[0].tools[0]["name"] or calls == []
+    assert "end" in p.stderr
+    bad = subprocess.run([sys.executable, "-m", "toolprm.engine.cli", "generate", "--tools",
+                          str(tmp_path / "missing.json"), "q"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "cannot read tools" in bad.stderr
