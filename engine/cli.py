@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from toolprm.grammar import ToolprmError
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(usage)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if os.environ.get("TOOLPRM_THREADS"):
+        import torch
+        torch.set_num_threads(int(os.environ["TOOLPRM_THREADS"]))
     try:
         if cmd == "generate":
             return _generate(rest)

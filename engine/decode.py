@@ -36,6 +36,7 @@ class Stats:
     generated_tokens: int = 0   # tokens chosen by sampling
     forced_tokens: int = 0      # tokens appended by jump-forward or budget closing
     forward_passes: int = 0
+    fed_slots: int = 0          # rows x chunk width summed over decoding passes (padding included)
     scorer_calls: int = 0
     grammar_seconds: float = 0.0
     forward_seconds: float = 0.0
@@ -227,6 +228,7 @@ class Decoder:
     def _feed(self) -> None:
         rows = self.rows
         width = max(len(s.pending) for s in rows)
+        self.stats.fed_slots += width * len(rows)
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         pos = torch.zeros((len(rows), width), dtype=torch.long)

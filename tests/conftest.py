@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import random
 
 import pytest
+import torch
+
+# One intra-op thread: the models here are small, and on a shared 2-core machine
+# torch's spinning worker threads make every matmul many times slower.
+torch.set_num_threads(int(os.environ.get("TOOLPRM_THREADS", "1")))
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -40,9 +40,10 @@ def _valid(result, tools, calls="any"):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_returns_schema_valid_calls(policy, cases, strategy):
-    for case in cases:
+    # Two cases per strategy keep the suite affordable; greedy and fine_beam see all four.
+    for case in cases if strategy in ("greedy", "fine_beam") else cases[1::2]:
         r = engine.generate(case.messages, case.tools, model=policy, strategy=strategy, m=2, n=2,
-                            max_new_tokens=160, seed=1)
+                            max_new_tokens=128, seed=1)
         _valid(r, case.tools)
         assert r.strategy == strategy
         st = r.stats
@@ -54,8 +55,8 @@ def test_every_strategy_returns_schema_valid_calls(policy, cases, strategy):
 
 def test_fine_beam_scores_steps_and_streams(policy, cases):
     seen = []
-    r = engine.generate(cases[0].messages, cases[0].tools, model=policy, strategy="fine_beam", m=4, n=2,
-                        max_new_tokens=160, on_step=seen.append)
+    r = engine.generate(cases[0].messages, cases[0].tools, model=policy, strategy="fine_beam", m=3, n=2,
+                        max_new_tokens=128, on_step=seen.append)
     assert seen == r.steps
     assert r.stats["scorer_calls"] > 0
     assert any(s["score"] is not None for s in r.steps)
@@ -64,7 +65,7 @@ def test_fine_beam_scores_steps_and_streams(policy, cases):
 def test_same_seed_same_output_different_seed_differs(policy, cases):
     case = cases[0]
     outs = [engine.generate(case.messages, case.tools, model=policy, strategy="sample", seed=s,
-                            temperature=1.5, max_new_tokens=120).text for s in (7, 7, 8, 9, 10)]
+                            temperature=1.5, max_new_tokens=64).text for s in (7, 7, 8, 9)]
     assert outs[0] == outs[1]
     assert len(set(outs)) > 1
 
@@ -85,7 +86,7 @@ def test_budget_exhaustion_closes_cleanly(policy):
 
 
 def test_logits_processor_agrees_with_loop_greedy(policy, cases):
-    for case in cases[:3]:
+    for case in cases[:2]:
         norm = normalize_tools(case.tools)
         g = compile(norm, policy.tokenizer, calls="any")
         prompt = build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm])
