@@ -76,7 +76,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     Strategies: unconstrained, greedy, sample, best_of_n, majority, coarse_beam,
     fine_beam. ``m`` samples per beam and ``n`` beams kept (fine/coarse beam);
     ``n`` samples for best_of_n and majority. ``on_step`` is called with each step
-    of the best candidate as the search retains it."""
+    of the answer as soon as every surviving candidate agrees on it."""
     if strategy not in STRATEGIES:
         raise ToolprmError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if aggregation not in AGGREGATIONS:
@@ -107,13 +107,17 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     scorer = scorer or PolicyScorer()
     reported = [0]
 
-    def stream(seq):
+    def stream(rows):
+        """Report the steps every surviving candidate agrees on: those can no longer change."""
         if on_step is None:
             return
-        steps = _steps(seq)
-        for st in steps[reported[0]:]:
+        lists = [_steps(r) for r in rows]
+        settled = 0
+        while all(len(s) > settled and s[settled] == lists[0][settled] for s in lists):
+            settled += 1
+        for st in lists[0][reported[0]:settled]:
             on_step(st)
-        reported[0] = len(steps)
+        reported[0] = max(reported[0], settled)
 
     if strategy in ("greedy", "sample"):
         best = dec.run(lambda s, ev: False)[0]
@@ -124,7 +128,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     else:
         best = beam(dec, ctx, m, n, scorer, aggregation, stats, coarse=strategy == "coarse_beam",
                     on_step=stream)
-    stream(best)
+    stream([best])
     stats.seconds = time.perf_counter() - t0
     return Result(best.state.events[-1].value, best.state.text, _steps(best), stats.as_dict(), strategy)
 

@@ -158,8 +158,8 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
                 rows[i].step_scores.append((len(rows[i].state.events) - 1, float(sc)))
         ranked = sorted(keep, key=lambda i: (aggregate(rows[i].scores, agg), rows[i].logprob), reverse=True)
         survivors = ranked[:n]
-        if on_step is not None:
-            on_step(rows[survivors[0]])
         dec.select(survivors)
+        if on_step is not None:
+            on_step(dec.rows)
         if all(s.done for s in dec.rows):
             return dec.rows[0]

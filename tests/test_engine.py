@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -133,7 +134,8 @@ def test_cli_generate(tmp_path, cases):
     tools.write_text(json.dumps(cases[0].tools))
     q = cases[0].messages[-1]["content"]
     p = subprocess.run([sys.executable, "-m", "toolprm.engine.cli", "generate", "--tools", str(tools),
-                        "--strategy", "greedy", "--trace", q], capture_output=True, text=True, timeout=300)
+                        "--strategy", "greedy", "--trace", q], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TOOLPRM_THREADS": "1"})
     assert p.returncode == 0, p.stderr
     calls = json.loads(p.stdout)
     assert calls and calls[0]["name"] == cases[0].tools[0]["name"] or calls == []

@@ -1,0 +1,201 @@
+"""`toolprm bench scaling`: fine-grained beam search against every baseline.
+
+On BFCL's non-live (test) categories, every strategy runs on the same cases, same
+model and same prompt, through the BFCL harness (scored by BFCL's own checker):
+unconstrained, outlines, greedy, and at a matched budget of M x N rows per case
+majority(n=MN), best_of_n(n=MN), coarse_beam(M, N) and fine_beam(M, N); plus the
+fine_beam grid M x N. Writes the harness's files (cases.jsonl, summary.json) and
+scaling.md, accuracy_vs_compute_all.png and fine_beam_grid.png. ``--readme FILE``
+replaces the results block of a README (between the results markers) with the
+generated table, so no number in it is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from toolprm.grammar import ToolprmError
+
+from . import report
+from .bfcl import TEST_CATEGORIES, load_cases
+from .harness import ModelRunner, RunConfig, StrategySpec, run_bench
+
+MARK_START, MARK_END = "<!-- scaling-results:start -->", "<!-- scaling-results:end -->"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ToolprmError(f"expected a comma-separated list of integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise ToolprmError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def specs_for(m: int, n: int, grid_m: list[int], grid_n: list[int], baselines: bool) -> list[StrategySpec]:
+    specs = []
+    if baselines:
+        specs += [StrategySpec("unconstrained"), StrategySpec("outlines"), StrategySpec("greedy"),
+                  StrategySpec("majority", m, m * n), StrategySpec("best_of_n", m, m * n),
+                  StrategySpec("coarse_beam", m, n)]
+    specs += [StrategySpec("fine_beam", gm, gn) for gm in grid_m for gn in grid_n]
+    if StrategySpec("fine_beam", m, n) not in specs:
+        specs.append(StrategySpec("fine_beam", m, n))
+    return list(dict.fromkeys(specs))
+
+
+def compute_per_case(block: dict) -> float:
+    """The compute measure of the plots: generated tokens plus scorer calls per case."""
+    return (block["mean_generated_tokens"] or 0) + (block["mean_scorer_calls"] or 0)
+
+
+def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[str, int]) -> str:
+    cats = [c for c in TEST_CATEGORIES if any(c in summary["results"].get(s.label, {}) for s in specs)]
+    head = "| strategy | " + " | ".join(cats) + " | non-live AST | compute / case | s / case |"
+    lines = [head, "|" + "---|" * (len(cats) + 4)]
+    for s in specs:
+        res = summary["results"].get(s.label)
+        if not res:
+            continue
+        accs = [report._pct(res[c]["accuracy"]) if c in res else "—" for c in cats]
+        ov = summary["overall"][s.label]
+        ast = summary["non_live_ast"][s.label]["accuracy"]
+        lines.append(f"| {s.label} | " + " | ".join(accs) + f" | {report._pct(ast)} | "
+                     f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} |")
+    sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
+    return "\n".join(lines) + (f"\n\nCases per category: {sizes}. Accuracy in %, scored by BFCL's "
+                               "AST checker; non-live AST is the unweighted mean of simple_python, "
+                               "multiple, parallel and parallel_multiple (over the categories run). "
+                               "Compute per case = generated tokens + scorer calls.")
+
+
+def plots(summary: dict, specs: list[StrategySpec], grid_m: list[int], grid_n: list[int], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in specs:
+        if s.label not in summary["overall"]:
+            continue
+        acc = summary["non_live_ast"][s.label]["accuracy"]
+        if acc is None:
+            acc = summary["overall"][s.label]["accuracy"]
+        x = compute_per_case(summary["overall"][s.label])
+        ax.scatter([x], [100 * acc], label=s.label, s=30)
+    ax.set_xscale("symlog")
+    ax.set_xlabel("compute per case (generated tokens + scorer calls)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("BFCL non-live: accuracy against compute")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_compute_all.png", dpi=120)
+    plt.close(fig)
+
+    import numpy as np
+    grid = np.full((len(grid_m), len(grid_n)), np.nan)
+    for i, gm in enumerate(grid_m):
+        for j, gn in enumerate(grid_n):
+            lab = StrategySpec("fine_beam", gm, gn).label
+            if lab in summary["non_live_ast"]:
+                acc = summary["non_live_ast"][lab]["accuracy"]
+                grid[i, j] = 100 * (acc if acc is not None else summary["overall"][lab]["accuracy"])
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    im = ax.imshow(grid, cmap="viridis", origin="lower")
+    ax.set_xticks(range(len(grid_n)), [str(v) for v in grid_n])
+    ax.set_yticks(range(len(grid_m)), [str(v) for v in grid_m])
+    ax.set_xlabel("N (beams kept)")
+    ax.set_ylabel("M (samples per beam)")
+    for i in range(len(grid_m)):
+        for j in range(len(grid_n)):
+            if not np.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w")
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    ax.set_title("fine_beam accuracy, M x N")
+    fig.tight_layout()
+    fig.savefig(out / "fine_beam_grid.png", dpi=120)
+    plt.close(fig)
+
+
+def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]) -> str:
+    """Does raising M help more than raising N here? Said from the grid, either way."""
+    def acc(m, n):
+        lab = StrategySpec("fine_beam", m, n).label
+        a = summary["non_live_ast"].get(lab, {}).get("accuracy")
+        return a if a is not None else summary["overall"].get(lab, {}).get("accuracy")
+    m_gain = [acc(grid_m[-1], n) - acc(grid_m[0], n) for n in grid_n
+              if acc(grid_m[-1], n) is not None and acc(grid_m[0], n) is not None]
+    n_gain = [acc(m, grid_n[-1]) - acc(m, grid_n[0]) for m in grid_m
+              if acc(m, grid_n[-1]) is not None and acc(m, grid_n[0]) is not None]
+    if not m_gain or not n_gain:
+        return "The grid is incomplete; nothing is concluded about M against N."
+    dm, dn = sum(m_gain) / len(m_gain), sum(n_gain) / len(n_gain)
+    verdict = "holds" if dm > dn else "does not hold"
+    return (f"Raising M from {grid_m[0]} to {grid_m[-1]} changes accuracy by {100 * dm:+.1f} points on "
+            f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: "
+            f"\"explore more, retain less\" {verdict} on these cases.")
+
+
+def update_readme(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    if MARK_START not in text or MARK_END not in text:
+        raise ToolprmError(f"{readme} has no {MARK_START} ... {MARK_END} block to replace")
+    head, rest = text.split(MARK_START, 1)
+    _, tail = rest.split(MARK_END, 1)
+    readme.write_text(f"{head}{MARK_START}\n{block}\n{MARK_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="toolprm bench scaling", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/scaling")
+    p.add_argument("--limit", type=int, default=10, help="cases per test category (default 10)")
+    p.add_argument("--category", action="append", choices=TEST_CATEGORIES,
+                   help="test categories (default: all five non-live ones)")
+    p.add_argument("-m", type=int, default=8, help="M of the matched-budget comparison")
+    p.add_argument("-n", type=int, default=2, help="N of the matched-budget comparison")
+    p.add_argument("--grid-m", default="2,4,8,16")
+    p.add_argument("--grid-n", default="1,2,4")
+    p.add_argument("--no-baselines", action="store_true", help="only the fine_beam rows (e.g. for a "
+                   "second model)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--readme", default=None, help="write the results block into this README")
+    a = p.parse_args(argv)
+    if a.limit < 1:
+        raise ToolprmError("--limit must be a positive integer")
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
+    grid_m, grid_n = _ints(a.grid_m), _ints(a.grid_n)
+    specs = specs_for(a.m, a.n, grid_m, grid_n, not a.no_baselines)
+    cats = a.category or list(TEST_CATEGORIES)
+    cases = [c for cat in cats for c in load_cases(cat, a.limit)]
+    per_cat = {cat: sum(1 for c in cases if c.category == cat) for cat in cats}
+    config = RunConfig(model=a.model or "smollm2", max_new_tokens=a.max_new_tokens)
+    out = Path(a.out)
+    t0 = time.perf_counter()
+    run_bench(cases, specs, out, config, lambda: ModelRunner(config))
+    records = report.load_records(out)
+    summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
+                                      config=asdict(config))
+    plots(summary, specs, grid_m, grid_n, out)
+    table = scaling_table(summary, specs, per_cat)
+    verdict = explore_more_retain_less(summary, grid_m, grid_n)
+    cmd = "toolprm bench scaling " + " ".join(argv or [])
+    block = (f"Measured with `{cmd.strip()}` on model `{config.model}` (scorer: the engine's default), "
+             f"CPU.\n\n{table}\n\n{verdict}\n\nPlots: `{out}/accuracy_vs_compute_all.png`, "
+             f"`{out}/fine_beam_grid.png`.")
+    (out / "scaling.md").write_text(block + "\n")
+    (out / "scaling.json").write_text(json.dumps({"cases_per_category": per_cat, "verdict": verdict,
+                                                  "specs": [s.label for s in specs]}, indent=2))
+    print(block)
+    print(f"\n({time.perf_counter() - t0:.0f} s this invocation)")
+    if a.readme:
+        update_readme(Path(a.readme), block)
+    return 0
