@@ -69,13 +69,15 @@ def _messages(query) -> list[dict]:
 
 def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: str = "any",
              m: int = 8, n: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
-             max_new_tokens: int = 256, scorer: Scorer | None = None, aggregation: str = "min",
+             max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = "min",
              on_step: Callable[[dict], None] | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
 
     Strategies: unconstrained, greedy, sample, best_of_n, majority, coarse_beam,
     fine_beam. ``m`` samples per beam and ``n`` beams kept (fine/coarse beam);
-    ``n`` samples for best_of_n and majority. ``on_step`` is called with each step
+    ``n`` samples for best_of_n and majority. ``scorer``: None (the shipped ToolPRM
+    for fine_beam, coarse_beam and best_of_n), "prm", "policy" (the policy's own
+    confidence) or a Scorer. ``on_step`` is called with each step
     of the answer as soon as every surviving candidate agrees on it."""
     if strategy not in STRATEGIES:
         raise ToolprmError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -97,6 +99,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
         stats.seconds = time.perf_counter() - t0
         return Result(parse_calls(text), text, [], stats.as_dict(), strategy)
 
+    scorer = _scorer(scorer, strategy, policy)
     grammar = compile(norm, policy.tokenizer, calls=calls)
     greedy = strategy == "greedy"
     dec = Decoder(policy.model, grammar, prompt_ids, temperature=0.0 if greedy else temperature,
@@ -104,7 +107,6 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
                   pad_token_id=policy.tokenizer.pad_token_id or 0,
                   want_hidden=getattr(scorer, "needs_hidden", False), stats=stats)
     ctx = ScoreContext(messages, specs, prompt_ids)
-    scorer = scorer or PolicyScorer()
     reported = [0]
 
     def stream(rows):
@@ -131,6 +133,25 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     stream([best])
     stats.seconds = time.perf_counter() - t0
     return Result(best.state.events[-1].value, best.state.text, _steps(best), stats.as_dict(), strategy)
+
+
+PRM_STRATEGIES = ("fine_beam", "coarse_beam", "best_of_n")
+
+
+def _scorer(scorer, strategy: str, policy: Policy):
+    """None: the shipped PRM for the strategies that rank candidates, "prm" the same,
+    "policy" the policy's own confidence, or any object with a ``score`` method."""
+    if scorer is None:
+        scorer = "prm" if strategy in PRM_STRATEGIES else "policy"
+    if scorer == "policy":
+        return PolicyScorer()
+    if scorer == "prm":
+        from toolprm.reward import default_scorer  # reward builds on engine: import late
+        return default_scorer(policy)
+    if not hasattr(scorer, "score"):
+        raise ToolprmError(f"scorer must be None, 'prm', 'policy' or an object with a score() "
+                           f"method, got {scorer!r}")
+    return scorer
 
 
 def _steps(seq) -> list[dict]:
