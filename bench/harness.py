@@ -1,0 +1,328 @@
+"""``toolprm bench bfcl``: run strategies on BFCL cases and score them with BFCL's checker.
+
+Every strategy sees the same cases, the same model object and the same prompt
+(:func:`toolprm.engine.prompts.build_prompt`); the engine's strategies run
+through :func:`toolprm.engine.generate`, the ``outlines`` peer through
+:class:`toolprm.bench.outlines_peer.OutlinesPeer`. Each output is scored by
+:func:`toolprm.bench.bfcl.check` (BFCL's own ``ast_checker``).
+
+Output folder (``--out DIR``, default ``out/bfcl``):
+
+* ``run.json``: the settings a resumed run must share (model, call-count mode,
+  max_new_tokens, temperature, seed, aggregation, scorer);
+* ``cases.jsonl``: one record per (case, strategy), appended as each finishes, so
+  an interrupted run resumes where it stopped (pairs already present are skipped);
+* ``summary.json``, ``accuracy_by_category.png``, ``accuracy_vs_compute.png``
+  (see :mod:`toolprm.bench.report`), and the markdown table on stdout. They
+  describe every record in the folder (earlier invocations' too), the requested
+  strategies first.
+
+Call-count mode (``--calls``): ``any`` (default) lets every strategy answer with
+zero, one or several calls in every category — what BFCL asks of a model, which
+is never told the category; irrelevance cases need ``[]`` to be possible.
+``oracle`` uses the category's answer shape instead (exactly one call for
+simple/multiple, one or more for parallel, any for irrelevance): an upper bound,
+not a BFCL score. ``one`` and ``one_or_more`` apply everywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from toolprm.bench import report
+from toolprm.bench.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
+from toolprm.grammar import ToolprmError
+
+__all__ = ["STRATEGY_CHOICES", "CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
+           "run_bench", "ModelRunner", "main"]
+
+ENGINE_STRATEGIES = ("unconstrained", "greedy", "sample", "best_of_n", "majority", "coarse_beam",
+                     "fine_beam")
+PEERS = ("outlines",)
+STRATEGY_CHOICES = ENGINE_STRATEGIES + PEERS
+CALL_MODES = ("any", "one", "one_or_more", "oracle")
+CATEGORY_GROUPS = {"test": TEST_CATEGORIES, "train": TRAIN_CATEGORIES, "all": CATEGORIES}
+
+#: Answer shape per category, used only by ``--calls oracle``.
+_ORACLE = {
+    "simple_python": "one", "multiple": "one", "live_simple": "one", "live_multiple": "one",
+    "parallel": "one_or_more", "parallel_multiple": "one_or_more",
+    "live_parallel": "one_or_more", "live_parallel_multiple": "one_or_more",
+    "irrelevance": "any", "live_irrelevance": "any",
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings every record of one output folder shares."""
+    model: str = "smollm2"
+    calls: str = "any"
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    seed: int = 0
+    aggregation: str = "min"
+    scorer: str = "default"  # engine.generate's scorer: default (None), "prm" or "policy"
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A strategy with its search width; ``label`` names it in records and tables."""
+    name: str
+    m: int = 8
+    n: int = 2
+
+    @property
+    def label(self) -> str:
+        if self.name in ("coarse_beam", "fine_beam"):
+            return f"{self.name}(m={self.m},n={self.n})"
+        if self.name in ("best_of_n", "majority"):
+            return f"{self.name}(n={self.n})"
+        return self.name
+
+
+def calls_for(category: str, mode: str) -> str:
+    """The grammar's call-count mode for a case of ``category`` under ``--calls mode``."""
+    if mode not in CALL_MODES:
+        raise ToolprmError(f"--calls must be one of {', '.join(CALL_MODES)}, got {mode!r}")
+    return _ORACLE[category] if mode == "oracle" else mode
+
+
+class Runner(Protocol):
+    def __call__(self, case: Case, spec: StrategySpec, calls: str) -> Any:
+        """An object with ``calls``, ``text`` and ``stats`` (an engine Result)."""
+
+
+class ModelRunner:
+    """Runs engine strategies and peers on one shared policy (model + tokenizer)."""
+
+    def __init__(self, config: RunConfig, model: Any = None) -> None:
+        from toolprm.engine.api import get_policy
+
+        self.config = config
+        self.policy = get_policy(model if model is not None else config.model)
+        self._outlines = None
+
+    def __call__(self, case: Case, spec: StrategySpec, calls: str):
+        c = self.config
+        if spec.name == "outlines":
+            if self._outlines is None:
+                from toolprm.bench.outlines_peer import OutlinesPeer
+                self._outlines = OutlinesPeer(self.policy)
+            return self._outlines.generate(case.messages, case.tools, calls=calls,
+                                           max_new_tokens=c.max_new_tokens)
+        from toolprm.engine.api import generate
+        return generate(case.messages, case.tools, model=self.policy, strategy=spec.name, calls=calls,
+                        m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
+                        max_new_tokens=c.max_new_tokens, aggregation=c.aggregation,
+                        scorer=None if c.scorer == "default" else c.scorer)
+
+
+def make_record(case: Case, label: str, calls_mode: str, result: Any = None,
+                exception: BaseException | None = None, seconds: float | None = None) -> dict:
+    """Score one output with BFCL's checker and lay it out as a cases.jsonl record.
+
+    A strategy that raised (``exception``) made no output: the case counts as
+    wrong in every category, irrelevance included, and the record says why."""
+    if exception is not None:
+        calls, text, stats = None, "", {"seconds": round(seconds or 0.0, 4)}
+        valid, correct = False, False
+        errors = [f"{type(exception).__name__}: {exception}"]
+        error_type = f"exception:{type(exception).__name__}"
+    else:
+        calls, text, stats = result.calls, result.text, dict(result.stats)
+        verdict = check(case, calls)
+        valid, correct, errors, error_type = (verdict.valid, verdict.correct, verdict.errors,
+                                              verdict.error_type)
+    return {
+        "id": case.id,
+        "category": case.category,
+        "strategy": label,
+        "calls_mode": calls_mode,
+        "text": text,
+        "calls": calls,
+        "valid": valid,
+        "correct": correct,
+        "error_type": error_type,
+        "errors": errors,
+        "generated_tokens": stats.get("generated_tokens", 0),
+        "forced_tokens": stats.get("forced_tokens", 0),
+        "forward_passes": stats.get("forward_passes", 0),
+        "scorer_calls": stats.get("scorer_calls", 0),
+        "seconds": stats.get("seconds", 0.0),
+        "stats": stats,
+        "exception": errors[0] if exception is not None else None,
+    }
+
+
+def _check_run_file(out: Path, config: RunConfig) -> None:
+    """Refuse to mix settings in one folder; (re)write run.json with the full settings."""
+    path = out / report.RUN_FILE
+    wanted = asdict(config)
+    if path.exists():
+        try:
+            have = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+        except (ValueError, AttributeError):
+            have = None  # unreadable: written anew below
+        if have is not None:
+            have = {**asdict(RunConfig()), **have}  # settings added since then take their defaults
+            if have != wanted:
+                diff = ", ".join(f"{k}: {have.get(k)!r} there, {v!r} now" for k, v in wanted.items()
+                                 if have.get(k) != v)
+                raise ToolprmError(f"{out} holds a run with other settings ({diff}); resume it with "
+                                   "the same settings or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": wanted}, indent=2) + "\n", encoding="utf-8")
+
+
+def _postfix(stats: dict[str, list[int]]) -> str:
+    return "  ".join(f"{label} {100 * c / n:.0f}%" for label, (c, n) in stats.items() if n)
+
+
+def run_bench(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLike, config: RunConfig,
+              runner: Runner | Callable[[], Runner], *, progress: bool = True,
+              lazy_runner: bool = True) -> list[dict]:
+    """Run every (case, strategy) pair not yet in ``out/cases.jsonl``, appending
+    each record as it finishes; return the records of the requested pairs.
+
+    ``runner`` is called as ``runner(case, spec, calls)``; with ``lazy_runner``
+    it is a factory, called once and only if some pair is left to run (so a
+    finished folder is re-summarized without loading the model)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    _check_run_file(out, config)
+    path = out / report.CASES_FILE
+    existing = {(r["id"], r["strategy"]): r for r in report.load_records(path, repair=True)}
+    labels = [s.label for s in specs]
+    wanted = [(case, spec) for case in cases for spec in specs]
+    done = {(c.id, s.label) for c, s in wanted if (c.id, s.label) in existing}
+    todo = [(c, s) for c, s in wanted if (c.id, s.label) not in done]
+
+    running = {label: [0, 0] for label in labels}
+    for c, s in wanted:
+        r = existing.get((c.id, s.label))
+        if r is not None:
+            running[s.label][0] += bool(r["correct"])
+            running[s.label][1] += 1
+
+    if todo:
+        live_runner = runner() if lazy_runner else runner
+        bar = tqdm(total=len(wanted), initial=len(done), desc="bfcl", unit="run", dynamic_ncols=True,
+                   disable=not progress, file=sys.stderr)
+        bar.set_postfix_str(_postfix(running))
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                for case, spec in todo:
+                    calls = calls_for(case.category, config.calls)
+                    t0 = time.perf_counter()
+                    try:
+                        result = live_runner(case, spec, calls)
+                        rec = make_record(case, spec.label, calls, result)
+                    except (KeyboardInterrupt, MemoryError):
+                        raise
+                    except Exception as exc:  # recorded; the run goes on
+                        rec = make_record(case, spec.label, calls, exception=exc,
+                                          seconds=time.perf_counter() - t0)
+                        if progress:
+                            bar.write(f"{case.id} {spec.label}: {rec['exception']}")
+                            if os.environ.get("TOOLPRM_DEBUG"):
+                                bar.write(traceback.format_exc())
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    f.flush()
+                    existing[(case.id, spec.label)] = rec
+                    running[spec.label][0] += bool(rec["correct"])
+                    running[spec.label][1] += 1
+                    bar.set_postfix_str(_postfix(running), refresh=False)
+                    bar.update(1)
+        finally:
+            bar.close()
+    return [existing[(c.id, s.label)] for c, s in wanted]
+
+
+def _categories(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or ["test"]:
+        for item in v.split(","):
+            item = item.strip()
+            if item in CATEGORY_GROUPS:
+                out.extend(CATEGORY_GROUPS[item])
+            elif item in CATEGORIES:
+                out.append(item)
+            elif item:
+                raise ToolprmError(f"unknown BFCL category {item!r}; choose from {', '.join(CATEGORIES)} "
+                                   "or a group: test, train, all")
+    return list(dict.fromkeys(out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="toolprm bench bfcl",
+        description="Run strategies on BFCL v4 cases, score them with BFCL's own AST checker, and "
+                    "write cases.jsonl, summary.json, plots and a markdown table.")
+    p.add_argument("--category", action="append", metavar="CAT",
+                   help="BFCL category (repeatable, or comma-separated); groups: test (default: the "
+                        "non-live categories), train (the live ones), all")
+    p.add_argument("--strategy", action="append", choices=STRATEGY_CHOICES, metavar="STRATEGY",
+                   help=f"repeatable; one of {', '.join(STRATEGY_CHOICES)} (default: greedy)")
+    p.add_argument("--model", default=None, help="model name or path (default: embedded SmolLM2-135M)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="cases per category: a deterministic, evenly spread subset (default: all)")
+    p.add_argument("--out", default="out/bfcl",
+                   help="output folder (default: out/bfcl); an existing one is resumed")
+    p.add_argument("--calls", default="any", choices=CALL_MODES,
+                   help="call-count mode: any (default, BFCL's setting), one, one_or_more, or oracle "
+                        "(the category's answer shape; an upper bound, not a BFCL score)")
+    p.add_argument("-m", type=int, default=8, help="samples per beam per step (beam strategies)")
+    p.add_argument("-n", type=int, default=2, help="beams kept / samples for best_of_n and majority")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--aggregation", default="min", choices=("last", "min", "mean"))
+    p.add_argument("--scorer", default="default", choices=("default", "prm", "policy"),
+                   help="step scorer of the ranking strategies: default (engine.generate's own: the "
+                        "shipped PRM for fine_beam, coarse_beam and best_of_n), prm, or policy (the "
+                        "policy's own confidence)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "
+                        "oversubscription, which slows decoding many times over)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.limit is not None and a.limit < 1:
+        raise ToolprmError(f"--limit must be a positive integer, got {a.limit}")
+    for name in ("m", "n", "max_new_tokens"):
+        if getattr(a, name) < 1:
+            raise ToolprmError(f"--{name.replace('_', '-')} must be a positive integer")
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ToolprmError("--threads must be a positive integer")
+        import torch
+        torch.set_num_threads(a.threads)
+    categories = _categories(a.category)
+    specs = [StrategySpec(s, a.m, a.n) for s in dict.fromkeys(a.strategy or ["greedy"])]
+    config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
+                       temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
+                       scorer=a.scorer)
+    cases = [c for cat in categories for c in load_cases(cat, a.limit)]
+    t0 = time.perf_counter()
+    run_bench(cases, specs, a.out, config, lambda: ModelRunner(config), progress=not a.quiet)
+    wall = time.perf_counter() - t0
+    records = report.load_records(a.out)
+    _, table = report.write_outputs(records, a.out, strategies=[s.label for s in specs],
+                                    config=asdict(config), plots=not a.no_plots)
+    print(table)
+    print(f"\n{len(cases)} cases × {len(specs)} strategies; this invocation {wall:.0f} s; "
+          f"results in {a.out}/ ({report.CASES_FILE}, {report.SUMMARY_FILE}"
+          + ("" if a.no_plots else f", {report.PLOT_CATEGORIES}, {report.PLOT_COMPUTE}") + ")")
+    return 0

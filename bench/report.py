@@ -1,0 +1,379 @@
+"""BFCL results: ``cases.jsonl`` → summary, markdown table and plots.
+
+``toolprm bench report DIR [DIR ...]`` merges the runs of one or more harness
+output folders into one table and one pair of plots. The harness uses the same
+functions for its own folder.
+
+Merging: a strategy label found in several folders is merged into one row when
+the folders' run settings agree and they scored different cases (e.g. one
+folder per category); otherwise each folder's row keeps its own label,
+suffixed with ``@<folder>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from toolprm.bench.bfcl import CATEGORIES
+from toolprm.grammar import ToolprmError
+
+__all__ = ["CASES_FILE", "SUMMARY_FILE", "RUN_FILE", "NON_LIVE_AST", "load_records", "summarize",
+           "markdown_table", "plot", "write_outputs", "main"]
+
+CASES_FILE = "cases.jsonl"
+SUMMARY_FILE = "summary.json"
+RUN_FILE = "run.json"
+PLOT_CATEGORIES = "accuracy_by_category.png"
+PLOT_COMPUTE = "accuracy_vs_compute.png"
+#: BFCL's non-live AST summary: the unweighted mean of these four categories' accuracies.
+NON_LIVE_AST: tuple[str, ...] = ("simple_python", "multiple", "parallel", "parallel_multiple")
+#: The peer other strategies' wall time is compared with, when present.
+REFERENCE = "outlines"
+
+
+# --------------------------------------------------------------------------- records
+
+
+def load_records(path: str | os.PathLike, *, repair: bool = False) -> list[dict[str, Any]]:
+    """The records of a ``cases.jsonl`` (or of ``DIR/cases.jsonl``), in file order.
+
+    A line that is not a complete JSON record (a run killed mid-write) is skipped;
+    with ``repair`` the file is rewritten without it, so appending can go on.
+    A later record for the same (id, strategy) replaces an earlier one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CASES_FILE
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    good: list[str] = []
+    records: dict[tuple[str, str], dict] = {}
+    damaged = False
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            damaged = True
+            continue
+        if not isinstance(rec, dict) or "id" not in rec or "strategy" not in rec:
+            damaged = True
+            continue
+        good.append(line)
+        records[(rec["id"], rec["strategy"])] = rec
+    if text and not text.endswith("\n"):
+        damaged = True
+    if repair and damaged:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(g + "\n" for g in good), encoding="utf-8")
+        os.replace(tmp, path)
+    return list(records.values())
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _stat(rec: dict, key: str) -> float:
+    value = rec.get(key)
+    if value is None:
+        value = (rec.get("stats") or {}).get(key, 0)
+    return float(value or 0)
+
+
+def _ordered(items: Iterable[str], order: Iterable[str]) -> list[str]:
+    items = list(dict.fromkeys(items))
+    order = [o for o in order if o in items]
+    return order + [i for i in items if i not in order]
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(records: list[dict], strategies: list[str] | None = None,
+              config: dict | None = None) -> dict[str, Any]:
+    """Per strategy × category: n, correct, accuracy, valid rate, mean generated /
+    forced tokens, forward passes, seconds; BFCL's non-live AST summary per
+    strategy; wall-time ratios against the outlines peer on the cases both scored."""
+    labels = _ordered((r["strategy"] for r in records), strategies or [])
+    cats = _ordered((r["category"] for r in records), CATEGORIES)
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        by[(r["strategy"], r["category"])].append(r)
+
+    def block(rs: list[dict]) -> dict[str, Any]:
+        n = len(rs)
+        correct = sum(bool(r["correct"]) for r in rs)
+        return {
+            "n": n,
+            "correct": correct,
+            "accuracy": correct / n if n else None,
+            "valid_rate": sum(bool(r["valid"]) for r in rs) / n if n else None,
+            "mean_generated_tokens": _mean(_stat(r, "generated_tokens") for r in rs),
+            "mean_forced_tokens": _mean(_stat(r, "forced_tokens") for r in rs),
+            "mean_forward_passes": _mean(_stat(r, "forward_passes") for r in rs),
+            "mean_scorer_calls": _mean(_stat(r, "scorer_calls") for r in rs),
+            "mean_seconds": _mean(_stat(r, "seconds") for r in rs),
+            "total_seconds": sum(_stat(r, "seconds") for r in rs),
+            "exceptions": sum(1 for r in rs if r.get("exception")),
+            "error_types": dict(Counter(r.get("error_type") or "" for r in rs if not r["correct"])),
+        }
+
+    results: dict[str, dict[str, Any]] = {}
+    overall: dict[str, Any] = {}
+    non_live: dict[str, Any] = {}
+    for label in labels:
+        results[label] = {c: block(by[(label, c)]) for c in cats if by.get((label, c))}
+        overall[label] = block([r for r in records if r["strategy"] == label])
+        present = [c for c in NON_LIVE_AST if c in results[label]]
+        non_live[label] = {
+            "accuracy": _mean(results[label][c]["accuracy"] for c in present),
+            "categories": present,
+            "complete": len(present) == len(NON_LIVE_AST),
+        }
+
+    # Wall time against the outlines peer of the same run (merged reports tag each
+    # record with its run), on the cases both scored.
+    ref = {(r.get("run"), r["id"]): _stat(r, "seconds") for r in records
+           if r["strategy"] == REFERENCE or r["strategy"].startswith(REFERENCE + "@")}
+    ratios: dict[str, Any] = {}
+    if ref:
+        for label in labels:
+            paired = [((r.get("run"), r["id"]), _stat(r, "seconds")) for r in records
+                      if r["strategy"] == label and (r.get("run"), r["id"]) in ref]
+            ref_sum = sum(ref[k] for k, _ in paired)
+            ratios[label] = {
+                "reference": REFERENCE,
+                "n_paired": len(paired),
+                "seconds_ratio": (sum(s for _, s in paired) / ref_sum) if ref_sum > 0 else None,
+            }
+    return {
+        "config": config or {},
+        "strategies": labels,
+        "categories": cats,
+        "results": results,
+        "overall": overall,
+        "non_live_ast": non_live,
+        "time_vs_reference": ratios,
+    }
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def markdown_table(summary: dict) -> str:
+    """Accuracy (%) per category with correct/n, BFCL's non-live AST mean, and the
+    cost per case; wall time also as a ratio to the outlines peer of the same run
+    on the cases both scored."""
+    cats = summary["categories"]
+    labels = summary["strategies"]
+    ratios = summary.get("time_vs_reference") or {}
+    show_nl = any(c in NON_LIVE_AST for c in cats)
+    head = ["strategy", *cats]
+    if show_nl:
+        head.append("non-live AST")
+    head += ["valid %", "gen tok/case", "forced tok/case", "fwd/case", "s/case"]
+    if ratios:
+        head.append(f"time ÷ {REFERENCE}")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for label in labels:
+        row = [label]
+        for c in cats:
+            b = summary["results"][label].get(c)
+            row.append("—" if b is None else f"{_pct(b['accuracy'])} ({b['correct']}/{b['n']})")
+        if show_nl:
+            nl = summary["non_live_ast"][label]
+            k = len(nl["categories"])
+            cell = _pct(nl["accuracy"])
+            if 0 < k < len(NON_LIVE_AST):
+                cell += f" ({k}/{len(NON_LIVE_AST)} cat.)"
+            row.append(cell)
+        o = summary["overall"][label]
+        row += [_pct(o["valid_rate"]), _num(o["mean_generated_tokens"]), _num(o["mean_forced_tokens"]),
+                _num(o["mean_forward_passes"]), _num(o["mean_seconds"], 2)]
+        if ratios:
+            r = ratios.get(label, {})
+            row.append(_num(r.get("seconds_ratio"), 2) + (f" (n={r['n_paired']})" if r.get("n_paired") else ""))
+        if o["exceptions"]:
+            row[0] += f" ⚠{o['exceptions']} exc."
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot(summary: dict, out_dir: str | os.PathLike) -> list[Path]:
+    """Two PNGs: accuracy per category per strategy (grouped bars, plus BFCL's
+    non-live AST mean), and accuracy against compute per case (generated tokens;
+    forward passes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = summary["strategies"]
+    cats = list(summary["categories"])
+    k = sum(c in NON_LIVE_AST for c in cats)
+    groups = cats + (["non-live AST"] if k else [])
+    names = cats + ([f"non-live AST\n({k}/{len(NON_LIVE_AST)} cat.)" if k < len(NON_LIVE_AST)
+                     else "non-live AST"] if k else [])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) * max(1, len(labels)) ** 0.5 + 2), 4.2))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        ys = []
+        for g in groups:
+            if g == "non-live AST":
+                acc = summary["non_live_ast"][label]["accuracy"]
+            else:
+                b = summary["results"][label].get(g)
+                acc = None if b is None else b["accuracy"]
+            ys.append(float("nan") if acc is None else 100 * acc)
+        xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(groups))]
+        bars = ax.bar(xs, ys, width, label=label, color=colors[i % len(colors)])
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(groups)), names, rotation=20 if len(groups) > 3 else 0, ha="right"
+                  if len(groups) > 3 else "center")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("BFCL accuracy by category")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path = out_dir / PLOT_CATEGORIES
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    markers = "osD^v<>ph*"
+    for ax, key, xlabel in ((axes[0], "mean_generated_tokens", "generated tokens per case"),
+                            (axes[1], "mean_forward_passes", "forward passes per case")):
+        for i, label in enumerate(labels):
+            color = colors[i % len(colors)]
+            o = summary["overall"][label]
+            if o[key] is not None and o["accuracy"] is not None:
+                ax.scatter([o[key]], [100 * o["accuracy"]], s=90, color=color, label=label,
+                           edgecolor="black", zorder=3)
+            for j, c in enumerate(cats):
+                b = summary["results"][label].get(c)
+                if b and b[key] is not None and len(cats) > 1:
+                    ax.scatter([b[key]], [100 * b["accuracy"]], s=25, color=color, alpha=0.5,
+                               marker=markers[j % len(markers)], zorder=2)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    if len(cats) > 1:  # small markers: per category
+        for j, c in enumerate(cats):
+            axes[1].scatter([], [], s=25, color="gray", marker=markers[j % len(markers)], label=c)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_ylim(-3, 103)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle("BFCL accuracy against compute (large: all cases; small: per category)")
+    fig.tight_layout()
+    path = out_dir / PLOT_COMPUTE
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    paths.append(path)
+    return paths
+
+
+def write_outputs(records: list[dict], out_dir: str | os.PathLike, *, strategies: list[str] | None = None,
+                  config: dict | None = None, plots: bool = True) -> tuple[dict, str]:
+    """summary.json and the plots into ``out_dir``; returns (summary, markdown table)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(records, strategies, config)
+    tmp = out_dir / (SUMMARY_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / SUMMARY_FILE)
+    if plots and records:
+        plot(summary, out_dir)
+    return summary, markdown_table(summary)
+
+
+# --------------------------------------------------------------------------- merging runs
+
+
+def _read_config(d: Path) -> dict:
+    """A folder's run settings, with defaults for settings added since it was made."""
+    from dataclasses import asdict
+
+    from toolprm.bench.harness import RunConfig  # harness imports this module: import late
+
+    try:
+        config = json.loads((d / RUN_FILE).read_text(encoding="utf-8")).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {**asdict(RunConfig()), **config} if config else {}
+
+
+def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[str]]:
+    """All records of several harness folders, relabelled where rows must stay apart."""
+    per_dir = {d: load_records(d) for d in dirs}
+    configs = {d: _read_config(d) for d in dirs}
+    names = {d: d.name or str(d) for d in dirs}
+    if len(set(names.values())) < len(dirs):
+        names = {d: str(d) for d in dirs}
+    where: dict[str, list[Path]] = defaultdict(list)
+    for d in dirs:
+        for label in dict.fromkeys(r["strategy"] for r in per_dir[d]):
+            where[label].append(d)
+    keep_apart = set()
+    for label, ds in where.items():
+        if len(ds) < 2:
+            continue
+        ids = [{r["id"] for r in per_dir[d] if r["strategy"] == label} for d in ds]
+        disjoint = sum(len(s) for s in ids) == len(set().union(*ids))
+        same_config = all(configs[d] == configs[ds[0]] for d in ds)
+        if not (disjoint and same_config):
+            keep_apart.add(label)
+    records, order = [], []
+    for d in dirs:
+        for r in per_dir[d]:
+            r = dict(r, run=names[d])
+            if r["strategy"] in keep_apart:
+                r["strategy"] = f"{r['strategy']}@{names[d]}"
+            records.append(r)
+            order.append(r["strategy"])
+    return records, list(dict.fromkeys(order))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="toolprm bench report",
+                                description="Merge BFCL harness runs into one table and plot.")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="output folders of `toolprm bench bfcl`")
+    p.add_argument("--out", default=None,
+                   help="where summary.json and the plots go (default: DIR itself when one is given, "
+                        "else ./bfcl-report)")
+    p.add_argument("--no-plots", action="store_true")
+    a = p.parse_args(argv)
+    dirs = [Path(d) for d in a.dirs]
+    for d in dirs:
+        if not (d / CASES_FILE).exists():
+            raise ToolprmError(f"{d} has no {CASES_FILE}: not a `toolprm bench bfcl` output folder")
+    records, order = merge_runs(dirs)
+    out = Path(a.out) if a.out else (dirs[0] if len(dirs) == 1 else Path("bfcl-report"))
+    config = {"merged_from": [str(d) for d in dirs]} if len(dirs) > 1 else _read_config(dirs[0])
+    _, table = write_outputs(records, out, strategies=order, config=config, plots=not a.no_plots)
+    print(table)
+    if not a.no_plots and records:
+        print(f"\nplots: {out / PLOT_CATEGORIES}, {out / PLOT_COMPUTE}")
+    return 0
