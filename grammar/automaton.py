@@ -16,6 +16,11 @@ by different beams are equal and share cached token masks.
                               (``(PUSH, frame, child, frames)`` starts the child in
                               the given frames instead of ``child.init()``).
 
+``Node.cands(frame)`` returns ``(bytes, passes)``: a superset of the bytes the frame
+itself may consume (None: any byte) and whether it may be complete already and pass
+the next byte to its parent. The token index uses it only to skip bytes that
+cannot be accepted; acceptance itself is always decided by ``step``.
+
 ``Node.child_done(frame, result)`` returns ``(frame, events)`` or None when the parent
 rejects the finished child. Every node only accepts bytes after which the value
 can still be completed within its bounds, so no reachable configuration is a dead
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from decimal import Context, Decimal
 
 STAY, DONE, REFEED, PUSH = range(4)
@@ -55,14 +61,35 @@ MAX_EXP_DIGITS = 2
 ANY_DEPTH = 3              # nesting allowed inside a schema-less ("any") value
 
 
+ALL = None  # cands(): any byte
+
+
+def _union(a, b):
+    return None if a is None or b is None else a | b
+
+
 class Node:
-    __slots__ = ()
+    __slots__ = ("_first",)
 
     def init(self) -> list[tuple]:
         return [(self,)]
 
     def step(self, frame, b):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def cands(self, frame) -> tuple[frozenset | None, bool]:
+        return ALL, True
+
+    def first(self) -> frozenset | None:
+        """The bytes a value of this node may start with (a superset)."""
+        try:
+            return self._first
+        except AttributeError:
+            out: frozenset | None = frozenset()
+            for f in self.init():
+                out = _union(out, f[0].cands(f)[0])
+            self._first = out
+            return out
 
     def child_done(self, frame, result):  # pragma: no cover - interface
         raise NotImplementedError
@@ -139,6 +166,18 @@ def _string_table() -> list[list[int]]:
 STRING_TABLE = _string_table()
 
 
+def _set(bs: bytes) -> frozenset:
+    return frozenset(bs)
+
+
+_QUOTE_SET = frozenset(b'"')
+_NUMBER_BYTES = frozenset(b"0123456789.eE")
+_NUMBER_START = frozenset(b"0123456789-")
+_EXP_SIGN = frozenset(b"0123456789+-")
+_DIGITS_DOT = frozenset(b"0123456789.")
+_DIGITS_E = frozenset(b"0123456789eE")
+
+
 def _string_byte(esc: int, b: int) -> int | None:
     """The escape/UTF-8 state after byte ``b`` inside a string, or None if invalid.
     In the clean state a quote returns 0 (the caller closes the string)."""
@@ -160,6 +199,9 @@ class StringNode(Node):
 
     def init(self):
         return [(self, 0, 0, 0)]
+
+    def cands(self, frame):
+        return (_QUOTE_SET if frame[1] == 0 else ALL), False
 
     def step(self, frame, b):
         _, phase, count, esc = frame
@@ -232,7 +274,7 @@ class FreeKeyNode(StringNode):
 class Trie:
     """A byte trie over a set of words; ``ids[i]`` is the item word ``i`` spells
     (several spellings may share an item). Node 0 is the root."""
-    __slots__ = ("children", "terminal", "masks")
+    __slots__ = ("children", "terminal", "masks", "first")
 
     def __init__(self, words: list[bytes], ids: list[int] | None = None, masks: bool = True):
         ids = list(range(len(words))) if ids is None else ids
@@ -256,16 +298,21 @@ class Trie:
                     self.masks[t] |= bit
             if self.terminal[t] < 0:
                 self.terminal[t] = i
+        self.first = [frozenset(c) for c in self.children]  # bytes that go on from a node
 
 
-def spellings(value, container_spacing: bool = True) -> list[bytes]:
+def spellings(value, container_spacing: bool = True, keep=None) -> list[bytes]:
     """The JSON texts accepted for a fixed value: compact and json.dumps' default
-    separators, with and without ASCII escaping of non-ASCII characters."""
+    separators, with and without ASCII escaping of non-ASCII characters. ``keep``
+    (bytes -> bool) drops the unescaped spellings a vocabulary cannot write; the
+    escaped ones are ASCII, which every vocabulary can."""
     out = []
     for ascii_ in (False, True):
         seps = [(",", ":"), (", ", ": ")] if container_spacing else [(",", ":")]
         for sep in seps:
-            out.append(json.dumps(value, ensure_ascii=ascii_, separators=sep).encode())
+            text = json.dumps(value, ensure_ascii=ascii_, separators=sep).encode()
+            if ascii_ or text.isascii() or keep is None or keep(text):
+                out.append(text)
     return list(dict.fromkeys(out))
 
 
@@ -274,17 +321,21 @@ class LiteralNode(Node):
     byte by byte on their JSON texts (see ``spellings``). Frame: (node, trie_node)."""
     __slots__ = ("values", "trie")
 
-    def __init__(self, values: list):
+    def __init__(self, values: list, keep=None):
         self.values = values
         words, ids = [], []
         for i, v in enumerate(values):
-            for w in spellings(v, isinstance(v, (list, dict))):
+            for w in spellings(v, isinstance(v, (list, dict)), keep):
                 words.append(w)
                 ids.append(i)
         self.trie = Trie(words, ids, masks=False)
 
     def init(self):
         return [(self, 0)]
+
+    def cands(self, frame):
+        t = frame[1]
+        return self.trie.first[t], self.trie.terminal[t] >= 0
 
     def step(self, frame, b):
         t = frame[1]
@@ -302,15 +353,18 @@ class LiteralNode(Node):
 
 # ----------------------------------------------------------------------------- numbers
 _CTX = Context(prec=80)
+_WIDE = Context(prec=1200)  # exact midpoints between neighbouring doubles
 _GRID = Decimal(1).scaleb(-MAX_FRAC_DIGITS)
 _BIG = Decimal(10) ** (MAX_INT_DIGITS + 1)  # bounds beyond any writable number
 
 
 class NumberNode(Node):
     """A JSON number or integer with bounded length; bounds are enforced on every
-    prefix (a prefix is only accepted if some completion lies within them, exactly,
-    open bounds included). Bounded numbers take no exponent. Frame: (node, text)."""
-    __slots__ = ("integer", "lo", "hi", "lo_open", "hi_open", "bounded", "_memo")
+    prefix (a prefix is only accepted if some completion lies within them), exactly
+    as Python reads the number: json.loads gives an int for a text without '.' and
+    a (rounded) float otherwise, compared with the bound as is. Bounded numbers
+    take no exponent. Frame: (node, text)."""
+    __slots__ = ("integer", "lo", "hi", "lo_open", "hi_open", "bounded", "_int", "_float", "_memo")
 
     def __init__(self, integer: bool, schema: dict | None = None):
         s = schema or {}
@@ -318,10 +372,27 @@ class NumberNode(Node):
         self.lo, self.lo_open = _bound(s, "minimum", "exclusiveMinimum", -math.inf, max)
         self.hi, self.hi_open = _bound(s, "maximum", "exclusiveMaximum", math.inf, min)
         self.bounded = math.isfinite(self.lo) or math.isfinite(self.hi)
+        # The same bounds on the decimal value of a text: as is for int texts, and
+        # moved to where float rounding crosses them for texts with a fraction.
+        self._int = (_exact(self.lo), self.lo_open, _exact(self.hi), self.hi_open)
+        self._float = _float_bounds(self.lo, self.lo_open, self.hi, self.hi_open)
         self._memo: dict[bytes, bool] = {}
 
     def init(self):
         return [(self, b"")]
+
+    def cands(self, frame):
+        text = frame[1]
+        if not text:
+            return _NUMBER_START, False
+        last = text[-1]
+        if last not in DIGITS:  # after '-', '.', 'e' or a sign of the exponent
+            return (_EXP_SIGN if last in b"eE" else DIGITS), False
+        if self.integer or 0x65 in text or 0x45 in text:
+            return DIGITS, True
+        if self.bounded:
+            return (DIGITS if 0x2E in text else _DIGITS_DOT), True
+        return (_DIGITS_E if 0x2E in text else _NUMBER_BYTES), True
 
     def satisfiable(self) -> bool:
         """Does any number of this node's form lie within its bounds?"""
@@ -344,7 +415,7 @@ class NumberNode(Node):
     def _in_range(self, text: bytes) -> bool:
         if not self.bounded:
             return True
-        v = Decimal(text.decode())
+        v = float(text) if 0x2E in text else int(text)  # what json.loads gives
         lo_ok = v > self.lo if self.lo_open else v >= self.lo
         hi_ok = v < self.hi if self.hi_open else v <= self.hi
         return lo_ok and hi_ok
@@ -356,47 +427,61 @@ class NumberNode(Node):
         s = text.decode()
         neg = s.startswith("-")
         body = s[1:] if neg else s
-        step = Decimal(1) if self.integer else _GRID
-        top_int = Decimal(10) ** MAX_INT_DIGITS
+        g = _GRID
+        one = Decimal(1)
+        top = Decimal(10) ** MAX_INT_DIGITS
+        ints, floats = [], []  # spans of completions read as int / as float
         if not body:  # any magnitude
-            spans = [(Decimal(0), _CTX.subtract(top_int, step))]
-            if not neg:
-                spans.append((-spans[0][1], Decimal(0)))
+            ints.append((Decimal(0), top - 1))
+            floats.append((Decimal(0), _CTX.subtract(top, g)))
         elif "." in body:
             ip, fp = body.split(".")
             v = Decimal(ip + "." + (fp or "0"))
             width = Decimal(1).scaleb(-len(fp))
-            spans = [(v, _CTX.subtract(_CTX.add(v, width), step) if len(fp) < MAX_FRAC_DIGITS else v)]
+            floats.append((v, _CTX.subtract(_CTX.add(v, width), g) if len(fp) < MAX_FRAC_DIGITS else v))
         elif body == "0":
-            spans = [(Decimal(0), Decimal(0) if self.integer else _CTX.subtract(Decimal(1), step))]
+            ints.append((Decimal(0), Decimal(0)))
+            floats.append((Decimal(0), _CTX.subtract(one, g)))
         else:
             d = Decimal(int(body))
-            spans = []
             for k in range(0, MAX_INT_DIGITS - len(body) + 1):
                 scale = Decimal(10) ** k
-                spans.append((_CTX.multiply(d, scale), _CTX.subtract(_CTX.multiply(d + 1, scale), step)))
-        if neg:
-            spans = [(-hi, -lo) for lo, hi in spans]
-        return any(self._meets(lo, hi, step) for lo, hi in spans)
+                lo = _CTX.multiply(d, scale)
+                ints.append((lo, _CTX.multiply(d + 1, scale) - 1))
+                floats.append((lo, _CTX.subtract(_CTX.multiply(d + 1, scale), g)))
+        if self.integer:
+            floats = []
+        if neg or not s:  # negative completions (of "" too: a '-' may come)
+            neg_ints = [(-b, -a) for a, b in ints]
+            neg_floats = [(-b, -a) for a, b in floats]
+            ints, floats = (neg_ints, neg_floats) if neg else (ints + neg_ints, floats + neg_floats)
+        return any(_meets(a, b, one, *self._int) for a, b in ints) or \
+            any(_meets(a, b, g, *self._float) for a, b in floats)
 
-    def _meets(self, a: Decimal, b: Decimal, step: Decimal) -> bool:
-        """Is some multiple of ``step`` in [a, b] (a, b multiples of it) in bounds?"""
-        x = a
-        if self.lo > _BIG or self.hi < -_BIG:
+
+def _meets(a: Decimal, b: Decimal, step: Decimal, lo, lo_open, hi, hi_open) -> bool:
+    """Is some multiple of ``step`` in [a, b] (a, b multiples of it) within the
+    bounds (Decimal, or None for none)?"""
+    x = a
+    if lo is not None:
+        if lo > _BIG:
             return False
-        if self.lo >= -_BIG:
-            c = _CTX.multiply(_CTX.divide_int(self.lo, step), step)  # towards zero
-            while c < self.lo or (self.lo_open and c == self.lo):
+        if lo >= -_BIG:
+            c = _CTX.multiply(_CTX.divide_int(lo, step), step)  # towards zero
+            while c < lo or (lo_open and c == lo):
                 c = _CTX.add(c, step)
             x = max(a, c)
-        if x > b:
-            return False
-        if self.hi > _BIG:
-            return True
-        return x < self.hi if self.hi_open else x <= self.hi
+    if x > b:
+        return False
+    if hi is None or hi > _BIG:
+        return True
+    if hi < -_BIG:
+        return False
+    return x < hi if hi_open else x <= hi
 
 
 def _bound(s: dict, key: str, excl_key: str, default: float, pick) -> tuple:
+    """(bound, open) from the inclusive and exclusive keywords: the stricter one."""
     v, is_open = default, False
     if key in s:
         v = s[key]
@@ -404,9 +489,41 @@ def _bound(s: dict, key: str, excl_key: str, default: float, pick) -> tuple:
         e = s[excl_key]
         if v == default or pick(v, e) == e:
             v, is_open = e, True
-    if math.isfinite(v):
-        v = Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
     return v, is_open
+
+
+def _exact(v) -> Decimal | None:
+    return Decimal(v) if math.isfinite(v) else None  # a float's exact binary value
+
+
+def _even(d: float) -> bool:
+    return struct.unpack("<q", struct.pack("<d", d))[0] & 1 == 0
+
+
+def _float_bounds(lo, lo_open, hi, hi_open) -> tuple:
+    """Bounds on a decimal x equivalent to ``lo <(=) float(x) <(=) hi`` (float()
+    rounds to nearest, ties to even)."""
+    out_lo = out_hi = None
+    lo_o = hi_o = False
+    if math.isfinite(lo) and abs(lo) < 1e300:
+        d = float(lo)  # the least double within the bound
+        if d < lo or (lo_open and d == lo):
+            d = math.nextafter(d, math.inf)
+        below = math.nextafter(d, -math.inf)
+        out_lo = _WIDE.divide(_WIDE.add(Decimal(below), Decimal(d)), 2)
+        lo_o = not _even(d)  # at the midpoint x rounds to the even one
+    elif math.isfinite(lo):
+        out_lo = Decimal(lo)
+    if math.isfinite(hi) and abs(hi) < 1e300:
+        d = float(hi)  # the greatest double within the bound
+        if d > hi or (hi_open and d == hi):
+            d = math.nextafter(d, -math.inf)
+        above = math.nextafter(d, math.inf)
+        out_hi = _WIDE.divide(_WIDE.add(Decimal(d), Decimal(above)), 2)
+        hi_o = not _even(d)
+    elif math.isfinite(hi):
+        out_hi = Decimal(hi)
+    return out_lo, lo_o, out_hi, hi_o
 
 
 def _number_prefix(text: bytes, frac: bool, exponent: bool) -> bool:
@@ -460,6 +577,18 @@ class ArrayNode(Node):
     def init(self):
         return [(self, 0, 0)]
 
+    def cands(self, frame):
+        phase = frame[1]
+        if phase == 0:
+            return _set(b"["), False
+        if phase == 1:
+            return _union(_set(b"]"), self.item.first()), False
+        if phase == 3:
+            return _set(b",]"), False
+        if phase == 4:
+            return _union(_set(b" "), self.item.first()), False
+        return self.item.first(), False
+
     def step(self, frame, b):
         _, phase, count = frame
         if phase == 0:
@@ -485,9 +614,9 @@ class ArrayNode(Node):
         return (self, 3, frame[2] + 1), ()
 
 
-def key_spellings(key: str) -> list[bytes]:
-    """A key's (or tool name's) JSON texts without the opening quote."""
-    return list(dict.fromkeys(json.dumps(key, ensure_ascii=a)[1:].encode() for a in (False, True)))
+def key_spellings(key: str, keep=None) -> list[bytes]:
+    """A key's (or tool name's) JSON texts without the opening quote (see spellings)."""
+    return [w[1:] for w in spellings(key, False, keep)]
 
 
 class ObjectNode(Node):
@@ -506,7 +635,7 @@ class ObjectNode(Node):
     EMPTY = frozenset()
 
     def __init__(self, props: dict[str, Node], required: list[str], extra: Node | None,
-                 emit: bool = False):
+                 emit: bool = False, keep=None):
         self.keys = list(props)
         self.values = [props[k] for k in self.keys]
         self.required = sum(1 << self.keys.index(k) for k in set(required))
@@ -516,7 +645,7 @@ class ObjectNode(Node):
         # A key is matched on its JSON text without the opening quote.
         words, ids = [], []
         for i, k in enumerate(self.keys):
-            for w in key_spellings(k):
+            for w in key_spellings(k, keep):
                 words.append(w)
                 ids.append(i)
         self.trie = Trie(words, ids)
@@ -524,6 +653,17 @@ class ObjectNode(Node):
 
     def init(self):
         return [(self, 0, 0, 0, -1, self.EMPTY)]
+
+    _CANDS = {0: b"{", 1: b'}"', 3: b":", 7: b",}", 8: b' "', 9: b'"'}
+
+    def cands(self, frame):
+        _, phase, _, t, key, _ = frame
+        if phase == 2:
+            return self.trie.first[t], False
+        if phase in (4, 5):
+            node = self.values[key] if key >= 0 else self.extra
+            return (_union(_set(b" "), node.first()) if phase == 4 else node.first()), False
+        return _set(self._CANDS.get(phase, b"")), False
 
     def _more(self, used, free) -> bool:
         return bool(self.all & ~used) or (self.extra is not None and len(free) < DEFAULT_MAX_ITEMS)
@@ -590,17 +730,30 @@ class CallNode(Node):
     HEAD = b'{"name":'
     ARGS = b'"arguments":'
 
-    def __init__(self, names: list[str], args: list[Node]):
+    def __init__(self, names: list[str], args: list[Node], keep=None):
         self.names, self.args = names, args
         words, ids = [], []
         for i, n in enumerate(names):
-            for w in key_spellings(n):
+            for w in key_spellings(n, keep):
                 words.append(w)
                 ids.append(i)
         self.trie = Trie(words, ids, masks=False)
 
     def init(self):
         return [(self, 0, 0, -1)]
+
+    _CANDS = {1: b'" ', 2: b'"', 4: b",", 5: b' "', 10: b"}"}
+
+    def cands(self, frame):
+        _, phase, i, tool = frame
+        if phase == 0 or phase == 6:
+            return _set((self.HEAD if phase == 0 else self.ARGS)[i:i + 1]), False
+        if phase == 3:
+            return self.trie.first[i], False
+        if phase in (7, 8):
+            first = self.args[tool].first()
+            return (_union(_set(b" "), first) if phase == 7 else first), False
+        return _set(self._CANDS.get(phase, b"")), False
 
     def step(self, frame, b):
         _, phase, i, tool = frame
@@ -654,6 +807,11 @@ class CallListNode(Node):
     def init(self):
         return [(self, 0, 0)]
 
+    _CANDS = {0: b" [", 7: b"[", 1: b"]{", 3: b",]", 4: b" {", 5: b"{", 6: b""}
+
+    def cands(self, frame):
+        return _set(self._CANDS[frame[1]]), False
+
     def step(self, frame, b):
         _, phase, count = frame
         if phase == 0 or phase == 7:
@@ -702,6 +860,20 @@ def feed(stack: tuple, b: int, pos: int, out: list, events: tuple = ()) -> None:
             base = stack[:-1] + (act[1],)
             for child in (act[3] if len(act) > 3 else act[2].init()):
                 feed(base + (child,), b, pos, out, events)
+
+
+def stack_cands(stack: tuple) -> frozenset | None:
+    """A superset of the bytes ``stack`` accepts next (None: any byte)."""
+    top = stack[-1]
+    c, passes = top[0].cands(top)
+    if passes and c is not None:
+        if len(stack) == 1:
+            return c
+        parent = stack[-2]
+        res = parent[0].child_done(parent, None)
+        if res is not None:
+            c = _union(c, stack_cands(stack[:-2] + (res[0],)))
+    return c
 
 
 def _pop(stack, b, pos, out, events, consumed, result):

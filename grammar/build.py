@@ -9,7 +9,11 @@ CALL_MODES = {"one": (1, 1), "one_or_more": (1, None), "any": (0, None)}
 
 
 class NodeBuilder:
-    def __init__(self):
+    """``keep`` (bytes -> bool): whether the vocabulary can write a fixed text (names,
+    keys, enum values); texts it cannot are only accepted in their escaped form."""
+
+    def __init__(self, keep=None):
+        self.keep = keep
         self._any: dict[int, Node] = {}
         self._bool = LiteralNode([True, False])
         self._null = LiteralNode([None])
@@ -28,7 +32,7 @@ class NodeBuilder:
         if "anyOf" in s:
             return Union([self.value(a) for a in s["anyOf"]])
         if "enum" in s:
-            return LiteralNode(s["enum"])
+            return LiteralNode(s["enum"], self.keep)
         t = s.get("type")
         if t is None:
             return self.any_value()
@@ -50,10 +54,11 @@ class NodeBuilder:
             extra = s.get("additionalProperties", False)
             extra_node = None if extra is False else (
                 self.any_value(ANY_DEPTH - 1) if extra is True else self.value(extra))
-            return ObjectNode(props, s.get("required", []), extra_node, emit=emit)
+            return ObjectNode(props, s.get("required", []), extra_node, emit=emit, keep=self.keep)
         raise AssertionError(f"normalized schema has unexpected type {t!r}")
 
     def call_list(self, tools: list[Tool], calls: str, max_calls: int) -> CallListNode:
         lo, hi = CALL_MODES[calls]
-        call = CallNode([t.name for t in tools], [self.value(t.parameters, emit=True) for t in tools])
+        call = CallNode([t.name for t in tools], [self.value(t.parameters, emit=True) for t in tools],
+                        self.keep)
         return CallListNode(call, lo, hi if hi is not None else max_calls)

@@ -43,7 +43,7 @@ class Grammar:
         self.vocab = vocab
         self.calls = calls
         self.max_calls = max_calls
-        self.root = NodeBuilder().call_list(tools, calls, max_calls)
+        self.root = NodeBuilder(vocab.can_spell).call_list(tools, calls, max_calls)
         self.index = TokenIndex(vocab)
         self.schema = call_list_schema(tools, calls, max_calls)
         self._start = State(self, tuple(tuple([f]) for f in self.root.init()), b"")

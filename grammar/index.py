@@ -21,10 +21,16 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import OrderedDict
 
+import json
+
 import numpy as np
 
-from .automaton import QUOTE, SPACE, CallListNode, FreeKeyNode, StringNode, advance_stacks, feed
+from .automaton import (QUOTE, SPACE, CallListNode, StringNode, advance_stacks, feed,
+                        stack_cands)
 from .vocab import Vocabulary
+
+
+_FRESH_KEY = object()  # stands for a free key not used before, when checking what follows it
 
 
 class _LRU(OrderedDict):
@@ -55,6 +61,16 @@ def step_byte(stacks: tuple, b: int) -> tuple:
     return tuple(dict.fromkeys(s for s, _ in out))
 
 
+def _cands(stacks: tuple):
+    out: frozenset | None = frozenset()
+    for s in stacks:
+        c = stack_cands(s)
+        if c is None:
+            return None
+        out |= c
+    return out
+
+
 def _frozen(m: np.ndarray) -> np.ndarray:
     m.flags.writeable = False
     return m
@@ -64,9 +80,9 @@ class TokenIndex:
     def __init__(self, vocab: Vocabulary):
         self.vocab = vocab
         self._ids = _LRU(65536)      # one stack -> sorted allowed token ids (walk path)
-        self._dense = _LRU(1024)     # configurations -> dense mask
-        self._strings = _LRU(512)    # (continuation, esc, budget, min_left) -> dense mask
-        self._exits = _LRU(4096)     # (continuation, esc) -> bool per string-closing token
+        self._dense = _LRU(256)      # configurations -> dense mask (kept few: memory stays hot)
+        self._strings = _LRU(4096)   # (continuation, esc, budget, min_left) -> dense mask
+        self._tails = _LRU(4096)     # configuration where a string closed -> {tail: allowed}
         self._stays = _LRU(256)      # (esc, budget) -> dense mask of tokens staying inside
         self._forced = _LRU(65536)   # configurations -> forced bytes
         self._advance = _LRU(65536)  # (configurations, token) -> (configurations, events)
@@ -92,9 +108,7 @@ class TokenIndex:
         top = stack[-1]
         node = top[0]
         if isinstance(node, StringNode) and top[1] == 1:
-            if type(node) is StringNode:
-                return self._string_mask(stack)
-            return self._free_key_mask(stack)
+            return self._string_mask(stack)
         key = (stack,)
         ids = self._ids.get(key)
         if ids is None:
@@ -107,74 +121,153 @@ class TokenIndex:
         key = (esc, budget)
         m = self._stays.get(key)
         if m is None:
-            stay_n = self.vocab.string_tables(esc)[0]
+            stay_n = self.vocab.string_tables(esc).stay_n
             m = self._stays.put(key, _frozen((stay_n >= 0) & (stay_n <= budget)))
         return m
 
     def _string_mask(self, stack: tuple) -> np.ndarray:
-        node, _, count, esc = stack[-1]
-        budget, min_left = node.max - count, max(0, node.min - count)
-        cont = (stack[:-1], node)
-        key = (cont, esc, budget, min_left)
-        m = self._strings.get(key)
+        top = stack[-1]
+        node, esc = top[0], top[3]
+        facts = self.vocab.string_tables(esc)
+        # Budgets past the longest token all allow the same tokens: share their masks.
+        budget = min(node.max - top[2], facts.cap)
+        min_left = min(max(0, node.min - top[2]), facts.cap + 1)
+        free = type(node) is not StringNode
+        key = (stack[:-1], node, esc, budget, min_left)
+        m = None if free else self._strings.get(key)
         if m is not None:
             return m
-        _, _, exit_ids, exit_n, exit_tail = self.vocab.string_tables(esc)
-        ok = self._exits.get((cont, esc))
-        if ok is None:
-            closed = step_byte((stack[:-1] + ((node, 1, node.min, 0),),), QUOTE)
-            ok = np.array([not t or bool(advance_stacks(closed, t, 0)[0]) for t in exit_tail],
-                          dtype=bool)
-            self._exits.put((cont, esc), ok)
         m = self._stay_mask(esc, budget).copy()
-        sel = ok & (exit_n <= budget) & (exit_n >= min_left)
-        m[exit_ids[sel]] = True
+        sel = self._exits_ok(stack, facts, budget, min_left)
+        m[facts.exit_ids[sel]] = True
+        if free:
+            tb = self.vocab.token_bytes
+            self._free_key_exact(stack, m, facts, sel, lambda e: tb[e])
+            return _frozen(m)
         return self._strings.put(key, _frozen(m))
 
-    def _free_key_mask(self, stack: tuple) -> np.ndarray:
-        """A free key: which keys are taken depends on its text, so the closing tokens
-        (few) are checked exactly, as are, when a taken key is as long as the cap,
-        the tokens that would fill the key to the cap."""
-        key = (stack,)
-        ids = self._ids.get(key)
-        if ids is None:
-            node, _, count, esc, _, used = stack[-1]
-            budget = node.max - count
-            stay_n, stay_esc, exit_ids, exit_n, _ = self.vocab.string_tables(esc)
-            tb = self.vocab.token_bytes
-            sure = (stay_n >= 0) & (stay_n <= budget)
-            check = [int(t) for t in exit_ids[exit_n <= budget]]
-            if any(len(k) == node.max for k in (*node.declared, *used)):
-                edge = sure & (stay_n == budget) & (stay_esc == 0)
-                sure &= ~edge
-                check += np.flatnonzero(edge).tolist()
-            extra = [t for t in check if advance_stacks(key, tb[t], 0)[0]]
-            ids = self._ids.put(key, np.union1d(np.flatnonzero(sure), np.array(extra, dtype=np.int64)))
-        m = np.zeros(self.vocab.size, dtype=bool)
-        m[ids] = True
-        return _frozen(m)
+    def _exits_ok(self, stack: tuple, facts, budget: int, min_left: int) -> np.ndarray:
+        """Which of the string-closing tokens in ``facts`` are allowed: their length
+        fits, and their tail is accepted where the string closes (for a free key:
+        where a key not taken yet closes; see _free_key_exact)."""
+        n = facts.exit_n
+        sel = (n <= budget) & (n >= min_left)
+        if not sel.any():
+            return sel
+        node = stack[-1][0]
+        if type(node) is StringNode:
+            closed = step_byte((stack[:-1] + ((node, 1, node.min, 0),),), QUOTE)
+        else:
+            parent = stack[-2]
+            closed = (stack[:-2] + (parent[0].child_done(parent, _FRESH_KEY)[0],),)
+        memo = self._tails.get(closed)
+        if memo is None:
+            memo = self._tails.put(closed, {b"": True})
+            first = _cands(closed)
+        else:
+            first = None
+        tails = facts.exit_tail
+        for i in np.flatnonzero(sel).tolist():
+            t = tails[i]
+            ok = memo.get(t)
+            if ok is None:
+                if first is None:
+                    first = _cands(closed)
+                ok = (first is None or t[0] in first) and bool(advance_stacks(closed, t, 0)[0])
+                memo[t] = ok
+            if not ok:
+                sel[i] = False
+        return sel
+
+    def _free_key_exact(self, stack: tuple, ok: np.ndarray, facts, sel: np.ndarray, data) -> None:
+        """Correct ``ok`` (entries of ``facts``, from the tables) for a free key, whose
+        allowed tokens also depend on its text: closing tokens that would complete a
+        taken key are removed; closing tokens are checked exactly while an escape is
+        pending and when their tail holds two more quotes; so are, when a taken key
+        is as long as the cap, the tokens that would fill the key to the cap.
+        ``data(e)``: the bytes entry e feeds."""
+        node, _, count, esc, text, used = stack[-1]
+        taken = [k for k in node.declared | used if isinstance(k, str)]
+        left = node.max - count
+        exits = np.flatnonzero(facts.exit_n <= left)
+        if esc != 0:
+            exact = set(facts.exit_ids[exits].tolist())
+        else:
+            so_far = json.loads(b'"' + text + b'"')
+            for k in taken:
+                if k.startswith(so_far):
+                    for i in facts.exit_keys.get(k[len(so_far):], ()):
+                        ok[facts.exit_ids[i]] = False
+            # A tail reaches the next free key's end only through two more quotes.
+            exact = {int(facts.exit_ids[i]) for i in exits.tolist()
+                     if sel[i] and facts.exit_tail[i].count(b'"') >= 2}
+        if left <= facts.cap and any(len(k) == node.max for k in taken):
+            exact.update(np.flatnonzero((facts.stay_n == left) & (facts.stay_esc == 0)).tolist())
+        for e in exact:
+            ok[e] = bool(advance_stacks((stack,), data(e), 0)[0])
+
+    def _string_subtree(self, lo: int, hi: int, depth: int, stack: tuple) -> np.ndarray:
+        """Sorted positions in lo..hi-1 (tokens sharing ``depth`` bytes that brought
+        the automaton inside a free string) allowed from there on."""
+        top = stack[-1]
+        node, esc = top[0], top[3]
+        facts = self.vocab.suffix_string_tables(lo, hi, depth, esc)
+        budget = min(node.max - top[2], facts.cap)
+        min_left = min(max(0, node.min - top[2]), facts.cap + 1)
+        ok = (facts.stay_n >= 0) & (facts.stay_n <= budget)
+        sel = self._exits_ok(stack, facts, budget, min_left)
+        ok[facts.exit_ids[sel]] = True
+        if type(node) is not StringNode:
+            vb = self.vocab.sorted_bytes
+            self._free_key_exact(stack, ok, facts, sel, lambda e: vb[lo + e][depth:])
+        return np.flatnonzero(ok) + lo
 
     def _walk(self, stacks: tuple) -> np.ndarray:
         """Allowed token ids, by a depth-first walk of the sorted vocabulary that
-        only descends into byte prefixes the automaton accepts."""
+        only descends into byte prefixes the automaton accepts (and only tries the
+        bytes the nodes name as candidates). Where a prefix enters a free string,
+        the rest of its subtree comes from per-token tables instead."""
         vb, ids = self.vocab.sorted_bytes, self.vocab.sorted_ids
         found: list[int] = []
+        parts: list[np.ndarray] = []
 
         def walk(lo: int, hi: int, depth: int, cur: tuple) -> None:
             i = lo
             while i < hi and len(vb[i]) == depth:
-                found.append(ids[i])
+                found.append(i)
                 i += 1
-            while i < hi:
-                b = vb[i][depth]
-                j = bisect_left(vb, vb[i][:depth] + bytes((b + 1,)), i, hi) if b < 255 else hi
+            if i >= hi:
+                return
+            if len(cur) == 1:
+                top = cur[0][-1]
+                if isinstance(top[0], StringNode) and top[1] == 1:
+                    parts.append(self._string_subtree(i, hi, depth, cur[0]))
+                    return
+            cands = _cands(cur)
+            if cands is None:
+                while i < hi:
+                    b = vb[i][depth]
+                    j = bisect_left(vb, vb[i][:depth] + bytes((b + 1,)), i, hi) if b < 255 else hi
+                    nxt = step_byte(cur, b)
+                    if nxt:
+                        walk(i, j, depth + 1, nxt)
+                    i = j
+                return
+            prefix = vb[i][:depth]
+            for b in sorted(cands):
+                start = bisect_left(vb, prefix + bytes((b,)), i, hi)
+                if start >= hi or vb[start][depth] != b:
+                    continue
+                j = bisect_left(vb, prefix + bytes((b + 1,)), start, hi) if b < 255 else hi
                 nxt = step_byte(cur, b)
                 if nxt:
-                    walk(i, j, depth + 1, nxt)
+                    walk(start, j, depth + 1, nxt)
                 i = j
 
         walk(0, len(vb), 0, stacks)
-        return np.array(sorted(found), dtype=np.int64)
+        pos = np.concatenate([np.array(found, dtype=np.int64)] + parts) if parts else \
+            np.array(found, dtype=np.int64)
+        return np.sort(self.vocab.sorted_ids_array[pos])
 
     # ------------------------------------------------------------------ advancing
     def advance(self, stacks: tuple, token_id: int, data: bytes) -> tuple[tuple, tuple]:
@@ -211,10 +304,10 @@ class TokenIndex:
         cur = stacks
         pending_space = False
         while True:
-            nexts = [b for b in range(256) if step_byte(cur, b)]
+            nexts = _next_bytes(cur, 3)
             if len(nexts) == 2 and nexts[0] == SPACE and not pending_space:
                 after = step_byte(cur, SPACE)
-                if [b for b in range(256) if step_byte(after, b)] == [nexts[1]]:
+                if _next_bytes(after, 2) == [nexts[1]]:
                     if _at_start(cur):  # '[' without the optional leading space
                         out.append(nexts[1])
                         cur = step_byte(cur, nexts[1])
@@ -231,6 +324,18 @@ class TokenIndex:
             out.append(nexts[0])
             cur = step_byte(cur, nexts[0])
         return self._forced.put(stacks, bytes(out))
+
+
+def _next_bytes(stacks: tuple, limit: int) -> list[int]:
+    """The first ``limit`` bytes (in byte order) that ``stacks`` accepts."""
+    cands = _cands(stacks)
+    out = []
+    for b in (range(256) if cands is None else sorted(cands)):
+        if step_byte(stacks, b):
+            out.append(b)
+            if len(out) == limit:
+                break
+    return out
 
 
 def _at_start(stacks: tuple) -> bool:

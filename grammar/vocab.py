@@ -12,6 +12,7 @@ import json
 import re
 import weakref
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,6 +80,7 @@ class Vocabulary:
             pairs = sorted((t, i) for i, t in enumerate(token_bytes) if t)
         self.sorted_bytes = [t for t, _ in pairs]
         self.sorted_ids = [i for _, i in pairs]
+        self.sorted_ids_array = np.array(self.sorted_ids, dtype=np.int64)
         self.max_len = max(map(len, self.sorted_bytes), default=1)
         self.by_bytes: dict[bytes, int] = {}
         for t, i in pairs:
@@ -88,6 +90,8 @@ class Vocabulary:
             raise ToolprmError("this vocabulary cannot spell every printable ASCII character "
                                f"(missing {''.join(missing)!r}); constrained decoding could dead-end")
         self._string_tables: dict = {}
+        self._spellable: dict[str, bool] = {}
+        self._suffix_tables: dict = {}
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "Vocabulary":
@@ -125,6 +129,27 @@ class Vocabulary:
             pass
         return vocab
 
+    def can_spell(self, data: bytes) -> bool:
+        """Can tokens write ``data``, whichever token boundaries a walk takes inside it?
+        True when each character can be written on its own (continuation bytes are
+        single tokens, so a token may stop inside a character)."""
+        memo = self._spellable
+        for ch in data.decode("utf-8"):
+            ok = memo.get(ch)
+            if ok is None:
+                b = ch.encode()
+                ok = memo[ch] = any(self._segments(b, i) for i in range(1, len(b) + 1))
+            if not ok:
+                return False
+        return True
+
+    def _segments(self, b: bytes, i: int) -> bool:
+        """Can b be split into tokens, the first being b[:i]?"""
+        if b[:i] not in self.by_bytes:
+            return False
+        rest = b[i:]
+        return not rest or any(self._segments(rest, j) for j in range(1, len(rest) + 1))
+
     def longest_match(self, data: bytes) -> list[int]:
         """Tokenize ``data`` greedily, longest token first (for text the grammar
         dictates, where the model's own tokenization is not available)."""
@@ -147,37 +172,72 @@ class Vocabulary:
         Starting inside a string in state ``esc``, a token either stays inside
         (``stay_n[t]`` = code points it begins, else -1; ``stay_esc[t]`` the state it
         ends in), or closes the string after ``exit_n`` code points with the rest
-        ``exit_tail`` left for the structure (``exit_ids``: those tokens)."""
+        ``exit_tail`` left for the structure (``exit_ids``: those tokens).
+        ``cap``: budgets at or above it allow the same tokens as an unlimited one."""
         got = self._string_tables.get(esc)
         if got is None:
-            from .automaton import QUOTE, STRING_TABLE
-            stay_n = np.full(self.size, -1, dtype=np.int32)
-            stay_esc = np.zeros(self.size, dtype=np.int8)
-            exit_ids, exit_n, exit_tail = [], [], []
-            for i, t in enumerate(self.token_bytes):
-                if not t:
-                    continue
-                state, n = esc, 0
-                for j, b in enumerate(t):
-                    if state == 0:
-                        if b == QUOTE:
-                            exit_ids.append(i)
-                            exit_n.append(n)
-                            exit_tail.append(t[j + 1:])
-                            break
-                        n += 1
-                    state = STRING_TABLE[state][b]
-                    if state < 0:
-                        break
-                else:
-                    stay_n[i] = n
-                    stay_esc[i] = state
-            stay_n.flags.writeable = False
-            stay_esc.flags.writeable = False
-            got = (stay_n, stay_esc, np.array(exit_ids, dtype=np.int64),
-                   np.array(exit_n, dtype=np.int32), exit_tail)
+            got = _string_facts(self.token_bytes, 0, esc)
             self._string_tables[esc] = got
         return got
+
+    def suffix_string_tables(self, lo: int, hi: int, depth: int, esc: int):
+        """``string_tables`` for the tokens at sorted positions lo..hi-1 (which share
+        their first ``depth`` bytes), read from byte ``depth`` on; ids are positions
+        relative to ``lo``."""
+        key = (lo, depth, esc)
+        got = self._suffix_tables.get(key)
+        if got is None:
+            got = _string_facts(self.sorted_bytes[lo:hi], depth, esc)
+            self._suffix_tables[key] = got
+        return got
+
+
+def _string_facts(tokens: list, start: int, esc0: int):
+    from .automaton import QUOTE, STRING_TABLE
+
+    n_tok = len(tokens)
+    stay_n = np.full(n_tok, -1, dtype=np.int32)
+    stay_esc = np.zeros(n_tok, dtype=np.int8)
+    exit_ids, exit_n, exit_tail = [], [], []
+    for i, t in enumerate(tokens):
+        if not t:
+            continue
+        state, n = esc0, 0
+        for j in range(start, len(t)):
+            b = t[j]
+            if state == 0:
+                if b == QUOTE:
+                    exit_ids.append(i)
+                    exit_n.append(n)
+                    exit_tail.append(t[j + 1:])
+                    break
+                n += 1
+            state = STRING_TABLE[state][b]
+            if state < 0:
+                break
+        else:
+            stay_n[i] = n
+            stay_esc[i] = state
+    stay_n.flags.writeable = False
+    stay_esc.flags.writeable = False
+    cap = max(int(stay_n.max(initial=0)), max(exit_n, default=0))
+    exit_keys: dict[str, list[int]] = {}  # what a closing token adds to the string: exits
+    if esc0 == 0:
+        for k, (i, tail) in enumerate(zip(exit_ids, exit_tail)):
+            t = tokens[i]
+            exit_keys.setdefault(json.loads(b'"' + t[start:len(t) - len(tail) - 1] + b'"'), []).append(k)
+    return StringFacts(stay_n, stay_esc, np.array(exit_ids, dtype=np.int64),
+                       np.array(exit_n, dtype=np.int32), exit_tail, cap, exit_keys)
+
+
+class StringFacts(NamedTuple):
+    stay_n: np.ndarray
+    stay_esc: np.ndarray
+    exit_ids: np.ndarray
+    exit_n: np.ndarray
+    exit_tail: list
+    cap: int
+    exit_keys: dict
 
 
 _BY_TOKENIZER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -11,11 +11,14 @@ Random tool schemas (hypothesis) x random token walks and generated valid output
 - masks and advance agree; forced() tokens are allowed in sequence.
 
 Plus every BFCL tool set, and a table of malformed and hostile specs.
+
+TOOLPRM_TEST_SCALE=10 runs ten times the hypothesis examples (a deeper search).
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import re
 import time
@@ -29,8 +32,15 @@ from hypothesis import strategies as st
 from toolprm import grammar as G
 from toolprm.grammar import InvalidTokenError, ToolSchemaError
 from toolprm.grammar.automaton import (ANY_DEPTH, MAX_EXP_DIGITS, MAX_FRAC_DIGITS, MAX_INT_DIGITS,
-                                       CallListNode)
+                                       CallListNode, ObjectNode)
 from toolprm.grammar.index import step_byte
+
+SCALE = float(os.environ.get("TOOLPRM_TEST_SCALE", "1"))  # more examples for a deeper search
+
+
+def examples(n: int) -> int:
+    return max(1, int(n * SCALE))
+
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                      HealthCheck.function_scoped_fixture])
@@ -245,37 +255,50 @@ def token_text(vocab, ids) -> bytes:
 
 def completion_bytes(stacks, limit: int = 20000) -> bytes | None:
     """A completion to a final state by a greedy byte search preferring bytes that
-    close what is open (any accepted byte keeps the configuration live, so greed
-    cannot paint itself into a corner unless the automaton has a dead end)."""
-    prio = b'"]}0,:ntf[{a' + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+    close what is open and declared keys over free ones (any accepted byte keeps the
+    configuration live, so greed cannot paint itself into a corner unless the
+    automaton has a dead end)."""
+    prio = b'"]}0,:ntf[{a' + bytes(range(0x20, 0x100))
     out = bytearray()
     cur = stacks
     while not any(CallListNode.is_final(s) for s in cur):
-        for b in prio:
-            nxt = step_byte(cur, b)
+        declared = [b for s in cur if isinstance(s[-1][0], ObjectNode) and s[-1][1] == 2
+                    for b in s[-1][0].trie.first[s[-1][3]]]
+        for b in sorted(declared, key=prio.index):
+            nxt = tuple(s for s in step_byte(cur, b) if isinstance(s[-1][0], ObjectNode)
+                        and s[-1][1] in (2, 3))  # stay on a declared key not used yet
             if nxt:
-                out.append(b)
-                cur = nxt
                 break
         else:
-            return None
+            for b in prio:
+                nxt = step_byte(cur, b)
+                if nxt:
+                    break
+            else:
+                return None
+        out.append(b)
+        cur = nxt
         if len(out) > limit:
             return None
     return bytes(out)
 
 
 def longest_match(vocab, data: bytes) -> list[int]:
-    out, i = [], 0
-    while i < len(data):
-        for j in range(min(len(data), i + 64), i, -1):
-            t = vocab.by_bytes.get(data[i:j])
-            if t is not None:
-                out.append(t)
-                i = j
-                break
-        else:
-            raise AssertionError(f"cannot spell {data[i:]!r}")
-    return out
+    return vocab.longest_match(data)
+
+
+_VALIDATORS: dict = {}
+
+
+def validate(instance, schema: dict) -> None:
+    """jsonschema validation, with the validator (and its schema check) built once."""
+    key = json.dumps(schema, sort_keys=True)
+    v = _VALIDATORS.get(key)
+    if v is None:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        v = _VALIDATORS[key] = cls(schema)
+    v.validate(instance)
 
 
 def check_final(grammar, state) -> None:
@@ -283,7 +306,7 @@ def check_final(grammar, state) -> None:
     assert state.is_final
     text = state.text
     calls = json.loads(text)
-    jsonschema.validate(calls, grammar.schema)
+    validate(calls, grammar.schema)
     expected = []
     for i, c in enumerate(calls):
         expected.append(("name", i, None, c["name"]))
@@ -300,7 +323,7 @@ def check_final(grammar, state) -> None:
     assert state.events[-1].offset == len(text)
 
 
-def check_state(grammar, state, rng, n_sample: int = 8) -> None:
+def check_state(grammar, state, rng, n_sample: int = 8, complete: bool = True) -> None:
     """Mask/advance agreement, forced() and a completion to a final state."""
     vocab = grammar.vocab
     mask = state.allowed_mask()
@@ -322,51 +345,66 @@ def check_state(grammar, state, rng, n_sample: int = 8) -> None:
     for t in state.forced():
         assert s.allowed_mask()[t], (state.text, state.forced())
         s = s.advance(t)
+    if not complete:
+        return
     tail = completion_bytes(state.stacks)
     assert tail is not None, f"no completion after {state.text!r}"
     s = state
-    for t in longest_match(vocab, tail):
+    for t in longest_match(vocab, tail[:400]):  # long ones are only checked bytewise
         assert s.allowed_mask()[t]
         s = s.advance(t)
-    assert s.is_final
-    check_final(grammar, s)
+    if len(tail) <= 400:
+        assert s.is_final
+        check_final(grammar, s)
 
 
-def random_walk(grammar, rng, max_steps: int = 160, check_every: int = 6):
-    """Sample uniformly among allowed tokens; lean towards ending as steps go by."""
+def random_walk(grammar, rng, max_steps: int = 160, check_every: int = 6, complete: bool = True):
+    """Sample uniformly among allowed tokens (forced runs taken as a whole most of the
+    time); lean towards ending as steps go by: with growing probability take the
+    first token of a completion, and after ``max_steps`` follow a completion out.
+    Returns the final state (or, with ``complete`` False, wherever the walk stopped)."""
     vocab = grammar.vocab
     state = grammar.start()
-    for step in range(10 * max_steps):
+    for step in range(max_steps + 1):
         mask = state.allowed_mask()
         allowed = np.flatnonzero(mask)
         assert allowed.size, f"dead end after {state.text!r}"
-        if step % check_every == 0:
-            check_state(grammar, state, rng)
-        if state.is_final and (rng.random() < 0.5 or step > max_steps):
-            eos = vocab.eos_ids[0]
-            assert mask[eos]
-            assert state.advance(eos) is state
-            return state
+        if step % check_every == 0:  # a completion from about one checked state in three
+            check_state(grammar, state, rng, complete=complete and rng.random() < 0.35)
+        if state.is_final and rng.random() < 0.5:
+            break
+        if step == max_steps:
+            if not complete:
+                return state
+            tail = completion_bytes(state.stacks)
+            assert tail is not None, f"no completion after {state.text!r}"
+            for t in longest_match(vocab, tail):
+                assert state.allowed_mask()[t]
+                state = state.advance(t)
+            break
         forced = state.forced()
         if forced and rng.random() < 0.7:
             for t in forced:
                 state = state.advance(t)
             continue
-        if step > max_steps or rng.random() < step / (2 * max_steps):
+        if rng.random() < step / (2 * max_steps):
             tail = completion_bytes(state.stacks)
             assert tail is not None, f"no completion after {state.text!r}"
-            t = longest_match(vocab, tail)[0]
+            t = longest_match(vocab, tail)[0] if tail else vocab.eos_ids[0]
         else:
             t = int(rng.choice(allowed))
-            if t in vocab.eos_ids:
-                return state
+        if t in vocab.eos_ids:
+            break
         state = state.advance(t)
-    raise AssertionError(f"walk did not end: {state.text!r}")
+    assert state.is_final
+    eos = vocab.eos_ids[0]
+    assert state.allowed_mask()[eos] and state.advance(eos) is state
+    return state
 
 
 # ============================================================================ properties
 @pytest.mark.parametrize("tok_name", TOKENIZERS)
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=examples(30), **SETTINGS)
 @given(tools=tool_sets(), mode=st.sampled_from(MODES), seed=st.integers(0, 2**32 - 1))
 def test_random_walks_are_valid(tokenizers, tok_name, tools, mode, seed):
     grammar = G.compile(tools, tokenizers[tok_name], calls=mode)
@@ -379,18 +417,21 @@ def test_random_walks_are_valid(tokenizers, tok_name, tools, mode, seed):
 
 
 @pytest.mark.parametrize("tok_name", TOKENIZERS)
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=examples(50), **SETTINGS)
 @given(data=st.data(), tools=tool_sets(), mode=st.sampled_from(MODES))
 def test_valid_outputs_are_accepted(tokenizers, tok_name, data, tools, mode):
     tok = tokenizers[tok_name]
     grammar = G.compile(tools, tok, calls=mode)
     calls = data.draw(call_lists(grammar), label="calls")
-    jsonschema.validate(calls, grammar.schema)  # the generator itself is right
+    validate(calls, grammar.schema)  # the generator itself is right
     style = data.draw(st.sampled_from([{}, {"separators": (",", ":")}, {"ensure_ascii": False},
                                        {"separators": (",", ":"), "ensure_ascii": False}]))
     text = json.dumps(calls, **style)
     ids = tok.encode(text, add_special_tokens=False)
     spelled = token_text(grammar.vocab, ids)
+    # SmolLM2's GGUF vocabulary lacks a few bytes (e.g. 0xF1, a lead byte of planes
+    # 4-15), so its tokenizer drops them: such text has no faithful tokenization.
+    assume(tok_name != "smollm2" or spelled.lstrip() == text.encode())
     assert spelled in (text.encode(), b" " + text.encode()), (spelled, text)
     state = grammar.start()
     for i, t in enumerate(ids):
@@ -514,6 +555,46 @@ def test_leading_space_and_unicode(sentencepiece_tokenizer, smollm2_tokenizer):
         assert not g.vocab.token_bytes[g.start().forced()[0]].startswith(b" ")
 
 
+@settings(max_examples=examples(200), **SETTINGS)
+@given(integer=st.booleans(),
+       lo=st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6), st.sampled_from([4394.0, 0.1, -0.0, 1e-5])),
+       width=st.sampled_from([0.0, 5e-324, 1e-15, 1e-6, 0.5, 1.0, 1000.0]),
+       kinds=st.tuples(st.booleans(), st.booleans()), seed=st.integers(0, 2**32 - 1))
+def test_number_bounds_follow_python(integer, lo, width, kinds, seed):
+    """Bounded numbers: every accepted prefix completes, and every complete text is
+    within the bounds as json.loads reads it (an int, or a rounded float)."""
+    from toolprm.grammar.automaton import NumberNode, _number_prefix
+
+    hi = lo + width if width else lo
+    s = {("exclusiveMinimum" if kinds[0] else "minimum"): lo,
+         ("exclusiveMaximum" if kinds[1] else "maximum"): hi}
+    node = NumberNode(integer, s)
+    assume(node.satisfiable())
+    rng = random.Random(seed)
+
+    def ok(v):
+        return ((v > lo) if kinds[0] else (v >= lo)) and ((v < hi) if kinds[1] else (v <= hi))
+
+    def step(p):
+        return [q for c in b"0123456789.-" for q in [p + bytes([c])]
+                if _number_prefix(q, not integer, False) and node._feasible(q)]
+
+    p = b""
+    for _ in range(rng.randint(0, 40)):  # a random accepted prefix
+        opts = step(p)
+        if not opts:
+            break
+        p = rng.choice(opts)
+    while not (p and p[-1:].isdigit() and node._in_range(p)):  # greedy completion
+        opts = step(p)
+        assert opts, (s, integer, p)
+        p = opts[0]
+    assert ok(json.loads(p)), (s, p)
+    for text in (p, p + b"1", p + b"0"):
+        if _number_prefix(text, not integer, False) and node._in_range(text):
+            assert ok(json.loads(text))
+
+
 # ============================================================================ BFCL
 def _bfcl_counts(tokenizer):
     from toolprm.bench.bfcl import CATEGORIES, load_cases
@@ -563,7 +644,7 @@ def test_bfcl_ground_truth_is_accepted(smollm2_tokenizer):
             g = G.compile(case.tools, smollm2_tokenizer, calls="any")
             calls = ground_truth_calls(case)
             try:
-                jsonschema.validate(calls, g.schema)
+                validate(calls, g.schema)
             except jsonschema.ValidationError:
                 continue  # an answer key outside its own schema says nothing here
             text = json.dumps(calls)
@@ -663,7 +744,7 @@ BAD_INPUTS = [
     # hostile but valid: these compile, in bounded time
     ("10k-value enum", [_tool(_obj(a={"enum": [f"value number {i}" for i in range(10_000)]}))], None),
     ("2000 properties", [_tool({"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(2000)},
-                                "required": [f"p{i}" for i in range(0, 2000, 7)]})], None),
+                                "required": [f"p{i}" for i in range(0, 2000, 7)]})], "large"),
     ("unicode names and keys", [_tool(_obj(**{"clé 🔑": {"type": "string"}, "\u0000x": {"type": "integer"}}),
                                       name="outil_météo_東京")], None),
     ("nesting 30", [_tool(_nested(30))], None),
@@ -687,6 +768,7 @@ def test_bad_inputs(smollm2_tokenizer, case):
         assert expected is not None, f"{name}: unexpected {e}"
         if expected in ("calls", "either"):
             return
+        assert expected != "large", f"{name}: unexpected {e}"
         tool, path = expected
         assert e.tool == tool, (name, str(e))
         assert path in e.path, (name, e.path, str(e))
@@ -694,10 +776,18 @@ def test_bad_inputs(smollm2_tokenizer, case):
         return
     finally:
         assert time.monotonic() - t0 < 60, f"{name}: compile took too long"  # a hang guard
-    assert expected in (None, "either"), f"{name}: compiled, expected {expected}"
-    state = g.start()
+    assert expected in (None, "either", "large"), f"{name}: compiled, expected {expected}"
     rng = random.Random(0)
-    state = random_walk(g, rng, max_steps=40, check_every=10)
+    if expected == "large":  # greedy completions would add most of the optional keys
+        random_walk(g, rng, max_steps=40, check_every=10, complete=False)
+        params = g.tools[0].parameters
+        text = json.dumps([{"name": g.tools[0].name, "arguments": {k: 1 for k in params["required"]}}])
+        state = g.start()
+        for t in longest_match(g.vocab, text.encode()):
+            assert state.allowed_mask()[t]
+            state = state.advance(t)
+    else:
+        state = random_walk(g, rng, max_steps=40, check_every=10)
     check_final(g, state)
 
 

