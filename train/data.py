@@ -1,0 +1,262 @@
+"""Step-labelled PRM data from rollouts on BFCL's live (training) categories.
+
+Layout of a data folder (default ``out/prm/data``)::
+
+    meta.json       settings, hidden size, counts, label balance, timings
+    queries.jsonl   one line per query: id, category, masked, split, messages, tools, ground_truth
+    steps.jsonl     one line per step: query id, split, rollout, step index, kind, call, key,
+                    step text, partial output, label, sampled tokens, step log-prob, position
+    hidden.f32      the policy's last-layer hidden state at each step (row i = line i of
+                    steps.jsonl), raw float32, shape (n_steps, hidden size)
+
+The split is by query: every rollout and step of a query is in ``train`` or
+``val`` (a stable hash of the query id), never both.  Writing is incremental and
+``resume=True`` continues an interrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolprm.bench.bfcl import (KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES, Case, assert_not_test,
+                                load_cases)
+from toolprm.grammar import ToolprmError
+
+from .labels import KINDS, label_balance, step_labels
+from .masking import mask_case
+
+#: Share of the queries taken from each live category (live_parallel* are small: all of them fit).
+DEFAULT_MIX = {"live_simple": 0.34, "live_multiple": 0.34, "live_parallel": 0.06,
+               "live_parallel_multiple": 0.06, "live_irrelevance": 0.20}
+
+
+@dataclass
+class DataConfig:
+    queries: int = 160             # queries in all (split into train / val by query)
+    rollouts: int = 4              # samples per query
+    temperature: float = 0.8
+    mask_share: float = 0.5        # share of queries whose names are masked
+    val_share: float = 0.2
+    seed: int = 0
+    max_prompt_tokens: int = 1400  # longer prompts are skipped (CPU budget)
+    max_new_tokens: int = 128
+    max_step_tokens: int = 32      # a rollout whose step runs longer is cut there
+    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    model: str | None = None       # policy (None: the default SmolLM2)
+    order_basis: int = 160         # the query order is built for this many (see pick_cases)
+
+
+def split_of(query_id: str, val_share: float, seed: int = 0) -> str:
+    h = int(hashlib.sha256(f"{seed}:{query_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_share else "train"
+
+
+def pick_cases(cfg: DataConfig) -> list[Case]:
+    """Live cases in a seeded random order per category, interleaved by the mix.
+
+    The interleaving is built for ``max(cfg.queries, cfg.order_basis)`` queries
+    (each category's quota by the mix, round-robin until a quota is used up) and
+    the first ``cfg.queries`` are returned, so a smaller run is a prefix of a
+    larger one: the same queries, with the same seeds."""
+    rng = random.Random(cfg.seed)
+    pools = {}
+    for cat, share in cfg.mix.items():
+        if cat not in TRAIN_CATEGORIES:
+            raise ToolprmError(f"PRM data may only come from the live categories, not {cat!r}")
+        cases = [c for c in load_cases(cat) if c.id not in KNOWN_UNSATISFIABLE]
+        rng.shuffle(cases)
+        pools[cat] = cases
+    total = sum(cfg.mix.values())
+    basis = max(cfg.queries, cfg.order_basis)
+    want = {cat: max(1, round(basis * s / total)) for cat, s in cfg.mix.items()}
+    out: list[Case] = []
+    # Round-robin so that a run cut short still has every category.
+    iters = {cat: iter(pools[cat]) for cat in pools}
+    taken = {cat: 0 for cat in pools}
+    while any(taken[c] < want[c] for c in pools):
+        progressed = False
+        for cat in pools:
+            if taken[cat] < want[cat]:
+                c = next(iters[cat], None)
+                if c is None:
+                    want[cat] = taken[cat]
+                    continue
+                out.append(c)
+                taken[cat] += 1
+                progressed = True
+        if not progressed:
+            break
+    out = out[:cfg.queries]
+    assert_not_test(out)
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))
+
+
+def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
+          progress: bool = True, policy=None, command: str = "") -> dict:
+    """Roll out, label and write the data; returns the meta dict (also in meta.json)."""
+    import torch
+    from tqdm import tqdm
+
+    from toolprm.engine.api import get_policy
+    from toolprm.engine.prompts import build_prompt
+    from toolprm.grammar import normalize_tools
+
+    from .rollout import rollouts
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    qpath, spath, hpath = out / "queries.jsonl", out / "steps.jsonl", out / "hidden.f32"
+    done: set[str] = set()
+    policy = policy or get_policy(cfg.model)
+    d = policy.model.config.hidden_size
+    if resume and qpath.exists() and spath.exists() and hpath.exists():
+        # Keep the queries that were finished (queries.jsonl is written last), drop the rest.
+        qlines = [l for l in qpath.read_text().split("\n") if l.strip()]
+        qs = []
+        for l in qlines:
+            try:
+                qs.append(json.loads(l))
+            except ValueError:
+                break
+        done = {q["key"] for q in qs}
+        slines = [l for l in spath.read_text().split("\n") if l.strip()]
+        keep = []
+        for l in slines:
+            try:
+                r = json.loads(l)
+            except ValueError:
+                break
+            if r["query"] not in done:
+                break
+            keep.append(l)
+        raw = np.fromfile(hpath, dtype=np.float32)
+        if raw.size < len(keep) * d:
+            raise ToolprmError(f"{out}: hidden.f32 is shorter than steps.jsonl; rerun without --resume")
+        qpath.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in qs))
+        spath.write_text("".join(l + "\n" for l in keep))
+        raw[: len(keep) * d].tofile(hpath)
+        n_steps = len(keep)
+    else:
+        for p in (qpath, spath, hpath):
+            if p.exists():
+                p.unlink()
+        n_steps = 0
+    tok = policy.tokenizer
+    cases = pick_cases(cfg)
+    (out / "meta.json").write_text(json.dumps({"config": asdict(cfg), "command": command,
+                                               "hidden_size": d, "complete": False}, indent=2))
+    t_start = time.perf_counter()
+    skipped: dict[str, int] = {}
+    timings: list[float] = []
+    qf = open(qpath, "a")
+    sf = open(spath, "a")
+    hf = open(hpath, "ab")
+    try:
+        bar = tqdm(cases, desc="rollouts", unit="query", disable=not progress)
+        for qi, base in enumerate(bar):
+            rng = random.Random(f"{cfg.seed}:{base.id}")
+            masked = rng.random() < cfg.mask_share
+            case, _ = mask_case(base, rng) if masked else (base, None)
+            key = f"{case.id}{'#masked' if masked else ''}"
+            if key in done:
+                continue
+            try:
+                norm = normalize_tools(case.tools)
+            except ToolprmError:
+                skipped["schema"] = skipped.get("schema", 0) + 1
+                continue
+            specs = [t.spec() for t in norm]
+            prompt_ids = tok(build_prompt(tok, case.messages, specs), add_special_tokens=False)["input_ids"]
+            if len(prompt_ids) > cfg.max_prompt_tokens:
+                skipped["long_prompt"] = skipped.get("long_prompt", 0) + 1
+                continue
+            t0 = time.perf_counter()
+            try:
+                rolls = rollouts(policy, case.messages, case.tools, cfg.rollouts,
+                                 temperature=cfg.temperature, seed=cfg.seed * 100003 + qi,
+                                 max_new_tokens=cfg.max_new_tokens, prompt_ids=prompt_ids,
+                                 max_step_tokens=cfg.max_step_tokens)
+            except ToolprmError:
+                skipped["generation"] = skipped.get("generation", 0) + 1
+                continue
+            timings.append(time.perf_counter() - t0)
+            split = split_of(case.id, cfg.val_share, cfg.seed)
+            for r, roll in enumerate(rolls):
+                labels = step_labels(case, roll.steps)
+                for i, (st, y) in enumerate(zip(roll.steps, labels)):
+                    sf.write(json.dumps({
+                        "query": key, "query_id": case.id, "category": case.category, "split": split,
+                        "masked": masked, "rollout": r, "step": i, "n_steps": len(roll.steps),
+                        "kind": st.kind, "call": st.call, "key": st.key, "text": st.text,
+                        "partial": roll.text[:st.offset], "label": int(y), "sampled": st.sampled,
+                        "logprob": round(st.logprob, 5), "position": st.position,
+                        "complete": roll.calls is not None}, ensure_ascii=False) + "\n")
+                if len(roll.steps):
+                    hf.write(np.ascontiguousarray(roll.hidden, dtype=np.float32).tobytes())
+                n_steps += len(roll.steps)
+            qf.write(json.dumps({"key": key, "id": case.id, "category": case.category, "masked": masked,
+                                 "split": split, "prompt_tokens": len(prompt_ids),
+                                 "messages": case.messages, "tools": _jsonable(case.tools),
+                                 "ground_truth": _jsonable(case.ground_truth),
+                                 "outputs": [r.text for r in rolls]}, ensure_ascii=False) + "\n")
+            for f in (qf, sf, hf):
+                f.flush()
+            bar.set_postfix(steps=n_steps)
+    finally:
+        qf.close(), sf.close(), hf.close()
+    records = [json.loads(l) for l in spath.read_text().splitlines() if l.strip()]
+    meta = {
+        "config": asdict(cfg), "command": command, "hidden_size": d, "complete": True, "n_steps": len(records),
+        "n_queries": len({r["query"] for r in records}),
+        "splits": {s: {"queries": len({r["query"] for r in records if r["split"] == s}),
+                       "steps": sum(1 for r in records if r["split"] == s)} for s in ("train", "val")},
+        "categories": {c: len({r["query"] for r in records if r["category"] == c})
+                       for c in sorted({r["category"] for r in records})},
+        "label_balance": label_balance(records),
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "seconds_per_query": round(float(np.mean(timings)), 2) if timings else None,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def load(data_dir: str | os.PathLike) -> tuple[list[dict], np.ndarray, dict]:
+    """(step records, hidden states (n, d) float32, meta)."""
+    p = Path(data_dir)
+    if not (p / "steps.jsonl").exists():
+        raise ToolprmError(f"no PRM data in {p}; run `toolprm train data --out {p}` first")
+    lines = (p / "steps.jsonl").read_text().split("\n")
+    if lines and lines[-1].strip():
+        lines = lines[:-1]  # a line still being written (a run in progress)
+    records = [json.loads(l) for l in lines if l.strip()]
+    meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").exists() else {}
+    raw = np.fromfile(p / "hidden.f32", dtype=np.float32)
+    d = meta.get("hidden_size") or (raw.size // max(1, len(records)))
+    hidden = raw[: raw.size // d * d].reshape(-1, d)
+    if meta.get("complete", True) and hidden.shape[0] != len(records):
+        raise ToolprmError(f"{p}: {len(records)} steps but {hidden.shape[0]} hidden rows")
+    n = min(len(records), hidden.shape[0])  # a run in progress: the part written so far
+    if not meta.get("complete", True) and records:
+        # keep whole queries only
+        last = records[n - 1]["query"] if n else None
+        while n and records[n - 1]["query"] == last and (n == len(records) or records[n]["query"] == last):
+            n -= 1
+    records, hidden = records[:n], hidden[:n]
+    assert_not_test(sorted({r["query_id"] for r in records}))
+    return records, hidden, meta
+
+
+__all__ = ["DataConfig", "DEFAULT_MIX", "build", "load", "pick_cases", "split_of", "KINDS"]

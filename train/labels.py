@@ -1,0 +1,184 @@
+"""Step labels under BFCL's checker semantics.
+
+A step (an event of a rollout) is positive while the partial output up to and
+including it is still consistent with at least one acceptable ground truth:
+
+* ``name`` of call j: the calls before it are complete matches of distinct
+  ground-truth calls (this is where "close the previous call" is judged: its
+  required parameters must all have been given), and the new name is the name of
+  a ground-truth call not matched yet (for parallel answers any order works).
+  Irrelevance cases have no ground truth: every name is wrong.
+* ``key``: the parameter is set by that ground-truth call (an optional parameter
+  whose acceptable values include "" may be given or not), and was not given yet.
+* ``value``: the value is acceptable for that key, judged by BFCL's own
+  ``simple_function_checker`` on the one parameter (type rules, int → float,
+  string normalization, dict and list-of-dict answers).
+* ``end``: BFCL's checker on the whole call list (``bench.bfcl.check``), the
+  same verdict the benchmark gives: the right number of calls, each complete;
+  ``[]`` for irrelevance.
+
+Once a step is negative every later step of the rollout is negative too (a
+prefix that is already wrong stays wrong).
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import itertools
+from functools import lru_cache
+from typing import Any, Sequence
+
+from toolprm.bench import bfcl
+from toolprm.bench.bfcl import IRRELEVANCE_CATEGORIES, Case
+
+KINDS = ("name", "key", "value", "end")
+
+
+@lru_cache(maxsize=1)
+def _language():
+    return importlib.import_module("bfcl_eval.constants.enums").Language.PYTHON
+
+
+def _gt_calls(case: Case) -> list[tuple[str, dict]]:
+    out = []
+    for answer in case.ground_truth:
+        (name, params), = answer.items()
+        out.append((name, params))
+    return out
+
+
+def _tool(case: Case, name: str) -> dict | None:
+    for t in case.tools:
+        if t.get("name") == name:
+            return t
+    return None
+
+
+def value_ok(case: Case, name: str, key: str, value: Any, alternatives: list) -> bool:
+    """Whether ``value`` is acceptable for ``key`` of ``name`` under BFCL's checker."""
+    tool = _tool(case, name)
+    if tool is None:
+        return False
+    props = tool.get("parameters", {}).get("properties", {})
+    if key not in props:
+        return False
+    desc = {"name": name, "parameters": {"type": "dict", "properties": {key: copy.deepcopy(props[key])},
+                                         "required": []}}
+    try:
+        result = bfcl._checker().simple_function_checker(
+            desc, {name: {key: copy.deepcopy(value)}}, {name: {key: copy.deepcopy(alternatives)}},
+            _language(), bfcl._MODEL_NAME)
+    except Exception:
+        return False
+    return bool(result["valid"])
+
+
+def call_complete(case: Case, call: dict, gt: tuple[str, dict]) -> bool:
+    """A finished call matches one ground-truth call (BFCL's simple_function_checker)."""
+    name, params = gt
+    if call.get("name") != name:
+        return False
+    tool = _tool(case, name)
+    if tool is None:
+        return False
+    try:
+        result = bfcl._checker().simple_function_checker(
+            copy.deepcopy(tool), {name: copy.deepcopy(call.get("arguments", {}))},
+            {name: copy.deepcopy(params)}, _language(), bfcl._MODEL_NAME)
+    except Exception:
+        return False
+    return bool(result["valid"])
+
+
+def _partial_ok(case: Case, call: dict, gt: tuple[str, dict], pending_key: str | None) -> bool:
+    """A call in progress (name, some complete key/value pairs, maybe a key awaiting
+    its value) is consistent with one ground-truth call."""
+    name, params = gt
+    if call["name"] != name:
+        return False
+    for key, value in call["arguments"].items():
+        if key not in params or not value_ok(case, name, key, value, params[key]):
+            return False
+    if pending_key is not None and (pending_key not in params or pending_key in call["arguments"]):
+        return False
+    return True
+
+
+def _assignable(done_sets: list[set[int]], partial_set: set[int] | None) -> bool:
+    """Is there an injective assignment of ground-truth indices to the finished calls
+    (each from its set) and, if given, the call in progress?"""
+    sets = list(done_sets) + ([partial_set] if partial_set is not None else [])
+    if any(not s for s in sets):
+        return False
+    # Backtracking over small sets (a handful of calls).
+    order = sorted(range(len(sets)), key=lambda i: len(sets[i]))
+    used: set[int] = set()
+
+    def go(j: int) -> bool:
+        if j == len(order):
+            return True
+        for g in sets[order[j]]:
+            if g not in used:
+                used.add(g)
+                if go(j + 1):
+                    return True
+                used.discard(g)
+        return False
+
+    return go(0)
+
+
+def step_labels(case: Case, events: Sequence[Any]) -> list[int]:
+    """One label (1 = still consistent with an acceptable answer) per event.
+
+    ``events``: objects with ``kind``, ``call``, ``key``, ``value`` (grammar
+    ``StepEvent``s or ``rollout.Step``s), in order; ``end``'s value is the call list.
+    """
+    irrelevant = case.category in IRRELEVANCE_CATEGORIES
+    gts = [] if irrelevant else _gt_calls(case)
+    calls: list[dict] = []
+    done_sets: list[set[int]] = []
+    pending_key: str | None = None
+    labels: list[int] = []
+    ok = True
+    for ev in events:
+        kind = ev.kind
+        if kind == "end":
+            calls_out = ev.value if isinstance(ev.value, list) else None
+            good = ok and bfcl.check(case, calls_out).correct
+            labels.append(int(good))
+            ok = good
+            continue
+        if not ok:
+            labels.append(0)
+            if kind == "name":
+                calls.append({"name": ev.value, "arguments": {}})
+            continue
+        if kind == "name":
+            if calls:  # the previous call was closed: it must be a complete match
+                done_sets.append({i for i, g in enumerate(gts) if call_complete(case, calls[-1], g)})
+            calls.append({"name": ev.value, "arguments": {}})
+            pending_key = None
+        elif kind == "key":
+            pending_key = ev.key if ev.key is not None else ev.value
+        elif kind == "value":
+            if calls:
+                calls[-1]["arguments"][ev.key] = ev.value
+            pending_key = None
+        cur = calls[-1] if calls else None
+        partial = None if cur is None else {i for i, g in enumerate(gts)
+                                            if _partial_ok(case, cur, g, pending_key)}
+        good = _assignable(done_sets, partial) and not irrelevant
+        labels.append(int(good))
+        ok = good
+    return labels
+
+
+def label_balance(records: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Per step kind: count, positives, share positive."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in KINDS + ("all",):
+        ys = [r["label"] for r in records if kind == "all" or r["kind"] == kind]
+        if ys:
+            out[kind] = {"n": len(ys), "pos": sum(ys), "pos_rate": round(sum(ys) / len(ys), 4)}
+    return out

@@ -1,0 +1,128 @@
+"""Rollouts: several constrained samples per query, with every step event, the
+policy's hidden state where the in-loop PRM reads it, and the step's log-prob.
+
+The decoder is driven exactly the way the fine-grained beam search drives it:
+``run(stop)`` with ``stop = "any new event"``, resumed until every row is done.
+So each step's hidden state is the one ``Candidate.hidden`` carries at that
+boundary during the search (the last-layer state after the forward chunk that
+carried the event; ``Seq.event_positions`` records where), and the step's
+log-prob / sampled-token count are those of ``Candidate.step_logprob`` /
+``step_tokens``.  (A plain ``run(lambda s, ev: False)`` would append the forced
+glue after a boundary in the same chunk and read the state a few tokens later
+than the search does.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from toolprm.engine.decode import Decoder, Stats
+from toolprm.engine.prompts import build_prompt
+from toolprm.grammar import GenerationError, StepEvent, ToolSchemaError, compile, normalize_tools
+
+
+@dataclass
+class Step:
+    kind: str            # name / key / value / end
+    call: int
+    key: str | None
+    text: str
+    value: Any
+    offset: int
+    position: int        # index into the rollout's tokens where the hidden state was read
+    logprob: float       # policy log-prob of the tokens sampled in this step
+    sampled: int         # tokens sampled in this step (0: the step was forced)
+
+
+@dataclass
+class Rollout:
+    text: str
+    calls: list | None
+    steps: list[Step]
+    hidden: np.ndarray   # (len(steps), d) float32
+    tokens: list[int] = field(default_factory=list)
+
+
+def _never(seq, events) -> bool:
+    return False
+
+
+def _stop_at(limit: int, max_tokens: int):
+    def stop(seq, events) -> bool:
+        # A step boundary, or a step that has run on for too many sampled tokens (a
+        # degenerate string: "m_m_m_m..."), or a rollout past its token budget (a
+        # degenerate list repeating one call); such a row is dropped after this run.
+        return bool(events) or seq.step_sampled >= limit or len(seq.tokens) >= max_tokens
+    return stop
+
+
+# Decoder headroom beyond a rollout's own budget: rollouts are cut at max_new_tokens by
+# the stop function above, so the decoder's budget-closing logic is never reached.
+HEADROOM = 64
+
+
+@torch.inference_mode()
+def rollouts(policy, messages: list[dict], tools: list[dict], k: int, *, temperature: float = 0.8,
+             seed: int = 0, max_new_tokens: int = 256, calls: str = "any",
+             prompt_ids: list[int] | None = None, max_step_tokens: int = 32) -> list[Rollout]:
+    """``k`` constrained samples for one query (batched: the prompt is prefilled once).
+
+    A rollout whose step runs past ``max_step_tokens`` sampled tokens, or whose
+    output runs past ``max_new_tokens``, is cut there: its steps so far are kept
+    (``calls`` is None), the unfinished step is not."""
+    norm = normalize_tools(tools)
+    specs = [t.spec() for t in norm]
+    if prompt_ids is None:
+        prompt = build_prompt(policy.tokenizer, messages, specs)
+        prompt_ids = policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    grammar = compile(norm, policy.tokenizer, calls=calls)
+    dec = Decoder(policy.model, grammar, prompt_ids, temperature=temperature, seed=seed,
+                  max_new_tokens=max_new_tokens + HEADROOM, pad_token_id=policy.tokenizer.pad_token_id or 0,
+                  want_hidden=True, stats=Stats())
+    dec.select([0] * k)
+    stop = _stop_at(max_step_tokens, max_new_tokens)
+    live = list(range(k))            # rollout index of each decoder row
+    final_rows: dict[int, object] = {}
+    recorded = [0] * k
+    steps: list[list[Step]] = [[] for _ in range(k)]
+    hidden: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    for _ in range(10 * max_new_tokens):
+        rows = dec.run(stop)
+        keep = []
+        for j, s in enumerate(rows):
+            r = live[j]
+            evs = s.state.events
+            if len(evs) > recorded[r]:
+                for i in range(recorded[r], len(evs)):
+                    e: StepEvent = evs[i]
+                    steps[r].append(Step(e.kind, e.call, e.key, e.text, e.value, e.offset,
+                                         s.event_positions[i], s.step_logprob, s.step_sampled))
+                    hidden[r].append(s.hidden.float().clone())
+                recorded[r] = len(evs)
+                s.step_logprob = 0.0
+                s.step_sampled = 0
+                keep.append(j)
+            elif s.done:
+                keep.append(j)
+            else:              # cut: a runaway step
+                final_rows[r] = s
+        for j in keep:
+            final_rows[live[j]] = rows[j]
+        if len(keep) < len(rows) and keep:
+            dec.select(keep)
+            live = [live[j] for j in keep]
+        if not keep or all(s.done for s in dec.rows):
+            break
+    out = []
+    for r in range(k):
+        s = final_rows[r]
+        final = s.state.events[-1].value if s.done and s.state.events else None
+        h = torch.stack(hidden[r]).numpy() if hidden[r] else np.zeros((0, 0), np.float32)
+        out.append(Rollout(s.state.text, final, steps[r], h, list(s.tokens)))
+    return out
+
+
+__all__ = ["Step", "Rollout", "rollouts", "GenerationError", "ToolSchemaError"]
