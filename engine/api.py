@@ -173,6 +173,6 @@ def _unconstrained(policy: Policy, prompt_ids: list[int], max_new_tokens: int, s
     if eos in new:
         new = new[:new.index(eos)]
     stats.generated_tokens = len(new)
-    stats.forward_passes = len(new) + 1
+    stats.forward_passes = out.shape[1] - len(prompt_ids)  # the prefill, then one per later token
     stats.forward_seconds = time.perf_counter() - t0
     return policy.tokenizer.decode(new, skip_special_tokens=True)

@@ -106,7 +106,7 @@ class Decoder:
         ids = torch.tensor([prompt_ids], device=self.device)
         out = self._forward(ids, torch.ones_like(ids), None,
                             torch.arange(len(prompt_ids), device=self.device)[None])
-        self.cache = out.past_key_values
+        self.cache = _cache_of(out)
         self.attn = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
         self.next_pos = [len(prompt_ids)]
         root = Seq(start, next_logits=out.logits[0, -1].float(),
@@ -241,7 +241,7 @@ class Decoder:
                 self.next_pos[r] += n
         self.attn = torch.cat([self.attn, mask.to(self.device)], dim=1)
         out = self._forward(ids.to(self.device), self.attn, self.cache, pos.to(self.device))
-        self.cache = out.past_key_values
+        self.cache = _cache_of(out)
         last = out.logits[:, -1].float()
         hid = out.hidden_states[-1][:, -1] if self.want_hidden else None
         for r, s in enumerate(rows):
@@ -264,6 +264,12 @@ class Decoder:
         self.stats.forward_passes += 1
         self.stats.forward_seconds += time.perf_counter() - t0
         return out
+
+
+def _cache_of(out):
+    # Newer transformers return the cache as `cache`; reading `past_key_values` warns there.
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _never(seq, events) -> bool:
