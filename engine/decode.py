@@ -169,16 +169,22 @@ class Decoder:
                 s.stopped = True
                 continue
             left = self.max_new_tokens - len(s.tokens)
+            forced = s.state.forced() if self.jump_forward else []
             if left <= CLOSE_MARGIN * 4:  # near the budget: close the output while it still fits
                 closing = completion_tokens(s.state)
                 if len(closing) > left:
                     raise GenerationError(
                         f"the token budget (max_new_tokens={self.max_new_tokens}) ran out: closing "
                         f"{s.state.text!r} needs {len(closing)} tokens, {left} are left")
-                if len(closing) + CLOSE_MARGIN >= left:
+                after = s.state
+                for t in forced:
+                    after = after.advance(t)
+                # Forced glue counts against the budget too: close now unless it and the
+                # closing that would follow it still leave the margin.
+                if len(closing) + CLOSE_MARGIN >= left or (
+                        forced and len(forced) + len(completion_tokens(after)) + CLOSE_MARGIN >= left):
                     self._append(s, closing, stop)
                     continue
-            forced = s.state.forced() if self.jump_forward else []
             if forced:
                 self._append(s, forced, stop)
             else:
@@ -206,9 +212,10 @@ class Decoder:
             s.step_sampled += 1
             self.stats.generated_tokens += 1
             self._append(s, [tok], stop, sampled=True)
-            if self.jump_forward and not s.stop_after_feed and not s.done:  # in the same pass
+            far = self.max_new_tokens - len(s.tokens) > CLOSE_MARGIN * 4  # else: next round checks
+            if self.jump_forward and far and not s.stop_after_feed and not s.done:  # same pass
                 more = s.state.forced()
-                if more and len(s.tokens) + len(more) <= self.max_new_tokens:
+                if more:
                     self._append(s, more, stop)
         self.stats.grammar_seconds += time.perf_counter() - t0
 

@@ -2,8 +2,9 @@
 
 A scorer sees ``Candidate``s (a partial output at a step boundary, or a finished
 one) and returns one score per candidate, higher is better (a PRM returns
-P(last step correct)). Until the trained PRM is used, the default scorer is the
-policy's own confidence in the step.
+P(last step correct)). generate() uses the shipped ToolPRM by default
+(toolprm.reward); PolicyScorer, the policy's own confidence in the step, needs no
+trained model.
 """
 from __future__ import annotations
 
