@@ -18,10 +18,9 @@ is fed byte by byte once and cached.
 """
 from __future__ import annotations
 
+import json
 from bisect import bisect_left
 from collections import OrderedDict
-
-import json
 
 import numpy as np
 
@@ -326,11 +325,15 @@ class TokenIndex:
         return self._forced.put(stacks, bytes(out))
 
 
+_BYTE_ORDER = sorted(range(256), key=lambda b: b < 0x20)  # printable first: found sooner
+
+
 def _next_bytes(stacks: tuple, limit: int) -> list[int]:
-    """The first ``limit`` bytes (in byte order) that ``stacks`` accepts."""
+    """``limit`` bytes that ``stacks`` accepts (all of them if fewer), in byte order
+    except that control bytes come last."""
     cands = _cands(stacks)
     out = []
-    for b in (range(256) if cands is None else sorted(cands)):
+    for b in (_BYTE_ORDER if cands is None else sorted(cands)):
         if step_byte(stacks, b):
             out.append(b)
             if len(out) == limit:
