@@ -34,6 +34,7 @@ MAX_DEPTH = 32          # nesting deeper than this is rejected, not recursed int
 MAX_REF_EXPANSIONS = 4  # a recursive $ref is unrolled at most this many times
 MAX_ENUM = 20_000
 MAX_SUBSCHEMAS = 20_000  # after $ref expansion: bounds the work on hostile specs
+MAX_LITERAL_CHARS = 2_000_000  # JSON text of all enum/const/default values of a tool
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class _Normalizer:
                 self.defs.update({f"#/{key}/{k}": v for k, v in root[key].items()})
         self.ref_depth: dict[str, int] = {}
         self.count_nodes = 0
+        self.literal_chars = 0
 
     def error(self, msg: str, path: str) -> ToolSchemaError:
         return ToolSchemaError(msg, self.tool, path)
@@ -124,7 +126,7 @@ class _Normalizer:
                 raise self.error(f"unsupported JSON Schema keyword {key!r}", f"{path}.{key}")
         if "$ref" in s:
             return self.ref(s, path, depth)
-        out: dict = {k: s[k] for k in ("description", "title", "default") if k in s}
+        out: dict = self.annotations(s, path)
         for kw in ("anyOf", "oneOf"):
             if kw in s:
                 alts = s[kw]
@@ -173,6 +175,10 @@ class _Normalizer:
         if not isinstance(ref, str) or ref not in self.defs:
             raise self.error(f"$ref {ref!r} does not point into this schema's $defs/definitions",
                              f"{path}.$ref")
+        siblings = [k for k in s if k not in ANNOTATIONS and k not in ("$ref", "$defs", "definitions")]
+        if siblings:  # applying them too is not supported; dropping them would relax
+            raise self.error(f"keywords next to $ref are not supported: {', '.join(siblings)}",
+                             f"{path}.{siblings[0]}")
         n = self.ref_depth.get(ref, 0)
         if n >= MAX_REF_EXPANSIONS:
             raise self.error(f"$ref {ref!r} is recursive beyond {MAX_REF_EXPANSIONS} levels",
@@ -182,8 +188,7 @@ class _Normalizer:
             target = self.schema(self.defs[ref], f"{path}.$ref", depth + 1)
         finally:
             self.ref_depth[ref] = n
-        extra = {k: s[k] for k in ("description", "default") if k in s}
-        return {**target, **extra}
+        return {**target, **self.annotations(s, path)}
 
     def types(self, s: dict, path: str) -> list[str] | None:
         t = s.get("type")
@@ -265,14 +270,27 @@ class _Normalizer:
             raise self.error("must be a non-negative integer", path)
         return v
 
-    def json_value(self, v: Any, path: str) -> Any:
+    def json_value(self, v: Any, path: str, limit: int = 4096) -> Any:
         try:
             text = json.dumps(v, allow_nan=False)
         except (TypeError, ValueError, RecursionError) as e:
             raise self.error(f"value is not finite JSON: {e}", path) from None
-        if len(text) > 4096:
-            raise self.error("enum/const value longer than 4096 characters", path)
+        if len(text) > limit:
+            raise self.error(f"value longer than {limit} characters of JSON", path)
+        self.literal_chars += len(text)
+        if self.literal_chars > MAX_LITERAL_CHARS:
+            raise self.error(f"enum/const/default values add up to more than {MAX_LITERAL_CHARS} "
+                             "characters of JSON", path)
         return v
+
+    def annotations(self, s: dict, path: str) -> dict:
+        """description, title (strings) and default (JSON), kept for prompts."""
+        for k in ("description", "title"):
+            if k in s and not isinstance(s[k], str):
+                raise self.error(f"{k} must be a string", f"{path}.{k}")
+        if "default" in s:
+            self.json_value(s["default"], f"{path}.default", limit=100_000)
+        return {k: s[k] for k in ("description", "title", "default") if k in s}
 
 
 def _json_type_ok(v: Any, types: list[str]) -> bool:

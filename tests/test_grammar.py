@@ -738,6 +738,14 @@ BAD_INPUTS = [
                                "$defs": {"N": {"type": "object", "properties": {"next": {"$ref": "#/$defs/N"}}}}})],
      ("t", "$ref")),
     ("$ref bomb", [_tool(_ref_bomb(40))], ("t", "$ref")),
+    ("keyword next to $ref", [_tool({"type": "object", "properties": {"a": {"$ref": "#/$defs/S", "maxLength": 3}},
+                                     "$defs": {"S": {"type": "string"}}})], ("t", "properties.a.maxLength")),
+    ("deep default", [_tool(_obj(a={"type": "string", "default": _deep_list(100_000)}))],
+     ("t", "properties.a.default")),
+    ("description not a string, nested", [_tool(_obj(a={"type": "string", "description": ["x"]}))],
+     ("t", "properties.a.description")),
+    ("huge enum texts", [_tool(_obj(a={"enum": ["x" * 4000 + str(i) for i in range(1000)]}))],
+     ("t", "properties.a.enum")),
     ("tuple items", [_tool(_obj(a={"type": "array", "items": [{"type": "string"}]}))], ("t", "properties.a.items")),
     ("anyOf empty", [_tool(_obj(a={"anyOf": []}))], ("t", "properties.a.anyOf")),
     ("bad calls mode", [_tool(_obj())], "calls"),
@@ -795,3 +803,16 @@ def test_compile_is_cached(smollm2_tokenizer):
     tools = [_tool(_obj(a={"type": "integer"}))]
     assert G.compile(tools, smollm2_tokenizer) is G.compile(json.loads(json.dumps(tools)), smollm2_tokenizer)
     assert G.compile(tools, smollm2_tokenizer, calls="any") is not G.compile(tools, smollm2_tokenizer)
+
+
+def test_grammar_bench_runs(tmp_path):
+    """`toolprm bench grammar` runs end to end on a small slice (timings not asserted)."""
+    from toolprm.bench import grammar_bench
+
+    out = tmp_path / "bench.json"
+    assert grammar_bench.main(["--limit", "5", "--outlines-limit", "1", "--no-forward",
+                               "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    s = data["summary"]
+    assert s["compiled"] == 5 and s["outlines_tool_sets"] == 1 and s["steps"] > 0
+    assert s["answer_walks_rejected"] == 0
