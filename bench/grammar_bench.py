@@ -28,6 +28,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from toolprm.engine.budget import completion_tokens
+
 NOTES = [
     "Compile: ours builds the automaton and computes masks lazily, per configuration on first "
     "use (then cached), so compile + first mask is small by design; outlines-core builds its "
@@ -120,25 +122,6 @@ def outlines_compile(schema: dict, ovocab) -> float:
     return time.perf_counter() - t0
 
 
-def _completion(state) -> list[int]:
-    """A short completion to a final state (greedy over bytes that close things first)."""
-    from toolprm.grammar.automaton import CallListNode
-    from toolprm.grammar.index import step_byte
-
-    prio = b'"]}0,:ntf[{a' + bytes(range(0x20, 0x100))
-    out, cur = bytearray(), state.stacks
-    while not any(CallListNode.is_final(s) for s in cur):
-        for b in prio:
-            nxt = step_byte(cur, b)
-            if nxt:
-                out.append(b)
-                cur = nxt
-                break
-        else:  # pragma: no cover - a dead end would be a grammar bug
-            raise RuntimeError(f"dead end after {state.text!r}")
-    return state.grammar.vocab.longest_match(bytes(out))
-
-
 def timed_walk(grammar, tokens: list[int]) -> tuple[list[float], list[float]]:
     """Seconds of allowed_mask() + advance() per token, and of forced() per token."""
     state = grammar.start()
@@ -181,7 +164,7 @@ def random_tokens(grammar, rng: random.Random, max_steps: int = 60) -> list[int]
                 return out
             state = state.advance(t)
             out.append(t)
-    for t in _completion(state):
+    for t in completion_tokens(state):
         state = state.advance(t)
         out.append(t)
     return out
