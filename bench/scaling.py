@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -131,13 +133,21 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
               if acc(grid_m[-1], n) is not None and acc(grid_m[0], n) is not None]
     n_gain = [acc(m, grid_n[-1]) - acc(m, grid_n[0]) for m in grid_m
               if acc(m, grid_n[-1]) is not None and acc(m, grid_n[0]) is not None]
-    if not m_gain or not n_gain:
+    if len(grid_m) < 2 or len(grid_n) < 2 or not m_gain or not n_gain:
         return "The grid is incomplete; nothing is concluded about M against N."
     dm, dn = sum(m_gain) / len(m_gain), sum(n_gain) / len(n_gain)
     verdict = "holds" if dm > dn else "does not hold"
     return (f"Raising M from {grid_m[0]} to {grid_m[-1]} changes accuracy by {100 * dm:+.1f} points on "
             f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: "
             f"\"explore more, retain less\" {verdict} on these cases.")
+
+
+def _run_share(cases, specs, out: Path, config: RunConfig, threads: int | None, position: int) -> None:
+    """Run ``cases`` x ``specs`` into ``out`` (one process's share)."""
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    run_bench(cases, specs, out, config, lambda: ModelRunner(config), position=position)
 
 
 def update_readme(readme: Path, block: str) -> None:
@@ -164,14 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                    "second model)")
     p.add_argument("--model", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, each on an interleaved "
+                   "share of the cases in OUT/shard-K (resume with the same --jobs)")
     p.add_argument("--readme", default=None, help="write the results block into this README")
     a = p.parse_args(argv)
     if a.limit < 1:
         raise ToolprmError("--limit must be a positive integer")
-    if a.threads:
-        import torch
-        torch.set_num_threads(a.threads)
+    if a.jobs < 1:
+        raise ToolprmError("--jobs must be a positive integer")
     grid_m, grid_n = _ints(a.grid_m), _ints(a.grid_n)
     specs = specs_for(a.m, a.n, grid_m, grid_n, not a.no_baselines)
     cats = a.category or list(TEST_CATEGORIES)
@@ -180,8 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(model=a.model or "smollm2", max_new_tokens=a.max_new_tokens)
     out = Path(a.out)
     t0 = time.perf_counter()
-    run_bench(cases, specs, out, config, lambda: ModelRunner(config))
-    records = report.load_records(out)
+    if a.jobs == 1:
+        _run_share(cases, specs, out, config, a.threads, 0)
+        records = report.load_records(out)
+    else:
+        shards = [out / f"shard-{k}" for k in range(a.jobs)]
+        threads = a.threads or max(1, (os.cpu_count() or 1) // a.jobs)
+        ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        with ctx.Pool(a.jobs) as pool:
+            pool.starmap(_run_share, [(cases[k::a.jobs], specs, shards[k], config, threads, k)
+                                      for k in range(a.jobs)])
+        records = [r for d in shards for r in report.load_records(d)]
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)
