@@ -25,7 +25,13 @@ from . import report
 from .bfcl import TEST_CATEGORIES, load_cases
 from .harness import ModelRunner, RunConfig, StrategySpec, run_bench
 
-MARK_START, MARK_END = "<!-- scaling-results:start -->", "<!-- scaling-results:end -->"
+DEFAULT_MODEL = "smollm2"
+
+
+def markers(model: str) -> tuple[str, str]:
+    """The README markers of a model's results block (the default model's carry no name)."""
+    tag = "scaling-results" if model == DEFAULT_MODEL else f"scaling-results:{model}"
+    return f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
 
 
 def _ints(text: str) -> list[int]:
@@ -150,13 +156,14 @@ def _run_share(cases, specs, out: Path, config: RunConfig, threads: int | None, 
     run_bench(cases, specs, out, config, lambda: ModelRunner(config), position=position)
 
 
-def update_readme(readme: Path, block: str) -> None:
+def update_readme(readme: Path, block: str, model: str = DEFAULT_MODEL) -> None:
+    start, end = markers(model)
     text = readme.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        raise ToolprmError(f"{readme} has no {MARK_START} ... {MARK_END} block to replace")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    readme.write_text(f"{head}{MARK_START}\n{block}\n{MARK_END}{tail}")
+    if start not in text or end not in text:
+        raise ToolprmError(f"{readme} has no {start} ... {end} block to replace")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{block}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     cats = a.category or list(TEST_CATEGORIES)
     cases = [c for cat in cats for c in load_cases(cat, a.limit)]
     per_cat = {cat: sum(1 for c in cases if c.category == cat) for cat in cats}
-    config = RunConfig(model=a.model or "smollm2", max_new_tokens=a.max_new_tokens)
+    config = RunConfig(model=a.model or DEFAULT_MODEL, max_new_tokens=a.max_new_tokens)
     out = Path(a.out)
     t0 = time.perf_counter()
     if a.jobs == 1:
@@ -217,5 +224,5 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     print(f"\n({time.perf_counter() - t0:.0f} s this invocation)")
     if a.readme:
-        update_readme(Path(a.readme), block)
+        update_readme(Path(a.readme), block, config.model)
     return 0

@@ -1,0 +1,83 @@
+"""`toolprm bench scaling`: budgets, verdict, README block, and a tiny real run in two processes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toolprm.bench import report, scaling
+from toolprm.bench.harness import StrategySpec
+from toolprm.grammar import ToolprmError
+
+
+def test_grid_lists_are_checked():
+    assert scaling._ints("2,4, 8") == [2, 4, 8]
+    for bad in ("2,x", "", "0,2", "-1"):
+        with pytest.raises(ToolprmError, match="integers"):
+            scaling._ints(bad)
+
+
+def test_baselines_share_the_fine_beam_budget():
+    labels = [s.label for s in scaling.specs_for(4, 2, [2, 4], [1, 2], baselines=True)]
+    assert labels[:6] == ["unconstrained", "outlines", "greedy", "majority(n=8)", "best_of_n(n=8)",
+                          "coarse_beam(m=4,n=2)"]
+    assert labels[6:] == ["fine_beam(m=2,n=1)", "fine_beam(m=2,n=2)", "fine_beam(m=4,n=1)",
+                          "fine_beam(m=4,n=2)"]
+    # The matched-budget fine_beam row is added when the grid lacks it, and never twice.
+    only = [s.label for s in scaling.specs_for(8, 2, [2], [1], baselines=False)]
+    assert only == ["fine_beam(m=2,n=1)", "fine_beam(m=8,n=2)"]
+
+
+def _summary(accs: dict[tuple[int, int], float]) -> dict:
+    labels = {StrategySpec("fine_beam", m, n).label: a for (m, n), a in accs.items()}
+    return {"non_live_ast": {lab: {"accuracy": a} for lab, a in labels.items()},
+            "overall": {lab: {"accuracy": a} for lab, a in labels.items()}}
+
+
+def test_verdict_follows_the_grid_either_way():
+    more_m = _summary({(2, 1): 0.2, (2, 2): 0.2, (8, 1): 0.5, (8, 2): 0.4})
+    assert "+25.0 points" in scaling.explore_more_retain_less(more_m, [2, 8], [1, 2])
+    assert '"explore more, retain less" holds' in scaling.explore_more_retain_less(more_m, [2, 8], [1, 2])
+    more_n = _summary({(2, 1): 0.2, (2, 2): 0.6, (8, 1): 0.2, (8, 2): 0.5})
+    assert "does not hold" in scaling.explore_more_retain_less(more_n, [2, 8], [1, 2])
+    assert "incomplete" in scaling.explore_more_retain_less(more_n, [2], [1, 2])
+
+
+def test_readme_block_is_replaced_per_model(tmp_path):
+    readme = tmp_path / "README.md"
+    s0, e0 = scaling.markers("smollm2")
+    s1, e1 = scaling.markers("qwen2.5-coder-0.5b")
+    readme.write_text(f"intro\n{s0}\nold\n{e0}\nmiddle\n{s1}\nold qwen\n{e1}\nend\n")
+    scaling.update_readme(readme, "new table", "smollm2")
+    scaling.update_readme(readme, "qwen table", "qwen2.5-coder-0.5b")
+    assert readme.read_text() == (f"intro\n{s0}\nnew table\n{e0}\nmiddle\n{s1}\nqwen table\n{e1}\nend\n")
+    with pytest.raises(ToolprmError, match="scaling-results:other"):
+        scaling.update_readme(readme, "x", "other")
+
+
+def test_two_process_run_merges_shards_and_writes_the_readme(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out, readme = tmp_path / "run", tmp_path / "README.md"
+    start, end = scaling.markers("smollm2")
+    readme.write_text(f"# r\n{start}\nold\n{end}\n")
+    argv = ["--limit", "1", "--category", "simple_python", "--category", "irrelevance",
+            "--no-baselines", "--grid-m", "2", "--grid-n", "1", "-m", "2", "-n", "1", "--jobs", "2",
+            "--threads", "1", "--max-new-tokens", "48", "--out", str(out), "--readme", str(readme)]
+    assert scaling.main(argv) == 0
+    # One case per shard; the merged summary covers both categories.
+    shard_ids = [[r["id"] for r in report.load_records(out / f"shard-{k}")] for k in range(2)]
+    assert shard_ids == [["simple_python_0"], ["irrelevance_0"]]
+    summary = json.loads((out / report.SUMMARY_FILE).read_text())
+    res = summary["results"]["fine_beam(m=2,n=1)"]
+    assert res["simple_python"]["n"] == 1 and res["irrelevance"]["n"] == 1
+    for png in ("accuracy_vs_compute_all.png", "fine_beam_grid.png"):
+        assert (out / png).stat().st_size > 1000
+    text = readme.read_text()
+    assert "old" not in text and "| fine_beam(m=2,n=1) |" in text
+    assert "simple_python: 1, irrelevance: 1" in text
+    assert json.loads((out / "scaling.json").read_text())["cases_per_category"] == {
+        "simple_python": 1, "irrelevance": 1}
+    # A rerun finds every pair done and only re-summarizes.
+    capsys.readouterr()
+    assert scaling.main(argv) == 0
+    assert [[r["id"] for r in report.load_records(out / f"shard-{k}")] for k in range(2)] == shard_ids
