@@ -44,12 +44,23 @@ def _ints(text: str) -> list[int]:
     return vals
 
 
-def specs_for(m: int, n: int, grid_m: list[int], grid_n: list[int], baselines: bool) -> list[StrategySpec]:
-    specs = []
-    if baselines:
-        specs += [StrategySpec("unconstrained"), StrategySpec("outlines"), StrategySpec("greedy"),
-                  StrategySpec("majority", m, m * n), StrategySpec("best_of_n", m, m * n),
-                  StrategySpec("coarse_beam", m, n)]
+BASELINES = ("unconstrained", "outlines", "greedy", "majority", "best_of_n", "coarse_beam")
+
+
+def baselines_arg(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in names if x not in BASELINES]
+    if unknown:
+        raise ToolprmError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    return names
+
+
+def specs_for(m: int, n: int, grid_m: list[int], grid_n: list[int],
+              baselines: list[str] = BASELINES) -> list[StrategySpec]:
+    """The baselines (at the matched budget of m x n rows), then the fine_beam grid."""
+    budget = {"majority": StrategySpec("majority", m, m * n), "best_of_n": StrategySpec("best_of_n", m, m * n),
+              "coarse_beam": StrategySpec("coarse_beam", m, n)}
+    specs = [budget.get(b, StrategySpec(b)) for b in BASELINES if b in baselines]
     specs += [StrategySpec("fine_beam", gm, gn) for gm in grid_m for gn in grid_n]
     if StrategySpec("fine_beam", m, n) not in specs:
         specs.append(StrategySpec("fine_beam", m, n))
@@ -79,6 +90,42 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
                                "AST checker; non-live AST is the unweighted mean of simple_python, "
                                "multiple, parallel and parallel_multiple (over the categories run). "
                                "Compute per case = generated tokens + scorer calls.")
+
+
+# BFCL checker error types, grouped into what went wrong.
+FAILURE_KINDS = (("no parseable output", ("ast_decoder",)),
+                 ("call made on irrelevance", ("irrelevance_error",)),
+                 ("wrong number of calls", ("wrong_count",)),
+                 ("wrong function", ("wrong_func_name",)),
+                 ("missing or extra parameter", ("missing_required", "missing_optional", "unexpected_param")),
+                 ("wrong value or type", ("value_error", "type_error")))
+
+
+def failure_kind(error_type: str) -> str:
+    for kind, needles in FAILURE_KINDS:
+        if any(n in error_type for n in needles):
+            return kind
+    return "other"
+
+
+def failure_table(summary: dict, specs: list[StrategySpec]) -> str:
+    """Failed cases per strategy, by what the BFCL checker found wrong."""
+    kinds = [k for k, _ in FAILURE_KINDS] + ["other"]
+    counts = {}
+    for s in specs:
+        ov = summary["overall"].get(s.label)
+        if ov:
+            c = dict.fromkeys(kinds, 0)
+            for et, n in ov["error_types"].items():
+                c[failure_kind(et)] += n
+            counts[s.label] = c
+    used = [k for k in kinds if any(c[k] for c in counts.values())]
+    if not used:
+        return "No case failed."
+    lines = ["| strategy | failed | " + " | ".join(used) + " |", "|" + "---|" * (len(used) + 2)]
+    for label, c in counts.items():
+        lines.append(f"| {label} | {sum(c.values())} | " + " | ".join(str(c[k]) for k in used) + " |")
+    return "\n".join(lines)
 
 
 def plots(summary: dict, specs: list[StrategySpec], grid_m: list[int], grid_n: list[int], out: Path) -> None:
@@ -177,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=2, help="N of the matched-budget comparison")
     p.add_argument("--grid-m", default="2,4,8,16")
     p.add_argument("--grid-n", default="1,2,4")
-    p.add_argument("--no-baselines", action="store_true", help="only the fine_beam rows (e.g. for a "
-                   "second model)")
+    p.add_argument("--baselines", default=",".join(BASELINES),
+                   help="comma-separated baselines to run beside fine_beam ('' for none; default: all)")
     p.add_argument("--model", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
@@ -191,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.jobs < 1:
         raise ToolprmError("--jobs must be a positive integer")
     grid_m, grid_n = _ints(a.grid_m), _ints(a.grid_n)
-    specs = specs_for(a.m, a.n, grid_m, grid_n, not a.no_baselines)
+    specs = specs_for(a.m, a.n, grid_m, grid_n, baselines_arg(a.baselines))
     cats = a.category or list(TEST_CATEGORIES)
     cases = [c for cat in cats for c in load_cases(cat, a.limit)]
     per_cat = {cat: sum(1 for c in cases if c.category == cat) for cat in cats}
@@ -214,9 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     plots(summary, specs, grid_m, grid_n, out)
     table = scaling_table(summary, specs, per_cat)
     verdict = explore_more_retain_less(summary, grid_m, grid_n)
+    failures = failure_table(summary, specs)
     cmd = "toolprm bench scaling " + " ".join(argv or [])
     block = (f"Measured with `{cmd.strip()}` on model `{config.model}` (scorer: the engine's default), "
-             f"CPU.\n\n{table}\n\n{verdict}\n\nPlots: `{out}/accuracy_vs_compute_all.png`, "
+             f"CPU.\n\n{table}\n\n{verdict}\n\nFailed cases by what BFCL's checker found wrong:\n\n"
+             f"{failures}\n\nPlots: `{out}/accuracy_vs_compute_all.png`, "
              f"`{out}/fine_beam_grid.png`.")
     (out / "scaling.md").write_text(block + "\n")
     (out / "scaling.json").write_text(json.dumps({"cases_per_category": per_cat, "verdict": verdict,

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from toolprm.grammar import GenerationError, State, StepEvent
+from toolprm.grammar import GenerationError, InvalidTokenError, State, StepEvent
 
 from .budget import completion_tokens
 
@@ -65,6 +65,8 @@ class Seq:
     # For each event, the index in ``tokens`` of the last token of the forward chunk
     # that carried it: where the hidden state a PRM reads at that step was taken.
     event_positions: list[int] = field(default_factory=list)
+    # The grammar state just after each complete call's closing brace.
+    call_ends: list[State] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -74,7 +76,7 @@ class Seq:
         return Seq(self.state, list(self.tokens), list(self.pending), self.logprob, self.step_logprob,
                    self.step_sampled, self.n_events, list(self.scores), list(self.step_scores),
                    self.next_logits, self.hidden, self.stopped, self.stop_after_feed,
-                   list(self.event_positions))
+                   list(self.event_positions), list(self.call_ends))
 
 
 StopFn = Callable[[Seq, tuple[StepEvent, ...]], bool]
@@ -84,7 +86,7 @@ class Decoder:
     def __init__(self, model, grammar, prompt_ids: list[int], *, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 256,
                  pad_token_id: int = 0, want_hidden: bool = False, jump_forward: bool = True,
-                 stats: Stats | None = None):
+                 end_on_repeat: bool = True, stats: Stats | None = None):
         self.model = model
         self.grammar = grammar
         self.temperature = temperature
@@ -93,6 +95,7 @@ class Decoder:
         self.pad = pad_token_id
         self.want_hidden = want_hidden
         self.jump_forward = jump_forward
+        self.end_on_repeat = end_on_repeat
         self.stats = stats or Stats()
         self.gen = torch.Generator().manual_seed(seed)
         # transformers renamed past_key_values to cache; use whichever this version takes.
@@ -220,8 +223,12 @@ class Decoder:
         self.stats.grammar_seconds += time.perf_counter() - t0
 
     def _append(self, s: Seq, toks: list[int], stop: StopFn, sampled: bool = False) -> None:
-        for t in toks:
-            s.state = s.state.advance(t)
+        for k, t in enumerate(toks):
+            before, s.state = s.state, s.state.advance(t)
+            if s.state.calls_closed > before.calls_closed and self._closed_a_call(s, before):
+                toks = toks[:k + 1]  # the list was closed: nothing after this token
+                del s.event_positions[len(s.state.events) - 1:]
+                break
         s.tokens.extend(toks)
         s.pending.extend(toks)
         if not sampled:
@@ -231,6 +238,28 @@ class Decoder:
         s.n_events = len(events)
         if stop(s, new) or s.done:
             s.stop_after_feed = True
+
+    def _closed_a_call(self, s: Seq, before: State) -> bool:
+        """Record where the call the last token closed ends; if that call repeats an
+        earlier one of the list (same name and arguments), drop it and close the list
+        there instead, and return True. Small models loop on their first call, and an
+        identical call adds nothing, so this is where the list ends."""
+        end = before
+        for b in s.state.raw[len(before.raw):]:  # the token may carry more than the brace
+            end = end.advance_bytes(bytes([b]))
+            if end.calls_closed > before.calls_closed:
+                break
+        s.call_ends.append(end)
+        calls = end.calls()
+        if not self.end_on_repeat or calls[-1] not in calls[:-1]:
+            return False
+        try:
+            s.state = s.call_ends[-2].advance_bytes(b"]")
+        except InvalidTokenError:  # the list may not close here (e.g. a minimum count)
+            return False
+        del s.call_ends[-1]
+        s.step_scores = [(i, sc) for i, sc in s.step_scores if i < len(s.state.events) - 1]
+        return True
 
     def _feed(self) -> None:
         rows = self.rows

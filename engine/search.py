@@ -114,14 +114,11 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
     """Fine-grained (each name/key/value is a step) or coarse (each call is a step)
     beam search: every live beam is expanded into ``m`` samples to its next step
     boundary, the samples are scored, and the best ``n`` partial outputs are kept."""
-    def calls_closed(s: Seq) -> int:
-        return s.state.stacks[0][0][2]  # the call list's frame counts finished calls
-
     marks: dict[int, int] = {}
 
     def stop(seq: Seq, events) -> bool:
         if coarse:
-            return calls_closed(seq) > marks.get(id(seq), 0) or seq.done
+            return seq.state.calls_closed > marks.get(id(seq), 0) or seq.done
         return bool(events)
 
     dec.select([0])
@@ -137,7 +134,7 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
         for s in dec.rows:
             if not s.done:
                 _reset_step(s)
-            marks[id(s)] = calls_closed(s)
+            marks[id(s)] = s.state.calls_closed
         rows = dec.run(stop)
         # One candidate per distinct partial output (keep the likeliest copy).
         unique: dict[bytes, int] = {}

@@ -78,6 +78,21 @@ class State:
     def text(self) -> str:
         return self.raw.decode("utf-8", errors="replace")
 
+    @property
+    def calls_closed(self) -> int:
+        """How many calls of the list are complete (their closing brace crossed)."""
+        return self.stacks[0][0][2]  # the call list's frame, at the bottom of every stack
+
+    def calls(self) -> list[dict]:
+        """The calls begun so far, ``{"name", "arguments"}``, with the arguments completed."""
+        calls: list[dict] = []
+        for e in self.events:
+            if e.kind == "name":
+                calls.append({"name": e.value, "arguments": {}})
+            elif e.kind == "value":
+                calls[e.call]["arguments"][e.key] = e.value
+        return calls
+
     def allowed_mask(self) -> np.ndarray:
         """Read-only bool array over the vocabulary: True where a token may come next."""
         if self._mask is None:

@@ -92,7 +92,8 @@ def test_logits_processor_agrees_with_loop_greedy(policy, cases):
         g = compile(norm, policy.tokenizer, calls="any")
         prompt = build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm])
         ids = policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        dec = Decoder(policy.model, g, ids, temperature=0.0, max_new_tokens=120, jump_forward=False)
+        dec = Decoder(policy.model, g, ids, temperature=0.0, max_new_tokens=120, jump_forward=False,
+                      end_on_repeat=False)  # the processor only masks; it cannot rewrite the output
         loop = dec.run(lambda s, ev: False)[0].state.text
         with torch.inference_mode():
             out = policy.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
@@ -100,6 +101,29 @@ def test_logits_processor_agrees_with_loop_greedy(policy, cases):
                                         max_new_tokens=120, pad_token_id=policy.tokenizer.eos_token_id)
         hf = policy.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
         assert hf == loop
+
+
+def test_a_repeated_call_ends_the_list(policy):
+    # The 135M model answers BFCL simple_python_10 with the same call over and over.
+    case = next(c for c in load_cases("simple_python", 40) if c.id == "simple_python_10")
+    norm = normalize_tools(case.tools)
+    g = compile(norm, policy.tokenizer, calls="any")
+    prompt = build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm])
+    ids = policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def greedy(end_on_repeat):
+        dec = Decoder(policy.model, g, ids, temperature=0.0, max_new_tokens=96, end_on_repeat=end_on_repeat)
+        return dec.run(lambda s, ev: False)[0]
+
+    looped, ended = greedy(False), greedy(True)
+    first = looped.state.calls()[0]
+    assert len(looped.state.calls()) > 1 and all(c == first for c in looped.state.calls())
+    assert ended.done and ended.state.events[-1].value == [first]
+    assert ended.state.text == looped.state.text[:len(ended.state.text) - 1] + "]"
+    assert ended.state.calls_closed == 1 and len(ended.call_ends) == 1
+    # The engine ends on a repeat by default, in every strategy.
+    r = engine.generate(case.messages, case.tools, model=policy, strategy="greedy", max_new_tokens=96)
+    assert r.calls == [first]
 
 
 def test_jump_forward_saves_forward_passes(policy, cases):

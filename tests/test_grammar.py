@@ -492,6 +492,21 @@ def test_events_at_boundaries(smollm2_tokenizer):
     check_final(g, s)
 
 
+def test_calls_so_far(smollm2_tokenizer):
+    tools = [{"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}]
+    g = G.compile(tools, smollm2_tokenizer, calls="any")
+    first = '[{"name": "get_weather", "arguments": {"days": 2, "city": "Oslo"}}'
+    s = g.start().advance_bytes(first[:-3].encode())
+    assert s.calls_closed == 0 and s.calls() == [{"name": "get_weather", "arguments": {"days": 2}}]
+    s = s.advance_bytes(b'"}}')
+    assert s.calls_closed == 1
+    s = s.advance_bytes(b', {"name": "get_weather", "arguments": {"city": "Rome"}}]')
+    assert s.calls_closed == 2 and s.is_final
+    assert s.calls() == [{"name": "get_weather", "arguments": {"days": 2, "city": "Oslo"}},
+                         {"name": "get_weather", "arguments": {"city": "Rome"}}] == s.events[-1].value
+
+
 def test_forced_and_keys_in_any_order(smollm2_tokenizer):
     tools = [{"name": "f", "parameters": {"type": "object", "properties": {
         "alpha": {"type": "boolean"}, "beta": {"type": "null"}}, "required": ["alpha", "beta"]}}]

@@ -18,14 +18,18 @@ def test_grid_lists_are_checked():
 
 
 def test_baselines_share_the_fine_beam_budget():
-    labels = [s.label for s in scaling.specs_for(4, 2, [2, 4], [1, 2], baselines=True)]
+    labels = [s.label for s in scaling.specs_for(4, 2, [2, 4], [1, 2])]
     assert labels[:6] == ["unconstrained", "outlines", "greedy", "majority(n=8)", "best_of_n(n=8)",
                           "coarse_beam(m=4,n=2)"]
     assert labels[6:] == ["fine_beam(m=2,n=1)", "fine_beam(m=2,n=2)", "fine_beam(m=4,n=1)",
                           "fine_beam(m=4,n=2)"]
     # The matched-budget fine_beam row is added when the grid lacks it, and never twice.
-    only = [s.label for s in scaling.specs_for(8, 2, [2], [1], baselines=False)]
+    only = [s.label for s in scaling.specs_for(8, 2, [2], [1], baselines=scaling.baselines_arg(""))]
     assert only == ["fine_beam(m=2,n=1)", "fine_beam(m=8,n=2)"]
+    some = [s.label for s in scaling.specs_for(4, 2, [4], [2], scaling.baselines_arg("greedy, majority"))]
+    assert some == ["greedy", "majority(n=8)", "fine_beam(m=4,n=2)"]
+    with pytest.raises(ToolprmError, match="unknown baseline 'beam'"):
+        scaling.baselines_arg("greedy,beam")
 
 
 def _summary(accs: dict[tuple[int, int], float]) -> dict:
@@ -61,7 +65,7 @@ def test_two_process_run_merges_shards_and_writes_the_readme(tmp_path, capsys):
     start, end = scaling.markers("smollm2")
     readme.write_text(f"# r\n{start}\nold\n{end}\n")
     argv = ["--limit", "1", "--category", "simple_python", "--category", "irrelevance",
-            "--no-baselines", "--grid-m", "2", "--grid-n", "1", "-m", "2", "-n", "1", "--jobs", "2",
+            "--baselines", "", "--grid-m", "2", "--grid-n", "1", "-m", "2", "-n", "1", "--jobs", "2",
             "--threads", "1", "--max-new-tokens", "48", "--out", str(out), "--readme", str(readme)]
     assert scaling.main(argv) == 0
     # One case per shard; the merged summary covers both categories.
