@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         with ctx.Pool(a.jobs) as pool:
             pool.starmap(_run_share, [(cases[k::a.jobs], specs, shards[k], config, threads, k)
                                       for k in range(a.jobs)])
-        records = [r for d in shards for r in report.load_records(d)]
+        # Keyed by (case, strategy): a pair run twice (e.g. after --jobs changed) counts once.
+        records = list({(r["id"], r["strategy"]): r for d in shards for r in report.load_records(d)}.values())
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)
