@@ -187,7 +187,7 @@ def _postfix(stats: dict[str, list[int]]) -> str:
 
 def run_bench(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLike, config: RunConfig,
               runner: Runner | Callable[[], Runner], *, progress: bool = True,
-              lazy_runner: bool = True, position: int = 0) -> list[dict]:
+              lazy_runner: bool = True, position: int = 0, desc: str = "bfcl") -> list[dict]:
     """Run every (case, strategy) pair not yet in ``out/cases.jsonl``, appending
     each record as it finishes; return the records of the requested pairs.
 
@@ -214,9 +214,8 @@ def run_bench(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLi
 
     if todo:
         live_runner = runner() if lazy_runner else runner
-        bar = tqdm(total=len(wanted), initial=len(done), desc="bfcl" if not position else f"bfcl[{position}]",
-                   unit="run", dynamic_ncols=True, disable=not progress, file=sys.stderr,
-                   position=position)
+        bar = tqdm(total=len(wanted), initial=len(done), desc=desc, unit="run", dynamic_ncols=True,
+                   disable=not progress, file=sys.stderr, position=position)
         bar.set_postfix_str(_postfix(running))
         try:
             with open(path, "a", encoding="utf-8") as f:

@@ -195,12 +195,23 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
             f"\"explore more, retain less\" {verdict} on these cases.")
 
 
-def _run_share(cases, specs, out: Path, config: RunConfig, threads: int | None, position: int) -> None:
-    """Run ``cases`` x ``specs`` into ``out`` (one process's share)."""
+def _run_share(cases, specs, out: Path, config: RunConfig, threads: int | None,
+               shard: int | None = None) -> None:
+    """Run ``cases`` x ``specs`` into ``out``: all of them, or one worker's ``shard``."""
+    if shard is not None:  # a worker: stop when the parent is killed, instead of running on orphaned
+        import threading
+        parent = os.getppid()
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(2)
+            os._exit(1)
+        threading.Thread(target=watch, daemon=True).start()
     if threads:
         import torch
         torch.set_num_threads(threads)
-    run_bench(cases, specs, out, config, lambda: ModelRunner(config), position=position)
+    run_bench(cases, specs, out, config, lambda: ModelRunner(config),
+              position=0 if shard is None else shard, desc="bfcl" if shard is None else f"shard-{shard}")
 
 
 def update_readme(readme: Path, block: str, model: str = DEFAULT_MODEL) -> None:
@@ -246,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     t0 = time.perf_counter()
     if a.jobs == 1:
-        _run_share(cases, specs, out, config, a.threads, 0)
+        _run_share(cases, specs, out, config, a.threads)
         records = report.load_records(out)
     else:
         shards = [out / f"shard-{k}" for k in range(a.jobs)]
