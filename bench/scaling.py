@@ -83,7 +83,9 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
         accs = [report._pct(res[c]["accuracy"]) if c in res else "—" for c in cats]
         ov = summary["overall"][s.label]
         ast = summary["non_live_ast"][s.label]["accuracy"]
-        lines.append(f"| {s.label} | " + " | ".join(accs) + f" | {report._pct(ast)} | "
+        nl = [res[c] for c in summary["non_live_ast"][s.label]["categories"]]
+        count = f" ({sum(b['correct'] for b in nl)}/{sum(b['n'] for b in nl)})" if nl else ""
+        lines.append(f"| {s.label} | " + " | ".join(accs) + f" | {report._pct(ast)}{count} | "
                      f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} |")
     sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
     return "\n".join(lines) + (f"\n\nCases per category: {sizes}. Accuracy in %, scored by BFCL's "
