@@ -17,6 +17,7 @@ DELEGATES = {
     ("bench", "bfcl"): "toolprm.bench.harness",
     ("bench", "report"): "toolprm.bench.report",
     ("bench", "scaling"): "toolprm.bench.scaling",
+    ("bench", "first-step"): "toolprm.bench.first_step",
     ("train", "data"): "toolprm.train.cli",
     ("train", "prm"): "toolprm.train.cli",
     ("train", "eval"): "toolprm.train.cli",
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     usage = ("usage: toolprm {generate,demo,bench,train} ...\n"
              "  generate --tools FILE QUERY   call functions for a query\n"
              "  demo                          a short demonstration on the default model\n"
-             "  bench {grammar,decode,bfcl,report,scaling}\n"
+             "  bench {grammar,decode,bfcl,report,scaling,first-step}\n"
              "  train {data,prm,eval,all}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)

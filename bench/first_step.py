@@ -1,0 +1,113 @@
+"""`toolprm bench first-step`: can the first step tell an irrelevant query apart?
+
+BFCL's irrelevance category wants ``[]`` (no call). The first choice of the
+output is between ``]`` (the empty list) and a first call, and the search can
+only pick ``[]`` if the policy samples it or the scorer prefers it. For each case
+this prints the policy's grammar-masked probability of the empty list at that
+choice, and the default scorer's (the shipped PRM's) score of the greedy first
+name step; then, per signal, the AUC of telling irrelevance cases from the
+others (1.0: perfectly apart; 0.5: no signal).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import torch
+
+from toolprm.grammar import ToolprmError, compile, normalize_tools
+
+from .bfcl import TEST_CATEGORIES, load_cases
+
+
+def empty_list_probability(dec) -> float:
+    """P(the next token closes the list empty) under the grammar-masked policy."""
+    s = dec.rows[0]
+    mask = torch.from_numpy(s.state.allowed_mask().copy())
+    logits = s.next_logits[:len(mask)].masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    total = 0.0
+    for t in torch.nonzero(mask).flatten().tolist():
+        nxt = s.state.advance(t)
+        if any(e.kind == "end" for e in nxt.events[len(s.state.events):]):
+            total += float(probs[t])
+    return total
+
+
+def first_step(policy, scorer, case) -> dict:
+    from toolprm.engine.decode import Decoder
+    from toolprm.engine.prompts import build_prompt
+    from toolprm.engine.search import ScoreContext, candidate
+
+    norm = normalize_tools(case.tools)
+    specs = [t.spec() for t in norm]
+    ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, specs),
+                           add_special_tokens=False)["input_ids"]
+    dec = Decoder(policy.model, compile(norm, policy.tokenizer, calls="any"), ids, temperature=0.0,
+                  max_new_tokens=128, pad_token_id=policy.tokenizer.pad_token_id or 0,
+                  want_hidden=getattr(scorer, "needs_hidden", False))
+    dec.feed_forced()
+    p_empty = empty_list_probability(dec)
+    row = dec.run(lambda s, ev: bool(ev))[0]
+    first = row.state.events[0]
+    score = scorer.score(ScoreContext(case.messages, specs, ids), [candidate(row)])[0]
+    return {"id": case.id, "category": case.category, "p_empty": p_empty, "first": first.kind,
+            "name": first.value if first.kind == "name" else None, "prm": float(score)}
+
+
+def auc(pos: list[float], neg: list[float]) -> float | None:
+    if not pos or not neg:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="toolprm bench first-step", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--category", action="append", choices=TEST_CATEGORIES,
+                   help="categories (default: irrelevance, simple_python, multiple)")
+    p.add_argument("--limit", type=int, default=20, help="cases per category (default 20)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the per-case rows to this file")
+    a = p.parse_args(argv)
+    if a.limit < 1:
+        raise ToolprmError("--limit must be a positive integer")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cats = a.category or ["irrelevance", "simple_python", "multiple"]
+    from toolprm.engine.api import get_policy
+    from toolprm.reward import default_scorer
+
+    policy = get_policy(a.model)
+    scorer = default_scorer(policy)
+    rows = []
+    with torch.inference_mode():
+        for cat in cats:
+            for case in load_cases(cat, a.limit):
+                rows.append(first_step(policy, scorer, case))
+    print("| category | cases | mean P([]) | mean PRM score of the first name |")
+    print("|---|---:|---:|---:|")
+    for cat in cats:
+        rs = [r for r in rows if r["category"] == cat]
+        named = [r["prm"] for r in rs if r["first"] == "name"]
+        mean_prm = f"{sum(named) / len(named):.3f}" if named else "—"
+        print(f"| {cat} | {len(rs)} | {sum(r['p_empty'] for r in rs) / len(rs):.3f} | {mean_prm} |")
+    irr = [r for r in rows if r["category"] == "irrelevance"]
+    rel = [r for r in rows if r["category"] != "irrelevance"]
+    for name, key, sign in (("P([])", "p_empty", 1), ("PRM first-name score", "prm", -1)):
+        # A low PRM score of the first name should mean "irrelevant": hence the sign.
+        keep = (lambda r: r["first"] == "name") if key == "prm" else (lambda r: True)
+        v = auc([sign * r[key] for r in irr if keep(r)], [sign * r[key] for r in rel if keep(r)])
+        if v is not None and not math.isnan(v):
+            print(f"AUC of {name} for irrelevance against the other categories: {v:.3f}")
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""`toolprm bench first-step` with the real model and the shipped PRM."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from toolprm.bench import first_step
+from toolprm.bench.bfcl import load_cases
+from toolprm.engine.api import get_policy
+from toolprm.engine.decode import Decoder
+from toolprm.engine.prompts import build_prompt
+from toolprm.grammar import ToolprmError, compile, normalize_tools
+
+
+def test_empty_list_probability_is_the_mass_of_closing_tokens():
+    policy = get_policy()
+    tok = policy.tokenizer
+    case = load_cases("irrelevance", 1)[0]
+    norm = normalize_tools(case.tools)
+    ids = tok(build_prompt(tok, case.messages, [t.spec() for t in norm]), add_special_tokens=False)["input_ids"]
+    dec = Decoder(policy.model, compile(norm, tok, calls="any"), ids, max_new_tokens=64)
+    dec.feed_forced()
+    assert dec.rows[0].state.text == "["
+    p = first_step.empty_list_probability(dec)
+    # The same mass by another route: allowed tokens whose text starts with "]" (after spaces).
+    s = dec.rows[0]
+    mask = torch.from_numpy(s.state.allowed_mask().copy())
+    probs = torch.softmax(s.next_logits[:len(mask)].masked_fill(~mask, float("-inf")), -1)
+    closing = [t for t in torch.nonzero(mask).flatten().tolist() if tok.decode([t]).lstrip().startswith("]")]
+    assert closing and 0 < p < 1
+    assert p == pytest.approx(float(probs[closing].sum()), rel=1e-5)
+
+
+def test_command_prints_the_table_and_rows(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert first_step.main(["--category", "irrelevance", "--category", "simple_python", "--limit", "1",
+                            "--threads", "1", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| irrelevance | 1 |" in text and "| simple_python | 1 |" in text
+    assert "AUC of P([]) for irrelevance" in text
+    rows = json.loads(out.read_text())
+    assert [r["id"] for r in rows] == ["irrelevance_0", "simple_python_0"]
+    assert rows[1]["first"] == "name" and rows[1]["name"] == "calculate_triangle_area"
+    assert all(0 <= r["prm"] <= 1 and 0 <= r["p_empty"] <= 1 for r in rows)
+    with pytest.raises(ToolprmError, match="--limit"):
+        first_step.main(["--limit", "0"])
