@@ -191,10 +191,15 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
     if len(grid_m) < 2 or len(grid_n) < 2 or not m_gain or not n_gain:
         return "The grid is incomplete; nothing is concluded about M against N."
     dm, dn = sum(m_gain) / len(m_gain), sum(n_gain) / len(n_gain)
-    verdict = "holds" if dm > dn else "does not hold"
+    if dm > 0 and dm > dn:
+        verdict = '"explore more, retain less" holds on these cases'
+    elif dm <= 0 and dn <= 0:
+        verdict = ('neither more exploration nor more beams helped on these cases, so "explore more, '
+                   'retain less" is not shown')
+    else:
+        verdict = '"explore more, retain less" does not hold on these cases'
     return (f"Raising M from {grid_m[0]} to {grid_m[-1]} changes accuracy by {100 * dm:+.1f} points on "
-            f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: "
-            f"\"explore more, retain less\" {verdict} on these cases.")
+            f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: {verdict}.")
 
 
 def _run_share(cases, specs, out: Path, config: RunConfig, threads: int | None,

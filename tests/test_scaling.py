@@ -45,6 +45,8 @@ def test_verdict_follows_the_grid_either_way():
     more_n = _summary({(2, 1): 0.2, (2, 2): 0.6, (8, 1): 0.2, (8, 2): 0.5})
     assert "does not hold" in scaling.explore_more_retain_less(more_n, [2, 8], [1, 2])
     assert "incomplete" in scaling.explore_more_retain_less(more_n, [2], [1, 2])
+    flat = _summary({(2, 1): 0.3, (2, 2): 0.3, (8, 1): 0.3, (8, 2): 0.2})
+    assert "neither" in scaling.explore_more_retain_less(flat, [2, 8], [1, 2])
 
 
 def test_readme_block_is_replaced_per_model(tmp_path):
