@@ -135,20 +135,30 @@ def plots(summary: dict, specs: list[StrategySpec], grid_m: list[int], grid_n: l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in specs:
-        if s.label not in summary["overall"]:
-            continue
-        acc = summary["non_live_ast"][s.label]["accuracy"]
+    def point(label):
+        acc = summary["non_live_ast"][label]["accuracy"]
         if acc is None:
-            acc = summary["overall"][s.label]["accuracy"]
-        x = compute_per_case(summary["overall"][s.label])
-        ax.scatter([x], [100 * acc], label=s.label, s=30)
+            acc = summary["overall"][label]["accuracy"]
+        return compute_per_case(summary["overall"][label]), 100 * acc
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = iter("osD^v<>p*hX")
+    for s in specs:  # baselines: one marker each
+        if s.name != "fine_beam" and s.label in summary["overall"]:
+            x, y = point(s.label)
+            ax.scatter([x], [y], label=s.label, s=40, marker=next(markers))
+    for gn in sorted({s.n for s in specs if s.name == "fine_beam"}):  # fine_beam: a line per N, M marked
+        row = [s for s in specs if s.name == "fine_beam" and s.n == gn and s.label in summary["overall"]]
+        pts = sorted((point(s.label), s.m) for s in row)
+        if pts:
+            ax.plot([x for (x, _), _ in pts], [y for (_, y), _ in pts], "-o", ms=4, label=f"fine_beam N={gn}")
+            for (x, y), m in pts:
+                ax.annotate(f"M={m}", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=6)
     ax.set_xscale("symlog")
     ax.set_xlabel("compute per case (generated tokens + scorer calls)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("BFCL non-live: accuracy against compute")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(out / "accuracy_vs_compute_all.png", dpi=120)
     plt.close(fig)
