@@ -15,6 +15,8 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -291,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     table = scaling_table(summary, specs, per_cat)
     verdict = explore_more_retain_less(summary, grid_m, grid_n)
     failures = failure_table(summary, specs)
-    cmd = "toolprm bench scaling " + " ".join(argv or [])
+    cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
     block = (f"Measured with `{cmd.strip()}` on model `{config.model}` (scorer: the engine's default), "
              f"CPU.\n\n{table}\n\n{verdict}\n\nFailed cases by what BFCL's checker found wrong:\n\n"
              f"{failures}\n\nPlots: `{out}/accuracy_vs_compute_all.png`, "
