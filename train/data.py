@@ -233,6 +233,12 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
     return meta
 
 
+def load_queries(data_dir: str | os.PathLike) -> dict[str, dict]:
+    """The queries of a data folder (queries.jsonl), by their key."""
+    lines = (Path(data_dir) / "queries.jsonl").read_text().splitlines()
+    return {q["key"]: q for q in (json.loads(line) for line in lines if line.strip())}
+
+
 def load(data_dir: str | os.PathLike) -> tuple[list[dict], np.ndarray, dict]:
     """(step records, hidden states (n, d) float32, meta)."""
     p = Path(data_dir)

@@ -28,7 +28,7 @@ from torch import nn
 from toolprm.grammar import ToolprmError
 from toolprm.reward.prm import KINDS, PRM, PRMHead, feature_matrix, save
 
-from .data import load, split_of
+from .data import load, load_queries, split_of
 
 
 @dataclass
@@ -60,11 +60,7 @@ def backbone_hidden(data_dir: str | os.PathLike, records: list[dict], backbone: 
     model, tok = load_model(backbone)
     d = model.config.hidden_size
     dummy = BackbonePRM(_PRM(_Head(d + N_EXTRA, "linear"), {}), model, tok)
-    queries = {}
-    for line in (Path(data_dir) / "queries.jsonl").read_text().splitlines():
-        if line.strip():
-            q = json.loads(line)
-            queries[q["key"]] = q
+    queries = load_queries(data_dir)
     out = np.zeros((len(records), d), dtype=np.float32)
     by_query: dict[str, list[int]] = {}
     for i, r in enumerate(records):
@@ -84,11 +80,7 @@ def text_matrix(data_dir: str | os.PathLike, records: list[dict]) -> np.ndarray:
     from toolprm.grammar import normalize_tools
     from toolprm.reward.features import N_TEXT, ToolIndex, events_from_records, text_features
 
-    queries = {}
-    for line in (Path(data_dir) / "queries.jsonl").read_text().splitlines():
-        if line.strip():
-            q = json.loads(line)
-            queries[q["key"]] = q
+    queries = load_queries(data_dir)
     out = np.zeros((len(records), N_TEXT), dtype=np.float32)
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(records):
