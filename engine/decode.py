@@ -67,6 +67,13 @@ class Seq:
     event_positions: list[int] = field(default_factory=list)
     # The grammar state just after each complete call's closing brace.
     call_ends: list[State] = field(default_factory=list)
+    # Per event, what a PRM reads of that step: the hidden state at ``event_positions``
+    # (when the decoder keeps hidden states) and (log-prob, sampled tokens) of the
+    # tokens sampled since the previous event's chunk (events of one chunk share them).
+    event_hidden: list[torch.Tensor] = field(default_factory=list)
+    event_steps: list[tuple[float, int]] = field(default_factory=list)
+    since_logprob: float = 0.0
+    since_sampled: int = 0
 
     @property
     def done(self) -> bool:
@@ -76,7 +83,8 @@ class Seq:
         return Seq(self.state, list(self.tokens), list(self.pending), self.logprob, self.step_logprob,
                    self.step_sampled, self.n_events, list(self.scores), list(self.step_scores),
                    self.next_logits, self.hidden, self.stopped, self.stop_after_feed,
-                   list(self.event_positions), list(self.call_ends))
+                   list(self.event_positions), list(self.call_ends), list(self.event_hidden),
+                   list(self.event_steps), self.since_logprob, self.since_sampled)
 
 
 StopFn = Callable[[Seq, tuple[StepEvent, ...]], bool]
@@ -213,6 +221,8 @@ class Decoder:
             s.logprob += lp
             s.step_logprob += lp
             s.step_sampled += 1
+            s.since_logprob += lp
+            s.since_sampled += 1
             self.stats.generated_tokens += 1
             self._append(s, [tok], stop, sampled=True)
             far = self.max_new_tokens - len(s.tokens) > CLOSE_MARGIN * 4  # else: next round checks
@@ -227,9 +237,14 @@ class Decoder:
             before, s.state = s.state, s.state.advance(t)
             if s.state.calls_closed > before.calls_closed and self._closed_a_call(s, before):
                 toks = toks[:k + 1]  # the list was closed: nothing after this token
-                del s.event_positions[len(s.state.events) - 1:]
+                cut = len(s.state.events) - 1
+                del s.event_positions[cut:], s.event_hidden[cut:], s.event_steps[cut:]
                 break
         s.tokens.extend(toks)
+        if len(s.event_steps) < len(s.state.events):
+            s.event_steps.extend([(s.since_logprob, s.since_sampled)]
+                                 * (len(s.state.events) - len(s.event_steps)))
+            s.since_logprob, s.since_sampled = 0.0, 0
         s.pending.extend(toks)
         if not sampled:
             self.stats.forced_tokens += len(toks)
@@ -285,6 +300,8 @@ class Decoder:
                 s.pending = []
                 while len(s.event_positions) < s.n_events:
                     s.event_positions.append(len(s.tokens) - 1)
+                    if hid is not None:
+                        s.event_hidden.append(hid[r])
                 s.next_logits = last[r]
                 if hid is not None:
                     s.hidden = hid[r]

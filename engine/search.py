@@ -41,6 +41,10 @@ class Candidate:
     logprob: float             # over the whole output so far
     hidden: torch.Tensor | None
     final: bool
+    # Per event (same order as ``events``): the hidden state where that step ended and
+    # (log-prob, sampled tokens) of the step; a PRM scores every step of the prefix.
+    event_hidden: tuple = ()
+    event_steps: tuple = ()
 
 
 class Scorer(Protocol):
@@ -59,9 +63,9 @@ def candidate(seq: Seq, outcome: bool = False) -> Candidate:
     if outcome:
         n = sum(1 for _ in seq.tokens)  # includes forced tokens; their logprob is 0
         return Candidate(seq.state.text, seq.state.events, seq.logprob, max(1, n), seq.logprob,
-                         seq.hidden, seq.done)
+                         seq.hidden, seq.done, tuple(seq.event_hidden), tuple(seq.event_steps))
     return Candidate(seq.state.text, seq.state.events, seq.step_logprob, seq.step_sampled,
-                     seq.logprob, seq.hidden, seq.done)
+                     seq.logprob, seq.hidden, seq.done, tuple(seq.event_hidden), tuple(seq.event_steps))
 
 
 def aggregate(scores: list[float], how: str) -> float:

@@ -11,9 +11,15 @@ Features of one step (a partial output that ends at a step boundary):
 * the call index (clipped).
 
 The head (linear or a 1-hidden-layer MLP, standardized inputs) returns the
-logit of P(last step correct).  ``PRMScorer`` plugs it into the search
-(``needs_hidden = True``); ``BackbonePRM`` runs a separate causal LM over
-(prompt, partial output) to get the hidden state instead.
+logit of P(this step correct | every step before it is).  The score of a
+partial output is P(every step so far correct): the product of the head's
+scores of each of its steps.  Most wrong steps only inherit an earlier error
+(a key after a wrong function name), so the head learns the few decisions that
+can go wrong on their own, and the product carries them forward.
+``PRMScorer`` plugs it into the search (``needs_hidden = True``; the decoder
+keeps each step's hidden state, ``Candidate.event_hidden``); ``BackbonePRM``
+runs a separate causal LM over (prompt, partial output) to get the hidden
+states instead.
 
 Checkpoint: a folder with ``model.safetensors`` (the head's tensors) and
 ``manifest.json`` (architecture, backbone, data, command, seed, metrics).
@@ -42,6 +48,8 @@ N_EXTRA = N_STEP + N_TEXT  # + the text features of reward.features
 SHIPPED = Path(__file__).resolve().parent / "checkpoint"
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
+#: What the head's score means: P(step correct | the steps before it are), chained by product.
+FORMAT = "step-given-prefix/1"
 
 
 def extra_features(kind: str, step_logprob: float, step_tokens: int, call: int) -> list[float]:
@@ -136,7 +144,7 @@ def save(prm: PRM, folder: str | os.PathLike) -> None:
     tensors = {k: v.detach().contiguous().clone() for k, v in prm.head.state_dict().items()}
     save_file(tensors, str(out / WEIGHTS))
     manifest = dict(prm.manifest)
-    manifest["architecture"] = {"in_dim": prm.head.in_dim, "head": prm.head.head,
+    manifest["architecture"] = {"format": FORMAT, "in_dim": prm.head.in_dim, "head": prm.head.head,
                                 "hidden": prm.head.hidden, "pca": prm.head.pca, "kinds": list(KINDS),
                                 "n_extra": N_EXTRA, "n_text": N_TEXT}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -150,22 +158,41 @@ def load(folder: str | os.PathLike | None = None) -> PRM:
                            "train one with `toolprm train all`")
     manifest = json.loads((p / MANIFEST).read_text())
     arch = manifest.get("architecture", {})
-    if arch.get("n_extra", N_EXTRA) != N_EXTRA or list(arch.get("kinds", KINDS)) != list(KINDS):
+    if (arch.get("format") != FORMAT or arch.get("n_extra", N_EXTRA) != N_EXTRA
+            or list(arch.get("kinds", KINDS)) != list(KINDS)):
         raise ToolprmError(f"PRM checkpoint {p} was written by an incompatible version "
-                           f"(features {arch.get('kinds')}, {arch.get('n_extra')} extra)")
+                           f"(format {arch.get('format')!r}, features {arch.get('kinds')}, "
+                           f"{arch.get('n_extra')} extra; this version reads {FORMAT!r}); "
+                           "retrain it with `toolprm train prm`")
     head = PRMHead(arch["in_dim"], arch.get("head", "mlp"), arch.get("hidden", 64), pca=arch.get("pca", 0))
     head.load_state_dict(load_file(str(p / WEIGHTS)))
     head.eval()
     return PRM(head, manifest)
 
 
-def _candidate_features(c, hidden: torch.Tensor | np.ndarray, index: ToolIndex) -> list[float]:
-    ev = c.events[-1] if c.events else None
-    kind = ev.kind if ev is not None else "name"
-    call = ev.call if ev is not None else 0
-    h = hidden.detach().float().cpu().numpy() if isinstance(hidden, torch.Tensor) else np.asarray(hidden)
-    return (list(h.reshape(-1)) + extra_features(kind, c.step_logprob, c.step_tokens, call)
-            + text_features(index, c.events))
+def _step_rows(c, hiddens: Sequence[Any], index: ToolIndex) -> list[list[float]]:
+    """Feature rows of every step of a candidate (one per event; ``hiddens[j]`` is
+    the hidden state where step j ended)."""
+    rows = []
+    for j, ev in enumerate(c.events):
+        lp, n = c.event_steps[j] if j < len(c.event_steps) else (c.step_logprob, c.step_tokens)
+        h = hiddens[j]
+        h = h.detach().float().cpu().numpy() if isinstance(h, torch.Tensor) else np.asarray(h)
+        rows.append(list(h.reshape(-1)) + extra_features(ev.kind, lp, n, ev.call)
+                    + text_features(index, c.events[:j + 1]))
+    return rows
+
+
+def _prefix_scores(prm: "PRM", rows: list[list[list[float]]]) -> list[float]:
+    """P(every step of the prefix correct) per candidate: the product of the head's
+    per-step scores (each is P(step correct | the steps before it are))."""
+    flat = [r for rs in rows for r in rs]
+    p = prm.predict(np.array(flat, dtype=np.float32)) if flat else np.zeros(0)
+    out, i = [], 0
+    for rs in rows:
+        out.append(float(np.prod(p[i:i + len(rs)])) if rs else 1.0)
+        i += len(rs)
+    return out
 
 
 class _IndexCache:
@@ -200,17 +227,21 @@ class PRMScorer:
         index = self._index.get(context)
         rows = []
         for c in candidates:
-            if c.hidden is None:
+            if c.hidden is None and c.events:
                 raise GenerationError("PRMScorer needs the policy's hidden states: run the decoder "
                                       "with want_hidden=True (generate() does so for a scorer "
                                       "with needs_hidden = True)")
-            if c.hidden.shape[-1] != self.prm.hidden_size:
+            if c.events and c.hidden.shape[-1] != self.prm.hidden_size:
                 raise GenerationError(
                     f"the PRM was trained on hidden states of size {self.prm.hidden_size} "
                     f"({self.prm.manifest.get('backbone', {}).get('name', '?')}), but the policy's "
                     f"are {c.hidden.shape[-1]}: use a PRM trained on this policy, or BackbonePRM")
-            rows.append(_candidate_features(c, c.hidden, index))
-        return [float(p) for p in self.prm.predict(np.array(rows, dtype=np.float32))]
+            # The decoder keeps each step's hidden state (``event_hidden``); a step
+            # without one (a hand-built candidate) reads the current state.
+            hiddens = [c.event_hidden[j] if j < len(c.event_hidden) else c.hidden
+                       for j in range(len(c.events))]
+            rows.append(_step_rows(c, hiddens, index))
+        return _prefix_scores(self.prm, rows)
 
 
 class BackbonePRM:
@@ -235,6 +266,8 @@ class BackbonePRM:
         self._prompt_key: tuple | None = None
         self._prompt_cache = None
         self._prompt_len = 0
+        self._memo_key: tuple | None = None
+        self._memo: dict[str, np.ndarray] = {}
 
     def prompt_ids(self, messages: list[dict], tools: list[dict]) -> list[int]:
         from toolprm.engine.prompts import build_prompt
@@ -278,11 +311,16 @@ class BackbonePRM:
         if not candidates:
             return []
         ids = self.prompt_ids(context.messages, context.tools)
-        partials = [c.text[:c.events[-1].offset] if c.events else c.text for c in candidates]
-        hid = self.hidden_states(ids, partials)
+        if self._memo_key != tuple(ids):  # hidden states by partial output, per prompt
+            self._memo_key, self._memo = tuple(ids), {}
+        partials = [[c.text[:ev.offset] for ev in c.events] for c in candidates]
+        new = sorted({p for ps in partials for p in ps if p not in self._memo})
+        for s in range(0, len(new), 32):
+            for p, h in zip(new[s:s + 32], self.hidden_states(ids, new[s:s + 32])):
+                self._memo[p] = h
         index = self._index.get(context)
-        rows = [_candidate_features(c, h, index) for c, h in zip(candidates, hid)]
-        return [float(p) for p in self.prm.predict(np.array(rows, dtype=np.float32))]
+        rows = [_step_rows(c, [self._memo[p] for p in ps], index) for c, ps in zip(candidates, partials)]
+        return _prefix_scores(self.prm, rows)
 
 
 def load_prm(path: str | os.PathLike | None = None, *, backbone: Any = None):

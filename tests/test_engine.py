@@ -126,6 +126,35 @@ def test_a_repeated_call_ends_the_list(policy):
     assert r.calls == [first]
 
 
+def test_decoder_records_every_step_for_the_prm(policy, cases):
+    """Each event keeps the hidden state and step log-prob a PRM reads: driven step by
+    step (the fine beam) they are the row's state at that boundary; run straight
+    through (best-of-N), every event still has one, and the sampled counts add up."""
+    case = cases[2]
+    norm = normalize_tools(case.tools)
+    g = compile(norm, policy.tokenizer, calls="any")
+    ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm]),
+                           add_special_tokens=False)["input_ids"]
+    dec = Decoder(policy.model, g, ids, temperature=0.9, seed=3, max_new_tokens=96, want_hidden=True)
+    dec.select([0, 0, 0])
+    seen = [0, 0, 0]
+    while not all(s.done for s in dec.rows):
+        for r, s in enumerate(dec.run(lambda s, ev: bool(ev))):
+            n = len(s.state.events)
+            assert len(s.event_hidden) == len(s.event_steps) == n
+            for i in range(seen[r], n):  # the events of this chunk
+                assert torch.equal(s.event_hidden[i], s.hidden)
+                assert s.event_steps[i] == pytest.approx((s.step_logprob, s.step_sampled))
+            seen[r] = n
+            s.step_logprob, s.step_sampled = 0.0, 0
+    dec = Decoder(policy.model, g, ids, temperature=0.9, seed=3, max_new_tokens=96, want_hidden=True)
+    dec.select([0, 0])
+    for s in dec.run(lambda s, ev: False):
+        assert len(s.event_hidden) == len(s.event_steps) == len(s.state.events) > 0
+        assert sum(n for _, n in s.event_steps) == s.step_sampled
+        assert sum(lp for lp, _ in s.event_steps) == pytest.approx(s.logprob)
+
+
 def test_jump_forward_saves_forward_passes(policy, cases):
     case = cases[1]
     r = engine.generate(case.messages, case.tools, model=policy, strategy="greedy", max_new_tokens=160)

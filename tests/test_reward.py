@@ -76,6 +76,37 @@ def test_scorer_uses_candidate_hidden():
         s.score(ctx, [_cand(hidden=torch.zeros(D + 1))])
 
 
+def test_score_is_the_product_of_the_step_scores():
+    prm = _prm()
+    s = PRMScorer(prm)
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
+        "a": {"type": "integer"}}}}]
+    ctx = ScoreContext([{"role": "user", "content": "call f with 1"}], tools, [])
+    text = '[{"name": "f", "arguments": {"a": 1'
+    evs = (StepEvent("name", 0, None, '"f"', "f", 13), StepEvent("key", 0, "a", '"a"', "a", 32),
+           StepEvent("value", 0, "a", "1", 1, len(text)))
+    hs = [torch.full((D,), float(i)) for i in range(3)]
+    steps = [(-0.1, 1), (0.0, 0), (-0.7, 2)]
+
+    def cand(n):
+        return Candidate(text[:evs[n - 1].offset], evs[:n], steps[n - 1][0], steps[n - 1][1], -1.0,
+                         hs[n - 1], False, tuple(hs[:n]), tuple(steps[:n]))
+
+    one, two, three = s.score(ctx, [cand(1), cand(2), cand(3)])
+    assert 0 < three < two < one < 1
+    # each step multiplies the prefix's score by that step's own score
+    from toolprm.reward.features import ToolIndex
+    from toolprm.reward.prm import _step_rows
+    p = prm.predict(np.array(_step_rows(cand(3), hs, ToolIndex(ctx.messages, tools)), dtype=np.float32))
+    assert (one, two, three) == pytest.approx((p[0], p[0] * p[1], p[0] * p[1] * p[2]))
+    with pytest.raises(ToolprmError, match="incompatible"):
+        d = _save(prm)
+        man = json.loads((d / "manifest.json").read_text())
+        man["architecture"]["format"] = "old"
+        (d / "manifest.json").write_text(json.dumps(man))
+        load(d)
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(ToolprmError, match="no PRM checkpoint"):
         load(tmp_path)

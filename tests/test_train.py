@@ -8,10 +8,11 @@ from types import SimpleNamespace as E
 
 import numpy as np
 import pytest
+import torch
 
 from toolprm.bench.bfcl import Case, check, ground_truth_calls, load_cases
 from toolprm.grammar import ToolprmError
-from toolprm.train.labels import label_balance, step_labels
+from toolprm.train.labels import chain, label_balance, prefix_correct, step_labels
 from toolprm.train.masking import mask_case
 
 
@@ -143,6 +144,14 @@ def test_ground_truth_is_positive_on_a_spread_of_live_cases():
             assert labels == [1] * len(labels), (c.id, labels)
 
 
+def test_prefix_correct_and_chain_follow_each_rollout():
+    # two rollouts, rows out of order: (query, rollout, step, label)
+    rows = [("q", 0, 1, 0), ("q", 1, 0, 1), ("q", 0, 0, 1), ("q", 0, 2, 0), ("q", 1, 1, 1)]
+    recs = [{"query": q, "rollout": r, "step": st, "label": y} for q, r, st, y in rows]
+    assert prefix_correct(recs) == [True, True, True, False, True]
+    assert chain(recs, [0.5, 0.9, 0.8, 0.5, 0.5]) == pytest.approx([0.4, 0.9, 0.8, 0.2, 0.45])
+
+
 def test_label_balance():
     recs = [{"kind": "name", "label": 1}, {"kind": "name", "label": 0}, {"kind": "end", "label": 1}]
     b = label_balance(recs)
@@ -258,12 +267,42 @@ def test_quick_train_on_a_real_slice(tmp_path):
     # the trained head scores the policy's own hidden states inside the search
     scorer = load_prm(ckpt)
     assert scorer.needs_hidden
+    _scorer_matches_training_features(data, ckpt, scorer)
     r = generate("What's the weather in Paris?", [{"name": "get_weather", "description": "Weather in a city",
                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                 "required": ["city"]}}],
                  strategy="fine_beam", m=2, n=1, scorer=scorer, max_new_tokens=40)
     assert r.calls is not None
     assert any(s["score"] is not None and 0.0 <= s["score"] <= 1.0 for s in r.steps) or r.stats["scorer_calls"] == 0
+
+
+def _scorer_matches_training_features(data, ckpt, scorer):
+    """The search's scorer, given a rollout's steps as a Candidate, gives every prefix
+    the score `train eval` computes from the stored data (same features, same product)."""
+    from toolprm.engine.search import Candidate, ScoreContext
+    from toolprm.grammar import normalize_tools
+    from toolprm.reward.features import events_from_records
+    from toolprm.reward.prm import load as load_checkpoint
+    from toolprm.train.data import load as load_data, load_queries
+    from toolprm.train.labels import chain
+    from toolprm.train.prm import features
+
+    records, hidden, _ = load_data(data)
+    want = chain(records, load_checkpoint(ckpt).predict(features(records, hidden, data)))
+    queries = load_queries(data)
+    key = (records[0]["query"], records[0]["rollout"])
+    idx = sorted((i for i, r in enumerate(records) if (r["query"], r["rollout"]) == key),
+                 key=lambda i: records[i]["step"])
+    q = queries[key[0]]
+    ctx = ScoreContext(q["messages"], [t.spec() for t in normalize_tools(q["tools"])], [])
+    events = tuple(events_from_records([records[i] for i in idx]))
+    for n in range(1, len(idx) + 1):
+        rows = idx[:n]
+        cand = Candidate(records[rows[-1]]["partial"], events[:n], records[rows[-1]]["logprob"],
+                         records[rows[-1]]["sampled"], 0.0, torch.from_numpy(hidden[rows[-1]]), False,
+                         tuple(torch.from_numpy(hidden[i]) for i in rows),
+                         tuple((records[i]["logprob"], records[i]["sampled"]) for i in rows))
+        assert scorer.score(ctx, [cand])[0] == pytest.approx(want[rows[-1]], rel=1e-5, abs=1e-7)
 
 
 def test_train_with_a_separate_backbone(tmp_path, bpe_tokenizer):

@@ -20,6 +20,7 @@ import numpy as np
 from toolprm.reward.prm import KINDS, load as load_checkpoint
 
 from .data import load
+from .labels import chain
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float | None:
@@ -84,7 +85,8 @@ def evaluate(data_dir: str | os.PathLike, checkpoint: str | os.PathLike | None =
     kinds = np.array([r["kind"] for r in records])
     train = np.array([r["split"] == "train" for r in records])
     ev = np.array([r["split"] == split for r in records])
-    p = prm.predict(x)
+    # A partial output's score: the product of the head's step scores along its rollout.
+    p = np.array(chain(records, prm.predict(x)))
     conf = np.array([math.exp(r["logprob"] / r["sampled"]) if r["sampled"] else 1.0 for r in records])
     majority_of = {k: bool(y[train & (kinds == k)].mean() >= 0.5) if (train & (kinds == k)).any() else True
                    for k in KINDS}

@@ -182,3 +182,35 @@ def label_balance(records: Sequence[dict]) -> dict[str, dict[str, float]]:
         if ys:
             out[kind] = {"n": len(ys), "pos": sum(ys), "pos_rate": round(sum(ys) / len(ys), 4)}
     return out
+
+
+def _rollouts(records: Sequence[dict]) -> list[list[int]]:
+    """Row indices of each rollout (query, rollout), in step order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r["query"], r["rollout"]), []).append(i)
+    return [sorted(idx, key=lambda i: records[i]["step"]) for idx in groups.values()]
+
+
+def prefix_correct(records: Sequence[dict]) -> list[bool]:
+    """Per step: every earlier step of its rollout is positive. These are the steps
+    the PRM head learns from: its score is P(step correct | the steps before it are)."""
+    out = [True] * len(records)
+    for idx in _rollouts(records):
+        ok = True
+        for i in idx:
+            out[i] = ok
+            ok = ok and bool(records[i]["label"])
+    return out
+
+
+def chain(records: Sequence[dict], step_scores: Sequence[float]) -> list[float]:
+    """Per step: the product of the step scores of its rollout up to and including it
+    (P(every step so far correct)), the score the PRM gives a partial output."""
+    out = [0.0] * len(records)
+    for idx in _rollouts(records):
+        acc = 1.0
+        for i in idx:
+            acc *= float(step_scores[i])
+            out[i] = acc
+    return out

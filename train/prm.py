@@ -2,7 +2,11 @@
 
 Inputs are the frozen backbone's hidden states at each step (the policy's own,
 stored by ``train data``; or recomputed with a separate backbone) plus the
-step features of ``reward.prm.extra_features``.  Loss: BCE, class-balanced
+step features of ``reward.prm.extra_features``.  The head learns P(step correct |
+the steps before it are): it trains on the steps whose earlier steps are all
+positive (``labels.prefix_correct``), and a partial output's score is the product
+over its steps (``labels.chain``), checked against the prefix labels by ``train
+eval``.  Loss: BCE, class-balanced
 within each step kind (each kind keeps its share of the total weight; inside a
 kind, positives and negatives weigh the same).  A balanced loss shifts the logit
 by the log prior odds, so after training the per-kind prior log-odds of the
@@ -29,6 +33,7 @@ from toolprm.grammar import ToolprmError
 from toolprm.reward.prm import KINDS, PRM, PRMHead, feature_matrix, save
 
 from .data import load, load_queries, split_of
+from .labels import prefix_correct
 
 
 @dataclass
@@ -138,7 +143,9 @@ def fit(x: np.ndarray, y: np.ndarray, kinds: np.ndarray, dev: np.ndarray, cfg: T
     if tr.sum() == 0 or len(np.unique(y[tr])) < 2:
         raise ToolprmError("PRM training data needs both positive and negative steps")
     from toolprm.reward.prm import N_EXTRA
-    head = PRMHead(x.shape[1], cfg.head, cfg.hidden, cfg.dropout, min(cfg.pca, x.shape[1] - N_EXTRA))
+    # There are at most as many principal components as training rows (a tiny slice).
+    pca = min(cfg.pca, x.shape[1] - N_EXTRA, int(tr.sum()))
+    head = PRMHead(x.shape[1], cfg.head, cfg.hidden, cfg.dropout, pca)
     head.set_standardization(x[tr])
     xt = torch.from_numpy(x)
     yt = torch.from_numpy(y.astype(np.float32))
@@ -201,7 +208,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainCon
     kinds = np.array([r["kind"] for r in records])
     is_train = np.array([r["split"] == "train" for r in records])
     dev = np.array([split_of(r["query_id"], cfg.dev_share, cfg.seed + 1) == "val" for r in records])
-    sel = np.flatnonzero(is_train)
+    # Steps after an earlier error are negative whatever they are: the head learns the rest.
+    sel = np.flatnonzero(is_train & np.array(prefix_correct(records)))
     head, info = fit(x[sel], y[sel], kinds[sel], dev[sel], cfg, progress)
     manifest = {
         "name": "toolprm-prm",
@@ -210,6 +218,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainCon
         "config": asdict(cfg),
         "data": {"folder": str(data_dir), "n_steps": len(records),
                  "train_steps": int(is_train.sum()), "val_steps": int((~is_train).sum()),
+                 "head_train_steps": len(sel),
                  "train_queries": len({r["query"] for r in records if r["split"] == "train"}),
                  "val_queries": len({r["query"] for r in records if r["split"] == "val"}),
                  "source": "BFCL v4 live categories (bfcl-eval); the non-live test categories never used",

@@ -3,13 +3,13 @@ policy's hidden state where the in-loop PRM reads it, and the step's log-prob.
 
 The decoder is driven exactly the way the fine-grained beam search drives it:
 ``run(stop)`` with ``stop = "any new event"``, resumed until every row is done.
-So each step's hidden state is the one ``Candidate.hidden`` carries at that
-boundary during the search (the last-layer state after the forward chunk that
-carried the event; ``Seq.event_positions`` records where), and the step's
-log-prob / sampled-token count are those of ``Candidate.step_logprob`` /
-``step_tokens``.  (A plain ``run(lambda s, ev: False)`` would append the forced
-glue after a boundary in the same chunk and read the state a few tokens later
-than the search does.)
+So each step's hidden state and log-prob / sampled-token count are the ones the
+decoder records for that event in the search (``Seq.event_hidden``,
+``Seq.event_steps``; the last-layer state after the forward chunk that carried
+the event, ``Seq.event_positions`` records where), which the PRM scorer reads.
+(A plain ``run(lambda s, ev: False)`` would append the forced glue after a
+boundary in the same chunk and read the state a few tokens later than the
+search does.)
 """
 from __future__ import annotations
 
@@ -98,12 +98,12 @@ def rollouts(policy, messages: list[dict], tools: list[dict], k: int, *, tempera
             if len(evs) > recorded[r]:
                 for i in range(recorded[r], len(evs)):
                     e: StepEvent = evs[i]
+                    lp, n = s.event_steps[i]   # what the search's Candidate carries for this step
                     steps[r].append(Step(e.kind, e.call, e.key, e.text, e.value, e.offset,
-                                         s.event_positions[i], s.step_logprob, s.step_sampled))
-                    hidden[r].append(s.hidden.float().clone())
+                                         s.event_positions[i], lp, n))
+                    hidden[r].append(s.event_hidden[i].float().clone())
                 recorded[r] = len(evs)
-                s.step_logprob = 0.0
-                s.step_sampled = 0
+                s.step_sampled = 0  # the runaway-step check counts from here
                 keep.append(j)
             elif s.done:
                 keep.append(j)
