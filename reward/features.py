@@ -8,7 +8,13 @@ it gets a few cheap, explicit checks a small backbone is bad at:
 * schema: is the current key required; does the value equal the parameter's
   default; are the required parameters of the calls closed so far all given?
 * relevance: word overlap between the query and the chosen tool's description
-  (and the best overlap over all tools, for deciding on ``[]``).
+  and parameters
+  (and the best overlap over all tools, for deciding on ``[]``); how the chosen
+  tool ranks against the others (its margin to the best one, whether it is the
+  best), and how many tools there are to choose from.
+* completeness of the current call (for deciding to close it or the list): the
+  share of its optional parameters left unset, those of them the query mentions,
+  and the numbers of the query that no value has used yet.
 
 Everything is computed from the step events, the chat messages and the
 normalized tool specs — the same at training time (from the stored data) and
@@ -20,7 +26,8 @@ import json
 import re
 from typing import Any, Sequence
 
-N_TEXT = 13
+N_TEXT = 21
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of to in on for and or is are be by with from at as it this that you your "
                   "me my i we can could would please what which how get".split())
@@ -31,8 +38,16 @@ def _norm(s: str) -> str:
     return re.sub(r"[ ,./\-_*^]", "", s).lower().replace("'", '"')
 
 
+def _stem(w: str) -> str:
+    # Crude suffix stripping so "weather"/"weathers", "book"/"booking" meet.
+    for suffix in ("ing", "ed", "es", "s", "ly"):
+        if len(w) > 4 and w.endswith(suffix):
+            return w[:-len(suffix)]
+    return w
+
+
 def _words(s: str) -> set[str]:
-    return {w for w in _WORD.findall(s.lower()) if w not in _STOP and len(w) > 1}
+    return {_stem(w) for w in _WORD.findall(s.lower()) if w not in _STOP and len(w) > 1}
 
 
 def query_text(messages: Sequence[dict]) -> str:
@@ -77,10 +92,17 @@ class ToolIndex:
         self.qwords = _words(self.query)
         self.tools = {t["name"]: t for t in tools}
         self.sim = {name: self._sim(t) for name, t in self.tools.items()}
-        self.max_sim = max(self.sim.values(), default=0.0)
+        ranked = sorted(self.sim.values(), reverse=True)
+        self.max_sim = ranked[0] if ranked else 0.0
+        self.second_sim = ranked[1] if len(ranked) > 1 else 0.0
+        self.numbers = set(_NUMBER.findall(self.query))
 
     def _sim(self, tool: dict) -> float:
-        words = _words(tool.get("description", "") + " " + tool["name"].replace("_", " "))
+        # The tool's words: its name, description, and its parameters' names and descriptions.
+        text = [tool.get("description", ""), tool["name"].replace("_", " ")]
+        for key, p in (tool.get("parameters", {}).get("properties", {}) or {}).items():
+            text += [key.replace("_", " "), str((p or {}).get("description", ""))]
+        words = _words(" ".join(text))
         if not words or not self.qwords:
             return 0.0
         return len(words & self.qwords) / len(self.qwords)
@@ -129,10 +151,26 @@ def text_features(index: ToolIndex, events: Sequence[Any]) -> list[float]:
         if req:
             complete = min(complete, sum(1 for r in req if r in args) / len(req))
     sim_cur = index.sim.get(cur_name, 0.0) if cur_name else 0.0
+    is_top = 1.0 if cur_name and sim_cur >= index.max_sim else 0.0
     empty = 1.0 if kind == "end" and not calls else 0.0
     unknown = 1.0 if cur_name is not None and cur_name not in index.tools else 0.0
+    # the current call's optional parameters: how many, the share unset, those unset the query mentions
+    opt_total = opt_unset = opt_mentioned = 0.0
+    if cur_name in index.tools:
+        props = index.tools[cur_name].get("parameters", {}).get("properties", {}) or {}
+        required_keys = set(index.required(cur_name))
+        unset = [k for k in props if k not in required_keys and k not in calls[-1][1]]
+        n_opt = sum(1 for k in props if k not in required_keys)
+        opt_total = min(n_opt, 6) / 6
+        opt_unset = len(unset) / n_opt if n_opt else 0.0
+        opt_mentioned = min(sum(1 for k in unset if _words(k.replace("_", " ") + " " + str(
+            (props[k] or {}).get("description", ""))) & index.qwords), 4) / 4
+    used = json.dumps([v for _, args in calls for v in args.values()], default=str)
+    unused_numbers = min(sum(1 for n in index.numbers if n not in used), 4) / 4
     return [g_cur, g_mean, g_min, min(len(values_grounded), 8) / 8, required, is_default, str_len,
-            complete, sim_cur, index.max_sim, empty, min(len(calls), 4) / 4, unknown]
+            complete, sim_cur, index.max_sim, empty, min(len(calls), 4) / 4, unknown,
+            1.0 / max(1, len(index.tools)), sim_cur - index.max_sim, is_top, index.second_sim,
+            unused_numbers, opt_unset, opt_total, opt_mentioned]
 
 
 def events_from_records(steps: Sequence[dict]) -> list[Any]:

@@ -335,7 +335,7 @@ def test_train_with_a_separate_backbone(tmp_path, bpe_tokenizer):
             steps.append({"query": c.id, "query_id": c.id, "category": c.category, "split": split,
                           "rollout": 0, "step": j, "kind": ev.kind, "call": ev.call, "key": ev.key,
                           "text": json.dumps(ev.value),
-                          "partial": text[: 10 + 5 * j], "label": int(y) if j % 2 else 0, "sampled": 1,
+                          "partial": text[: 10 + 5 * j], "label": int(y and j <= i % 3), "sampled": 1,
                           "logprob": -0.5})
     (data / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
     (data / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
