@@ -4,7 +4,8 @@ The PRM reads (query, tools, partial output). Beside the backbone's hidden state
 it gets a few cheap, explicit checks a small backbone is bad at:
 
 * grounding: does the current value (and do the values so far) occur in the query
-  (strings normalized the way BFCL normalizes them; numbers as written)?
+  (strings normalized the way BFCL normalizes them; numbers as written)? and, word
+  by word, how much of the value are words of the query, and is it a phrase there?
 * schema: is the current key required; does the value equal the parameter's
   default; are the required parameters of the calls closed so far all given?
 * relevance: word overlap between the query and the chosen tool's description
@@ -26,7 +27,7 @@ import json
 import re
 from typing import Any, Sequence
 
-N_TEXT = 21
+N_TEXT = 23
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of to in on for and or is are be by with from at as it this that you your "
@@ -83,6 +84,20 @@ def grounded(value: Any, query: str, qnorm: str) -> float:
     return score / len(leaves)
 
 
+def word_grounding(value: Any, query_words: list[str]) -> tuple[float, float]:
+    """(share of the value's words that are words of the query, 1.0 if they occur
+    there as one contiguous phrase): stricter than ``grounded``'s substring test,
+    which finds "ca" in "jacket"."""
+    words = [w for x in _leaves(value) if isinstance(x, str) for w in _WORD.findall(x.lower())]
+    if not words:
+        return 0.0, 0.0
+    have = set(query_words)
+    share = sum(1 for w in words if w in have) / len(words)
+    n = len(words)
+    phrase = any(query_words[i:i + n] == words for i in range(len(query_words) - n + 1))
+    return share, 1.0 if phrase else 0.0
+
+
 class ToolIndex:
     """Per-query lookups over the normalized tool specs."""
 
@@ -90,6 +105,7 @@ class ToolIndex:
         self.query = query_text(messages)
         self.qnorm = _norm(self.query)
         self.qwords = _words(self.query)
+        self.qseq = _WORD.findall(self.query.lower())
         self.tools = {t["name"]: t for t in tools}
         self.sim = {name: self._sim(t) for name, t in self.tools.items()}
         ranked = sorted(self.sim.values(), reverse=True)
@@ -167,10 +183,11 @@ def text_features(index: ToolIndex, events: Sequence[Any]) -> list[float]:
             (props[k] or {}).get("description", ""))) & index.qwords), 4) / 4
     used = json.dumps([v for _, args in calls for v in args.values()], default=str)
     unused_numbers = min(sum(1 for n in index.numbers if n not in used), 4) / 4
+    w_share, w_phrase = word_grounding(last.value, index.qseq) if kind == "value" else (0.0, 0.0)
     return [g_cur, g_mean, g_min, min(len(values_grounded), 8) / 8, required, is_default, str_len,
             complete, sim_cur, index.max_sim, empty, min(len(calls), 4) / 4, unknown,
             1.0 / max(1, len(index.tools)), sim_cur - index.max_sim, is_top, index.second_sim,
-            unused_numbers, opt_unset, opt_total, opt_mentioned]
+            unused_numbers, opt_unset, opt_total, opt_mentioned, w_share, w_phrase]
 
 
 def events_from_records(steps: Sequence[dict]) -> list[Any]:
