@@ -40,7 +40,7 @@ DEFAULT_MIX = {"live_simple": 0.34, "live_multiple": 0.34, "live_parallel": 0.06
 
 @dataclass
 class DataConfig:
-    queries: int = 160             # queries in all (split into train / val by query)
+    queries: int = 240             # queries in all (split into train / val by query)
     rollouts: int = 4              # samples per query
     temperature: float = 0.8
     mask_share: float = 0.5        # share of queries whose names are masked

@@ -1,6 +1,8 @@
 """PRM metrics on held-out (validation) queries.
 
-Per step kind and over all steps: step accuracy (threshold 0.5), balanced
+Each step is scored as the search scores a partial output ending there: the
+product of the head's step scores along its rollout (``labels.chain``), against
+the step's label (every step so far correct).  Per step kind and over all steps: step accuracy (threshold 0.5), balanced
 accuracy, ROC AUC; per rollout: trajectory accuracy (every step of the rollout
 judged right).  Beside each: the majority-class baseline (per kind, the
 training split's majority label; AUC 0.5, balanced accuracy 0.5) and the
