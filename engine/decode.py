@@ -24,7 +24,7 @@ import torch
 
 from toolprm.grammar import GenerationError, InvalidTokenError, State, StepEvent
 
-from .budget import completion_tokens
+from .budget import completion_bytes, completion_tokens
 
 # Close the output once its shortest completion is within this many tokens of the
 # budget: one sampled token can lengthen the completion by several tokens.
@@ -169,6 +169,33 @@ class Decoder:
         for s in self.rows:
             s.stopped = s.stop_after_feed = False
 
+    def close_list(self, row: int) -> bool:
+        """Make row ``row`` answer ``[]``: take the choice to close the call list before
+        its first call, which sampling from a small policy almost never makes, though a
+        search may want it scored. It counts as a chosen token with the policy's own
+        (grammar-masked) probability. False (nothing done) unless the row stands at its
+        first choice (call ``feed_forced`` first) and the grammar allows no call; the
+        token is fed by the next ``run``."""
+        s = self.rows[row]
+        if s.state.events or s.pending or s.done or s.state.forced() or s.next_logits is None:
+            return False
+        after = s.state.advance_bytes(completion_bytes(s.state))
+        if not after.is_final or after.events[-1].value != []:
+            return False
+        toks = completion_tokens(s.state)
+        m = torch.from_numpy(np.array(s.state.allowed_mask(), dtype=bool))
+        logits = s.next_logits[:len(m)].masked_fill(~m.to(s.next_logits.device), float("-inf"))
+        self._count_chosen(s, float(torch.log_softmax(logits, dim=-1)[toks[0]]))
+        self._append(s, toks, _never)
+        return s.done
+
+    def _count_chosen(self, s: Seq, lp: float) -> None:
+        s.logprob += lp
+        s.step_logprob += lp
+        s.step_sampled += 1
+        s.since_logprob += lp
+        s.since_sampled += 1
+
     def _choose(self, stop: StopFn) -> None:
         """Give every row that needs one its next tokens (forced or sampled)."""
         t0 = time.perf_counter()
@@ -217,12 +244,7 @@ class Decoder:
         for r, i in enumerate(need_sample):
             s = self.rows[i]
             tok = int(toks[r])
-            lp = float(logp[r, tok])
-            s.logprob += lp
-            s.step_logprob += lp
-            s.step_sampled += 1
-            s.since_logprob += lp
-            s.since_sampled += 1
+            self._count_chosen(s, float(logp[r, tok]))
             self.stats.generated_tokens += 1
             self._append(s, [tok], stop, sampled=True)
             far = self.max_new_tokens - len(s.tokens) > CLOSE_MARGIN * 4  # else: next round checks

@@ -114,10 +114,13 @@ def majority(dec: Decoder, n: int) -> Seq:
 
 
 def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: str, stats,
-         coarse: bool = False, on_step: Callable | None = None) -> Seq:
+         coarse: bool = False, on_step: Callable | None = None, explore_empty: bool = True) -> Seq:
     """Fine-grained (each name/key/value is a step) or coarse (each call is a step)
     beam search: every live beam is expanded into ``m`` samples to its next step
-    boundary, the samples are scored, and the best ``n`` partial outputs are kept."""
+    boundary, the samples are scored, and the best ``n`` partial outputs are kept.
+    With ``explore_empty`` the first step also offers ``[]`` (where the grammar allows
+    no call), scored like the samples: a small policy rarely samples it, so without
+    it the scorer could never choose to call nothing."""
     marks: dict[int, int] = {}
 
     def stop(seq: Seq, events) -> bool:
@@ -126,6 +129,7 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
         return bool(events)
 
     dec.select([0])
+    first = True
     while True:
         dec.feed_forced()  # once per parent, before forking it into m rows
         parents = dec.rows
@@ -134,7 +138,15 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
             for _ in range(1 if s.done else m):
                 picks.append(i)
                 parent_of.append(i)
-        dec.select(picks)
+        if first and explore_empty:  # one more row that answers [], for the scorer to weigh
+            dec.select(picks + [0])
+            if dec.close_list(len(picks)):
+                parent_of.append(0)
+            else:
+                dec.select(list(range(len(picks))))
+        else:
+            dec.select(picks)
+        first = False
         for s in dec.rows:
             if not s.done:
                 _reset_step(s)

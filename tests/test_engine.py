@@ -155,6 +155,44 @@ def test_decoder_records_every_step_for_the_prm(policy, cases):
         assert sum(lp for lp, _ in s.event_steps) == pytest.approx(s.logprob)
 
 
+def test_beam_search_offers_the_empty_list(policy, cases):
+    """The first step of a beam search also offers [] (a 135M policy almost never
+    samples it), with the policy's own probability of it: a scorer that likes it gets
+    it, the policy's confidence does not, and a grammar that needs a call never sees it."""
+    from toolprm.engine.search import PolicyScorer
+
+    class LikesEmpty:
+        def __init__(self):
+            self.seen = []
+
+        def score(self, ctx, cands):
+            self.seen += cands
+            return [1.0 if c.events[-1].kind == "end" and c.events[-1].value == [] else 0.1 for c in cands]
+
+    case = cases[0]  # simple_python: the policy calls the tool
+    for strategy in ("fine_beam", "coarse_beam"):
+        likes = LikesEmpty()
+        r = engine.generate(case.messages, case.tools, model=policy, strategy=strategy, m=2, n=1,
+                            scorer=likes, max_new_tokens=96)
+        assert r.calls == [] and r.text == "[]"
+        empty = [c for c in likes.seen if c.events[-1].value == []]
+        assert empty and empty[0].step_tokens == 1 and -30 < empty[0].step_logprob < 0
+    r = engine.generate(case.messages, case.tools, model=policy, strategy="fine_beam", m=2, n=1,
+                        scorer=PolicyScorer(), max_new_tokens=96)
+    assert r.calls  # the policy gives [] a low probability
+    r = engine.generate(case.messages, case.tools, model=policy, strategy="fine_beam", m=2, n=1,
+                        scorer=LikesEmpty(), calls="one", max_new_tokens=96)
+    assert len(r.calls) == 1
+    # close_list only acts at the first choice
+    norm = normalize_tools(case.tools)
+    ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm]),
+                           add_special_tokens=False)["input_ids"]
+    dec = Decoder(policy.model, compile(norm, policy.tokenizer, calls="any"), ids, max_new_tokens=64)
+    assert not dec.close_list(0)  # before the forced "[" is fed
+    dec.feed_forced()
+    assert dec.close_list(0) and dec.run(lambda s, ev: False)[0].state.text == "[]"
+
+
 def test_jump_forward_saves_forward_passes(policy, cases):
     case = cases[1]
     r = engine.generate(case.messages, case.tools, model=policy, strategy="greedy", max_new_tokens=160)

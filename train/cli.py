@@ -37,6 +37,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     d = DataConfig()
     p.add_argument("--queries", type=int, default=d.queries, help="queries in all (train + val)")
     p.add_argument("--rollouts", type=int, default=d.rollouts, help="samples per query")
+    p.add_argument("--no-empty-rollout", dest="empty_rollout", action="store_false",
+                   help="leave out the extra rollout per query that answers [] (on by default)")
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--mask-share", type=float, default=d.mask_share)
     p.add_argument("--val-share", type=float, default=d.val_share)
@@ -66,7 +68,8 @@ def _prm_args(p: argparse.ArgumentParser) -> None:
 
 def _data_config(a):
     from .data import DataConfig
-    return DataConfig(queries=a.queries, rollouts=a.rollouts, temperature=a.temperature,
+    return DataConfig(queries=a.queries, rollouts=a.rollouts, empty_rollout=a.empty_rollout,
+                      temperature=a.temperature,
                       mask_share=a.mask_share, val_share=a.val_share, seed=a.seed,
                       max_prompt_tokens=a.max_prompt_tokens, max_new_tokens=a.max_new_tokens,
                       max_step_tokens=a.max_step_tokens, model=a.model)

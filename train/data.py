@@ -42,6 +42,7 @@ DEFAULT_MIX = {"live_simple": 0.34, "live_multiple": 0.34, "live_parallel": 0.06
 class DataConfig:
     queries: int = 240             # queries in all (split into train / val by query)
     rollouts: int = 4              # samples per query
+    empty_rollout: bool = True     # and one more that answers [] (the decision to call nothing)
     temperature: float = 0.8
     mask_share: float = 0.5        # share of queries whose names are masked
     val_share: float = 0.2
@@ -187,7 +188,7 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
                 rolls = rollouts(policy, case.messages, case.tools, cfg.rollouts,
                                  temperature=cfg.temperature, seed=cfg.seed * 100003 + qi,
                                  max_new_tokens=cfg.max_new_tokens, prompt_ids=prompt_ids,
-                                 max_step_tokens=cfg.max_step_tokens)
+                                 max_step_tokens=cfg.max_step_tokens, empty=cfg.empty_rollout)
             except ToolprmError:
                 skipped["generation"] = skipped.get("generation", 0) + 1
                 continue

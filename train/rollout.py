@@ -67,8 +67,11 @@ HEADROOM = 64
 @torch.inference_mode()
 def rollouts(policy, messages: list[dict], tools: list[dict], k: int, *, temperature: float = 0.8,
              seed: int = 0, max_new_tokens: int = 256, calls: str = "any",
-             prompt_ids: list[int] | None = None, max_step_tokens: int = 32) -> list[Rollout]:
-    """``k`` constrained samples for one query (batched: the prompt is prefilled once).
+             prompt_ids: list[int] | None = None, max_step_tokens: int = 32,
+             empty: bool = False) -> list[Rollout]:
+    """``k`` constrained samples for one query (batched: the prompt is prefilled once),
+    and with ``empty`` one more rollout that answers ``[]`` (``Decoder.close_list``):
+    the empty-list decision the search offers the PRM, which sampling alone rarely makes.
 
     A rollout whose step runs past ``max_step_tokens`` sampled tokens, or whose
     output runs past ``max_new_tokens``, is cut there: its steps so far are kept
@@ -82,7 +85,11 @@ def rollouts(policy, messages: list[dict], tools: list[dict], k: int, *, tempera
     dec = Decoder(policy.model, grammar, prompt_ids, temperature=temperature, seed=seed,
                   max_new_tokens=max_new_tokens + HEADROOM, pad_token_id=policy.tokenizer.pad_token_id or 0,
                   want_hidden=True, stats=Stats())
-    dec.select([0] * k)
+    dec.feed_forced()                # as the search does: the forks start at the first choice
+    dec.select([0] * (k + 1) if empty else [0] * k)
+    if empty and not dec.close_list(k):
+        dec.select(list(range(k)))   # the grammar needs a call: no empty rollout
+    k = len(dec.rows)
     stop = _stop_at(max_step_tokens, max_new_tokens)
     live = list(range(k))            # rollout index of each decoder row
     final_rows: dict[int, object] = {}
