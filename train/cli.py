@@ -48,6 +48,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="cut a rollout whose step samples more tokens than this")
     p.add_argument("--model", default=None, help="policy (default: the built-in SmolLM2)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted data run")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes for the rollouts, each on an interleaved share of the "
+                        "queries in DATA/shard-K (the same data as one process; resume with the same --jobs)")
 
 
 def _prm_args(p: argparse.ArgumentParser) -> None:
@@ -112,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd in ("data", "all"):
         from .data import build
         t0 = time.perf_counter()
+        if a.jobs < 1:
+            raise ToolprmError("--jobs must be a positive integer")
         meta = build(a.data, _data_config(a), resume=getattr(a, "resume", False), progress=progress,
-                     command=command)
+                     command=command, jobs=a.jobs, threads=a.threads or None)
         print(json.dumps({k: meta[k] for k in ("n_queries", "n_steps", "splits", "label_balance",
                                                "skipped", "seconds")}, indent=1))
         print(f"data: {time.perf_counter() - t0:.0f}s → {a.data}")

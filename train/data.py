@@ -105,8 +105,16 @@ def _jsonable(v: Any) -> Any:
 
 
 def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
-          progress: bool = True, policy=None, command: str = "") -> dict:
-    """Roll out, label and write the data; returns the meta dict (also in meta.json)."""
+          progress: bool = True, policy=None, command: str = "", jobs: int = 1,
+          threads: int | None = None, share: tuple[int, int] = (0, 1)) -> dict:
+    """Roll out, label and write the data; returns the meta dict (also in meta.json).
+
+    ``jobs`` > 1: that many worker processes (``threads`` torch threads each), each
+    on an interleaved share of the queries in ``out_dir/shard-K``, merged in query
+    order; every query has its own seed, so the data are those of one process.
+    ``share=(k, j)``: only the queries ``k, k + j, k + 2j, ...`` (one worker's)."""
+    if jobs > 1:
+        return _build_parallel(Path(out_dir), cfg, resume, progress, command, jobs, threads)
     import torch
     from tqdm import tqdm
 
@@ -156,6 +164,7 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
         n_steps = 0
     tok = policy.tokenizer
     cases = pick_cases(cfg)
+    mine = [(qi, c) for qi, c in enumerate(cases) if qi % share[1] == share[0]]
     (out / "meta.json").write_text(json.dumps({"config": asdict(cfg), "command": command,
                                                "hidden_size": d, "complete": False}, indent=2))
     t_start = time.perf_counter()
@@ -165,8 +174,9 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
     sf = open(spath, "a")
     hf = open(hpath, "ab")
     try:
-        bar = tqdm(cases, desc="rollouts", unit="query", disable=not progress)
-        for qi, base in enumerate(bar):
+        bar = tqdm(mine, desc="rollouts" if share[1] == 1 else f"rollouts {share[0] + 1}/{share[1]}",
+                   unit="query", disable=not progress, position=share[0])
+        for qi, base in bar:
             rng = random.Random(f"{cfg.seed}:{base.id}")
             masked = rng.random() < cfg.mask_share
             case, _ = mask_case(base, rng) if masked else (base, None)
@@ -217,7 +227,13 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
             bar.set_postfix(steps=n_steps)
     finally:
         qf.close(), sf.close(), hf.close()
-    records = [json.loads(l) for l in spath.read_text().splitlines() if l.strip()]
+    return _write_meta(out, cfg, command, d, skipped, time.perf_counter() - t_start,
+                       [round(t, 3) for t in timings])
+
+
+def _write_meta(out: Path, cfg: DataConfig, command: str, d: int, skipped: dict, seconds: float,
+                timings: list[float]) -> dict:
+    records = [json.loads(l) for l in (out / "steps.jsonl").read_text().splitlines() if l.strip()]
     meta = {
         "config": asdict(cfg), "command": command, "hidden_size": d, "complete": True, "n_steps": len(records),
         "n_queries": len({r["query"] for r in records}),
@@ -227,11 +243,53 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
                        for c in sorted({r["category"] for r in records})},
         "label_balance": label_balance(records),
         "skipped": skipped,
-        "seconds": round(time.perf_counter() - t_start, 1),
+        "seconds": round(seconds, 1),
         "seconds_per_query": round(float(np.mean(timings)), 2) if timings else None,
+        "query_seconds": timings,
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def _build_share(out: str, cfg: DataConfig, resume: bool, progress: bool, command: str,
+                 share: tuple[int, int]) -> dict:
+    return build(out, cfg, resume=resume, progress=progress, command=command, share=share)
+
+
+def _build_parallel(out: Path, cfg: DataConfig, resume: bool, progress: bool, command: str,
+                    jobs: int, threads: int | None) -> dict:
+    from toolprm.engine.workers import run_jobs, threads_per_job
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    shards = [out / f"shard-{k}" for k in range(jobs)]
+    metas = run_jobs(_build_share, [(str(shards[k]), cfg, resume, progress, command, (k, jobs))
+                                    for k in range(jobs)], threads_per_job(jobs, threads))
+    # Merge in query order: each shard holds whole queries, its steps contiguous per query.
+    d = metas[0]["hidden_size"]
+    order = {c.id: i for i, c in enumerate(pick_cases(cfg))}
+    parts = []
+    for shard in shards:
+        queries = [l for l in (shard / "queries.jsonl").read_text().splitlines() if l.strip()]
+        steps = [l for l in (shard / "steps.jsonl").read_text().splitlines() if l.strip()]
+        hidden = np.fromfile(shard / "hidden.f32", dtype=np.float32).reshape(-1, d)
+        rows: dict[str, list[int]] = {}
+        for i, l in enumerate(steps):
+            rows.setdefault(json.loads(l)["query"], []).append(i)
+        for l in queries:
+            q = json.loads(l)
+            idx = rows.get(q["key"], [])
+            parts.append((order[q["id"]], l, [steps[i] for i in idx], hidden[idx]))
+    parts.sort(key=lambda p: p[0])
+    (out / "queries.jsonl").write_text("".join(p[1] + "\n" for p in parts))
+    (out / "steps.jsonl").write_text("".join(l + "\n" for p in parts for l in p[2]))
+    np.concatenate([p[3] for p in parts] or [np.zeros((0, d), np.float32)]).astype(np.float32).tofile(
+        out / "hidden.f32")
+    skipped: dict[str, int] = {}
+    for m in metas:
+        for k, v in m["skipped"].items():
+            skipped[k] = skipped.get(k, 0) + v
+    return _write_meta(out, cfg, command, d, skipped, time.perf_counter() - t0,
+                       [t for m in metas for t in m["query_seconds"]])
 
 
 def load_queries(data_dir: str | os.PathLike) -> dict[str, dict]:
