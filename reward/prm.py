@@ -372,8 +372,9 @@ def default_scorer(policy: Any = None):
 
 
 def outcome_scorer(path: str | os.PathLike | None = None):
-    """An ORM for best-of-N: the PRM's score of the final (``end``) step — the
-    same scorer; best_of_n already passes each finished output as one candidate."""
+    """An ORM for best-of-N: the PRM's score of the final (``end``) step, which is
+    P(every step of the output correct) — the same scorer; best_of_n already passes
+    each finished output as one candidate (with every step's hidden state)."""
     return load_prm(path)
 
 
