@@ -37,4 +37,9 @@ def run_jobs(fn: Callable, jobs: Sequence[tuple], threads: int | None = None) ->
     (torch and fork do not mix) with ``threads`` torch threads; the results in order."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(len(jobs)) as pool:
-        return pool.starmap(_call, [(fn, threads, args) for args in jobs])
+        results = pool.starmap(_call, [(fn, threads, args) for args in jobs])
+        # Let the workers exit on their own (the context manager would terminate them,
+        # and their semaphores would be reported as leaked).
+        pool.close()
+        pool.join()
+    return results
