@@ -4,9 +4,10 @@ BFCL's irrelevance category wants ``[]`` (no call). The first choice of the
 output is between ``]`` (the empty list) and a first call, and the search can
 only pick ``[]`` if the policy samples it or the scorer prefers it. For each case
 this prints the policy's grammar-masked probability of the empty list at that
-choice, and the default scorer's (the shipped PRM's) score of the greedy first
-name step; then, per signal, the AUC of telling irrelevance cases from the
-others (1.0: perfectly apart; 0.5: no signal).
+choice, the default scorer's (the shipped PRM's) score of the greedy first name
+step and of ``[]`` (which the beam searches offer beside their samples), and how
+often it scores ``[]`` higher; then, per signal, the AUC of telling irrelevance
+cases from the others (1.0: perfectly apart; 0.5: no signal).
 """
 from __future__ import annotations
 
@@ -49,11 +50,15 @@ def first_step(policy, scorer, case) -> dict:
                   want_hidden=getattr(scorer, "needs_hidden", False))
     dec.feed_forced()
     p_empty = empty_list_probability(dec)
-    row = dec.run(lambda s, ev: bool(ev))[0]
+    dec.select([0, 0])
+    dec.close_list(1)  # the [] the beam searches offer beside the samples
+    row, empty = dec.run(lambda s, ev: bool(ev))
     first = row.state.events[0]
-    score = scorer.score(ScoreContext(case.messages, specs, ids), [candidate(row)])[0]
+    score, score_empty = scorer.score(ScoreContext(case.messages, specs, ids),
+                                      [candidate(row), candidate(empty)])
     return {"id": case.id, "category": case.category, "p_empty": p_empty, "first": first.kind,
-            "name": first.value if first.kind == "name" else None, "prm": float(score)}
+            "name": first.value if first.kind == "name" else None, "prm": float(score),
+            "prm_empty": float(score_empty)}
 
 
 def auc(pos: list[float], neg: list[float]) -> float | None:
@@ -88,16 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         for cat in cats:
             for case in load_cases(cat, a.limit):
                 rows.append(first_step(policy, scorer, case))
-    print("| category | cases | mean P([]) | mean PRM score of the first name |")
-    print("|---|---:|---:|---:|")
+    print("| category | cases | mean P([]) | mean PRM score of the first name | mean PRM score of [] "
+          "| PRM prefers [] |")
+    print("|---|---:|---:|---:|---:|---:|")
     for cat in cats:
         rs = [r for r in rows if r["category"] == cat]
-        named = [r["prm"] for r in rs if r["first"] == "name"]
-        mean_prm = f"{sum(named) / len(named):.3f}" if named else "—"
-        print(f"| {cat} | {len(rs)} | {sum(r['p_empty'] for r in rs) / len(rs):.3f} | {mean_prm} |")
+        named = [r for r in rs if r["first"] == "name"]
+        mean_prm = f"{sum(r['prm'] for r in named) / len(named):.3f}" if named else "—"
+        prefers = sum(1 for r in named if r["prm_empty"] > r["prm"])
+        print(f"| {cat} | {len(rs)} | {sum(r['p_empty'] for r in rs) / len(rs):.3f} | {mean_prm} "
+              f"| {sum(r['prm_empty'] for r in rs) / len(rs):.3f} | {prefers}/{len(named)} |")
     irr = [r for r in rows if r["category"] == "irrelevance"]
     rel = [r for r in rows if r["category"] != "irrelevance"]
-    for name, key, sign in (("P([])", "p_empty", 1), ("PRM first-name score", "prm", -1)):
+    for name, key, sign in (("P([])", "p_empty", 1), ("PRM first-name score", "prm", -1),
+                            ("PRM score of []", "prm_empty", 1)):
         # A low PRM score of the first name should mean "irrelevant": hence the sign.
         keep = (lambda r: r["first"] == "name") if key == "prm" else (lambda r: True)
         v = auc([sign * r[key] for r in irr if keep(r)], [sign * r[key] for r in rel if keep(r)])

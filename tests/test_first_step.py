@@ -44,5 +44,7 @@ def test_command_prints_the_table_and_rows(tmp_path, capsys):
     assert [r["id"] for r in rows] == ["irrelevance_0", "simple_python_0"]
     assert rows[1]["first"] == "name" and rows[1]["name"] == "calculate_triangle_area"
     assert all(0 <= r["prm"] <= 1 and 0 <= r["p_empty"] <= 1 for r in rows)
+    # the [] row is scored by the same PRM: its single step is the end of an empty list
+    assert all(0 < r["prm_empty"] < 1 for r in rows) and "AUC of PRM score of []" in text
     with pytest.raises(ToolprmError, match="--limit"):
         first_step.main(["--limit", "0"])
