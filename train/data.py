@@ -111,7 +111,8 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
 
     ``jobs`` > 1: that many worker processes (``threads`` torch threads each), each
     on an interleaved share of the queries in ``out_dir/shard-K``, merged in query
-    order; every query has its own seed, so the data are those of one process.
+    order; every query has its own seed, so the data are those of one process (up
+    to float rounding in the last digits).
     ``share=(k, j)``: only the queries ``k, k + j, k + 2j, ...`` (one worker's)."""
     if jobs > 1:
         return _build_parallel(Path(out_dir), cfg, resume, progress, command, jobs, threads)
