@@ -296,7 +296,7 @@ def test_data_with_two_jobs_is_the_data_of_one(tmp_path):
         assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-4)
         assert {**a, "logprob": 0} == {**b, "logprob": 0}
     h1, h2 = (np.fromfile(d / "hidden.f32", dtype=np.float32) for d in (one, two))
-    assert h1.shape == h2.shape and np.allclose(h1, h2, atol=1e-5)
+    assert h1.shape == h2.shape and np.allclose(h1, h2, rtol=1e-3, atol=1e-3)
     assert m1["label_balance"] == m2["label_balance"] and m1["n_queries"] == m2["n_queries"] == 3
     assert len(m2["query_seconds"]) == 3
 
