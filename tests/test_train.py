@@ -152,6 +152,19 @@ def test_prefix_correct_and_chain_follow_each_rollout():
     assert chain(recs, [0.5, 0.9, 0.8, 0.5, 0.5]) == pytest.approx([0.4, 0.9, 0.8, 0.2, 0.45])
 
 
+def test_sibling_ranking_compares_steps_that_extend_the_same_prefix():
+    from toolprm.train.evaluate import sibling_ranking
+    # two rollouts share the name step, then differ at the value: one sibling pair
+    rows = [("q", 0, 0, "[n", 1, 0.9), ("q", 0, 1, "[n v1", 1, 0.8),
+            ("q", 1, 0, "[n", 1, 0.9), ("q", 1, 1, "[n v2", 0, 0.3),
+            ("q", 2, 0, "[m", 0, 0.95)]  # a wrong name ranked above the right one
+    recs = [{"query": q, "rollout": r, "step": st, "partial": pa, "label": y} for q, r, st, pa, y, _ in rows]
+    scores = [sc for *_, sc in rows]
+    assert sibling_ranking(recs, scores, [True] * 5) == (2, 0.5)
+    assert sibling_ranking(recs, scores, [True, True, True, True, False]) == (1, 1.0)
+    assert sibling_ranking(recs, scores, [False] * 5) == (0, None)
+
+
 def test_label_balance():
     recs = [{"kind": "name", "label": 1}, {"kind": "name", "label": 0}, {"kind": "end", "label": 1}]
     b = label_balance(recs)

@@ -22,7 +22,7 @@ import numpy as np
 from toolprm.reward.prm import KINDS, load as load_checkpoint
 
 from .data import load
-from .labels import chain
+from .labels import chain, rollout_rows
 
 
 def auc(y: np.ndarray, s: np.ndarray) -> float | None:
@@ -112,7 +112,32 @@ def evaluate(data_dir: str | os.PathLike, checkpoint: str | os.PathLike | None =
         "majority_acc": _r(float(np.mean([all(v) for v in traj_maj.values()]))) if traj else None,
     }
     report["queries"] = len({records[i]["query"] for i in np.flatnonzero(ev)})
+    n_pairs, acc = sibling_ranking(records, p, ev)
+    report["siblings"] = {"pairs": n_pairs, "acc": _r(acc), "policy_conf_acc": _r(sibling_ranking(records, conf, ev)[1])}
     return report
+
+
+def sibling_ranking(records: list[dict], scores, mask) -> tuple[int, float | None]:
+    """What a beam search compares: steps of one query that extend the same partial
+    output in different ways. Over the pairs of such siblings with different labels:
+    (number of pairs, share the scores rank right, ties counting half)."""
+    groups: dict[tuple, dict[str, tuple[int, float]]] = {}
+    for idx in rollout_rows(records):
+        parent = ""
+        for i in idx:
+            r = records[i]
+            if mask[i]:
+                groups.setdefault((r["query"], parent), {})[r["partial"]] = (r["label"], float(scores[i]))
+            parent = r["partial"]
+    pairs = right = 0.0
+    for children in groups.values():
+        pos = [sc for y, sc in children.values() if y]
+        neg = [sc for y, sc in children.values() if not y]
+        for a in pos:
+            for b in neg:
+                pairs += 1
+                right += 1.0 if a > b else 0.5 if a == b else 0.0
+    return int(pairs), (right / pairs if pairs else None)
 
 
 def markdown_table(report: dict) -> str:
@@ -132,4 +157,9 @@ def markdown_table(report: dict) -> str:
     t = report["trajectories"]
     lines.append(f"trajectory accuracy: {t['acc']:.3f} (majority baseline {t['majority_acc']:.3f}) "
                  f"over {t['n']} rollouts" if t["n"] else "no trajectories")
+    sib = report.get("siblings") or {}
+    if sib.get("pairs"):
+        lines.append(f"\nsibling ranking (what a beam compares: two steps of one query extending the same "
+                     f"partial output, one right and one wrong): the PRM ranks {sib['acc']:.3f} of "
+                     f"{sib['pairs']} pairs right, the policy's confidence {sib['policy_conf_acc']:.3f}")
     return "\n".join(lines)

@@ -184,7 +184,7 @@ def label_balance(records: Sequence[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _rollouts(records: Sequence[dict]) -> list[list[int]]:
+def rollout_rows(records: Sequence[dict]) -> list[list[int]]:
     """Row indices of each rollout (query, rollout), in step order."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(records):
@@ -196,7 +196,7 @@ def prefix_correct(records: Sequence[dict]) -> list[bool]:
     """Per step: every earlier step of its rollout is positive. These are the steps
     the PRM head learns from: its score is P(step correct | the steps before it are)."""
     out = [True] * len(records)
-    for idx in _rollouts(records):
+    for idx in rollout_rows(records):
         ok = True
         for i in idx:
             out[i] = ok
@@ -208,7 +208,7 @@ def chain(records: Sequence[dict], step_scores: Sequence[float]) -> list[float]:
     """Per step: the product of the step scores of its rollout up to and including it
     (P(every step so far correct)), the score the PRM gives a partial output."""
     out = [0.0] * len(records)
-    for idx in _rollouts(records):
+    for idx in rollout_rows(records):
         acc = 1.0
         for i in idx:
             acc *= float(step_scores[i])
