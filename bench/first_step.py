@@ -18,6 +18,7 @@ import math
 import torch
 
 from toolprm.grammar import ToolprmError, compile, normalize_tools
+from toolprm.train.evaluate import auc
 
 from .bfcl import TEST_CATEGORIES, load_cases
 
@@ -25,11 +26,9 @@ from .bfcl import TEST_CATEGORIES, load_cases
 def empty_list_probability(dec) -> float:
     """P(the next token closes the list empty) under the grammar-masked policy."""
     s = dec.rows[0]
-    mask = torch.from_numpy(s.state.allowed_mask().copy())
-    logits = s.next_logits[:len(mask)].masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(logits, -1)
+    probs = dec.next_log_probs(0).exp()
     total = 0.0
-    for t in torch.nonzero(mask).flatten().tolist():
+    for t in s.state.allowed_token_ids().tolist():
         nxt = s.state.advance(t)
         if any(e.kind == "end" for e in nxt.events[len(s.state.events):]):
             total += float(probs[t])
@@ -59,13 +58,6 @@ def first_step(policy, scorer, case) -> dict:
     return {"id": case.id, "category": case.category, "p_empty": p_empty, "first": first.kind,
             "name": first.value if first.kind == "name" else None, "prm": float(score),
             "prm_empty": float(score_empty)}
-
-
-def auc(pos: list[float], neg: list[float]) -> float | None:
-    if not pos or not neg:
-        return None
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                             ("PRM score of []", "prm_empty", 1)):
         # A low PRM score of the first name should mean "irrelevant": hence the sign.
         keep = (lambda r: r["first"] == "name") if key == "prm" else (lambda r: True)
-        v = auc([sign * r[key] for r in irr if keep(r)], [sign * r[key] for r in rel if keep(r)])
+        pos, neg = [sign * r[key] for r in irr if keep(r)], [sign * r[key] for r in rel if keep(r)]
+        v = auc([1] * len(pos) + [0] * len(neg), pos + neg)
         if v is not None and not math.isnan(v):
             print(f"AUC of {name} for irrelevance against the other categories: {v:.3f}")
     if a.json:

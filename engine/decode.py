@@ -183,11 +183,17 @@ class Decoder:
         if not after.is_final or after.events[-1].value != []:
             return False
         toks = completion_tokens(s.state)
-        m = torch.from_numpy(np.array(s.state.allowed_mask(), dtype=bool))
-        logits = s.next_logits[:len(m)].masked_fill(~m.to(s.next_logits.device), float("-inf"))
-        self._count_chosen(s, float(torch.log_softmax(logits, dim=-1)[toks[0]]))
+        self._count_chosen(s, float(self.next_log_probs(row)[toks[0]]))
         self._append(s, toks, _never)
         return s.done
+
+    def next_log_probs(self, row: int) -> torch.Tensor:
+        """Log-probabilities of row ``row``'s next token under the grammar-masked policy
+        (-inf where the grammar forbids the token), over the grammar's vocabulary."""
+        s = self.rows[row]
+        m = torch.from_numpy(np.array(s.state.allowed_mask(), dtype=bool))
+        logits = s.next_logits[:len(m)].masked_fill(~m.to(s.next_logits.device), float("-inf"))
+        return torch.log_softmax(logits.float(), dim=-1)
 
     def _count_chosen(self, s: Seq, lp: float) -> None:
         s.logprob += lp

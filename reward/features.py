@@ -84,6 +84,11 @@ def grounded(value: Any, query: str, qnorm: str) -> float:
     return score / len(leaves)
 
 
+def _param_text(key: str, spec: Any) -> str:
+    """A parameter's words for matching against the query: its name and description."""
+    return key.replace("_", " ") + " " + str((spec or {}).get("description", ""))
+
+
 def word_grounding(value: Any, query_words: list[str]) -> tuple[float, float]:
     """(share of the value's words that are words of the query, 1.0 if they occur
     there as one contiguous phrase): stricter than ``grounded``'s substring test,
@@ -116,8 +121,8 @@ class ToolIndex:
     def _sim(self, tool: dict) -> float:
         # The tool's words: its name, description, and its parameters' names and descriptions.
         text = [tool.get("description", ""), tool["name"].replace("_", " ")]
-        for key, p in (tool.get("parameters", {}).get("properties", {}) or {}).items():
-            text += [key.replace("_", " "), str((p or {}).get("description", ""))]
+        text += [_param_text(key, p) for key, p in (tool.get("parameters", {}).get("properties", {})
+                                                    or {}).items()]
         words = _words(" ".join(text))
         if not words or not self.qwords:
             return 0.0
@@ -179,8 +184,7 @@ def text_features(index: ToolIndex, events: Sequence[Any]) -> list[float]:
         n_opt = sum(1 for k in props if k not in required_keys)
         opt_total = min(n_opt, 6) / 6
         opt_unset = len(unset) / n_opt if n_opt else 0.0
-        opt_mentioned = min(sum(1 for k in unset if _words(k.replace("_", " ") + " " + str(
-            (props[k] or {}).get("description", ""))) & index.qwords), 4) / 4
+        opt_mentioned = min(sum(1 for k in unset if _words(_param_text(k, props[k])) & index.qwords), 4) / 4
     used = json.dumps([v for _, args in calls for v in args.values()], default=str)
     unused_numbers = min(sum(1 for n in index.numbers if n not in used), 4) / 4
     w_share, w_phrase = word_grounding(last.value, index.qseq) if kind == "value" else (0.0, 0.0)
