@@ -1,0 +1,57 @@
+"""Golden outputs: greedy and fine_beam on a fixed set of BFCL live cases, with the
+shipped PRM, must stay exactly what they were when ``tests/golden/outputs.json``
+was recorded (the same seed gives the same output). A refactor must not change
+them; a change of behaviour on purpose re-records them, and its commit says why:
+
+    TOOLPRM_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden" / "outputs.json"
+CASES = {"live_simple": 2, "live_multiple": 2, "live_parallel": 1, "live_parallel_multiple": 1,
+         "live_irrelevance": 1}
+RUNS = {"greedy": {"strategy": "greedy"}, "fine_beam": {"strategy": "fine_beam", "m": 4, "n": 2}}
+
+
+def _cases():
+    from toolprm.bfcl import load_cases
+    return [c for cat, k in CASES.items() for c in load_cases(cat, k)]
+
+
+def _outputs() -> dict:
+    from toolprm.engine import generate
+    out = {}
+    for case in _cases():
+        for label, kw in RUNS.items():
+            r = generate(case.messages, case.tools, calls="any", seed=0, max_new_tokens=256, **kw)
+            out[f"{case.id} {label}"] = {
+                "text": r.text, "calls": r.calls,
+                "steps": [[s["kind"], s["call"], s["key"], s["text"], s["offset"],
+                           None if s["score"] is None else round(s["score"], 5)] for s in r.steps]}
+    return out
+
+
+def test_golden_outputs_unchanged():
+    got = _outputs()
+    if os.environ.get("TOOLPRM_REGEN_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(got, indent=1, ensure_ascii=False) + "\n")
+        pytest.skip("re-recorded tests/golden/outputs.json")
+    want = json.loads(GOLDEN.read_text())
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key]["text"] == want[key]["text"], key
+        assert got[key]["calls"] == want[key]["calls"], key
+        for a, b in zip(got[key]["steps"], want[key]["steps"]):
+            assert a[:5] == b[:5], key
+            if b[5] is None or a[5] is None:
+                assert a[5] == b[5], key
+            else:
+                assert a[5] == pytest.approx(b[5], abs=2e-4), key
+        assert len(got[key]["steps"]) == len(want[key]["steps"]), key
