@@ -19,11 +19,10 @@ import time
 import torch
 from tqdm import tqdm
 
-from toolprm.engine.api import generate, get_policy
-from toolprm.engine.prompts import build_prompt
-from toolprm.grammar import normalize_tools
-
-from .bfcl import load_cases
+from toolprm.bfcl import load_cases
+from toolprm.engine.api import generate
+from toolprm.engine.models import get_policy
+from toolprm.engine.query import prepare
 
 
 @torch.inference_mode()
@@ -70,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         g["grammar_s"] += st["grammar_seconds"]
         g["forward_s"] += st["forward_seconds"]
         per_step_us.append(1e6 * st["grammar_seconds"] / max(1, out_tokens))
-        specs = [t.spec() for t in normalize_tools(case.tools)]
-        ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, specs),
-                               add_special_tokens=False)["input_ids"]
+        ids = prepare(policy.tokenizer, case.messages, case.tools).prompt_ids
         n, dt = _hf_generate(policy, ids, 1, a.max_new_tokens, sample=False)
         g["hf_tokens"] += n
         g["hf_s"] += dt
@@ -84,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                      max_new_tokens=a.max_new_tokens)
         b["ours_tokens"] += r.stats["generated_tokens"] + r.stats["forced_tokens"]
         b["ours_s"] += r.stats["seconds"]
-        specs = [t.spec() for t in normalize_tools(case.tools)]
-        ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, specs),
-                               add_special_tokens=False)["input_ids"]
+        ids = prepare(policy.tokenizer, case.messages, case.tools).prompt_ids
         n, dt = _hf_generate(policy, ids, rows, a.max_new_tokens, sample=True)
         b["hf_tokens"] += n
         b["hf_s"] += dt

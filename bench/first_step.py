@@ -17,10 +17,13 @@ import math
 
 import torch
 
-from toolprm.grammar import ToolprmError, compile, normalize_tools
+from toolprm.bfcl import TEST_CATEGORIES, load_cases
+from toolprm.engine.models import get_policy
+from toolprm.engine.query import prepare
+from toolprm.engine.search import candidate
+from toolprm.errors import ToolprmError
+from toolprm.reward import default_scorer
 from toolprm.train.evaluate import auc
-
-from .bfcl import TEST_CATEGORIES, load_cases
 
 
 def empty_list_probability(dec) -> float:
@@ -36,25 +39,15 @@ def empty_list_probability(dec) -> float:
 
 
 def first_step(policy, scorer, case) -> dict:
-    from toolprm.engine.decode import Decoder
-    from toolprm.engine.prompts import build_prompt
-    from toolprm.engine.search import ScoreContext, candidate
-
-    norm = normalize_tools(case.tools)
-    specs = [t.spec() for t in norm]
-    ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, specs),
-                           add_special_tokens=False)["input_ids"]
-    dec = Decoder(policy.model, compile(norm, policy.tokenizer, calls="any"), ids, temperature=0.0,
-                  max_new_tokens=128, pad_token_id=policy.tokenizer.pad_token_id or 0,
-                  want_hidden=getattr(scorer, "needs_hidden", False))
+    query = prepare(policy.tokenizer, case.messages, case.tools)
+    dec = query.decoder(policy, "any", temperature=0.0, max_new_tokens=128,
+                        want_hidden=getattr(scorer, "needs_hidden", False))
     dec.feed_forced()
     p_empty = empty_list_probability(dec)
-    dec.select([0, 0])
-    dec.close_list(1)  # the [] the beam searches offer beside the samples
+    dec.fork([0], empty=True)  # the [] the beam searches offer beside the samples
     row, empty = dec.run(lambda s, ev: bool(ev))
     first = row.state.events[0]
-    score, score_empty = scorer.score(ScoreContext(case.messages, specs, ids),
-                                      [candidate(row), candidate(empty)])
+    score, score_empty = scorer.score(query, [candidate(row), candidate(empty)])
     return {"id": case.id, "category": case.category, "p_empty": p_empty, "first": first.kind,
             "name": first.value if first.kind == "name" else None, "prm": float(score),
             "prm_empty": float(score_empty)}
@@ -75,9 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     cats = a.category or ["irrelevance", "simple_python", "multiple"]
-    from toolprm.engine.api import get_policy
-    from toolprm.reward import default_scorer
-
     policy = get_policy(a.model)
     scorer = default_scorer(policy)
     rows = []

@@ -27,8 +27,15 @@ from typing import Any
 
 import jsonschema
 import numpy as np
+import torch
+from tqdm import tqdm
 
-from toolprm.engine.budget import completion_tokens
+from toolprm import grammar as G
+from toolprm.bfcl import TEST_CATEGORIES, ground_truth_calls, load_cases
+from toolprm.engine.kv import cache_kwarg, cache_of
+from toolprm.engine.models import load_model
+from toolprm.grammar import CALL_MODES, compiled
+
 
 NOTES = [
     "Compile: ours builds the automaton and computes masks lazily, per configuration on first "
@@ -54,8 +61,6 @@ def _load_tokenizer(use_model: bool):
     """(tokenizer, model or None): the engine's loader if it is there, else the GGUF."""
     if use_model:
         try:
-            from toolprm.engine.models import load_model
-
             model, tok = load_model()
             return tok, model
         except Exception as e:  # noqa: BLE001 - the forward step is optional
@@ -75,18 +80,14 @@ def _load_tokenizer(use_model: bool):
 def forward_step_seconds(model, batch: int = 16, context: int = 200, reps: int = 7) -> float:
     """Median seconds of one decoding step (batch x 1 token, last logits only, as the
     engine asks) over a KV cache of ``context`` tokens."""
-    import inspect
-
-    import torch
-
-    kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    kw = cache_kwarg(model)
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (batch, context), generator=gen)
     times = []
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        cache = getattr(out, "cache", None) or out.past_key_values
+        cache = cache_of(out)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(reps):
             extra = cache.get_seq_length() - context
@@ -95,7 +96,7 @@ def forward_step_seconds(model, batch: int = 16, context: int = 200, reps: int =
             t0 = time.perf_counter()
             out = model(input_ids=nxt, use_cache=True, logits_to_keep=1, **{kw: cache})
             times.append(time.perf_counter() - t0)
-            cache = getattr(out, "cache", None) or out.past_key_values
+            cache = cache_of(out)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     return _median(times[1:] or times)
 
@@ -145,8 +146,6 @@ def best_of(runs: list[list[float]]) -> list[float]:
 
 def cold_walk(tools, vocab, calls: str, max_calls: int, tokens: list[int], reps: int = 3):
     """timed_walk on fresh grammars (every cache empty but the vocabulary's), best of reps."""
-    from toolprm import grammar as G
-
     runs = [timed_walk(G.Grammar(tools, vocab, calls, max_calls), tokens) for _ in range(reps)]
     return best_of([r[0] for r in runs]), best_of([r[1] for r in runs])
 
@@ -164,13 +163,13 @@ def random_tokens(grammar, rng: random.Random, max_steps: int = 60) -> list[int]
                 return out
             state = state.advance(t)
             out.append(t)
-    for t in completion_tokens(state):
+    for t in state.completion_tokens():
         state = state.advance(t)
         out.append(t)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None):
     p = argparse.ArgumentParser(prog="toolprm bench grammar", description=__doc__.split("\n\n")[0])
     p.add_argument("--limit", type=int, default=None,
                    help="tool sets, spread evenly over the non-live categories (default: all)")
@@ -178,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="of those, how many (spread evenly) also go through outlines-core, whose "
                         "index takes seconds per tool set (default 40)")
     p.add_argument("--out", help="write the measurements as JSON to this file")
-    p.add_argument("--calls", default="one_or_more", choices=["one", "one_or_more", "any"],
+    p.add_argument("--calls", default="one_or_more", choices=list(CALL_MODES),
                    help="call-count mode of the grammars (default one_or_more)")
     p.add_argument("--max-calls", type=int, default=16, help="max calls in a list (default 16)")
     p.add_argument("--no-outlines", action="store_true", help="skip the outlines-core comparison")
@@ -190,89 +189,67 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be a positive integer")
-    if not args.no_forward:
-        import torch
+    return args
 
-        torch.set_num_threads(args.threads)
 
-    from toolprm import grammar as G
-    from toolprm.bench.bfcl import TEST_CATEGORIES, ground_truth_calls, load_cases
-    from toolprm.grammar import compiled
-
+def measure_tool_set(case, vocab, tok, args, ovocab, with_outlines: set, rng, steps: dict) -> dict:
+    """Compile one tool set (fresh and cached), time outlines-core on it, walk its
+    answer and a random output; per-step times are appended to ``steps``."""
+    row: dict[str, Any] = {"id": case.id, "tools": len(case.tools)}
+    compiled._CACHE.clear()
+    gc.collect()
+    t0 = time.perf_counter()
     try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        def tqdm(x, **_):
-            return x
-
-    tok, model = _load_tokenizer(not args.no_forward)
-    fwd = forward_step_seconds(model) if model is not None else None
-    vocab = G.Vocabulary.from_tokenizer(tok)
-    vocab.string_tables()  # per-vocabulary tables, built once, as outlines' Vocabulary below
-    per_cat = None if args.limit is None else max(1, args.limit // len(TEST_CATEGORIES))
-    cases = [c for cat in TEST_CATEGORIES for c in load_cases(cat, limit=per_cat)][:args.limit]
-    n_out = min(len(cases), max(0, args.outlines_limit))
-    with_outlines = {cases[i * len(cases) // n_out].id for i in range(n_out)} if n_out else set()
-    ovocab = None if args.no_outlines else outlines_vocabulary(vocab)
-    rng = random.Random(args.seed)
-
-    rows: list[dict[str, Any]] = []
-    cold_steps: list[float] = []
-    forced_steps: list[float] = []
-    warm_steps: list[float] = []
-    random_cold: list[float] = []
-    for case in tqdm(cases, desc="tool sets", file=sys.stderr):
-        row: dict[str, Any] = {"id": case.id, "tools": len(case.tools)}
-        compiled._CACHE.clear()
-        gc.collect()
-        t0 = time.perf_counter()
+        g = G.compile(case.tools, vocab, calls=args.calls, max_calls=args.max_calls)
+    except G.ToolSchemaError as e:
+        row["error"] = str(e)
+        return row
+    g.start().allowed_mask()
+    row["ours_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    G.compile(case.tools, vocab, calls=args.calls, max_calls=args.max_calls)
+    row["recompile_s"] = time.perf_counter() - t0
+    if ovocab is not None and case.id in with_outlines:
         try:
-            g = G.compile(case.tools, vocab, calls=args.calls, max_calls=args.max_calls)
-        except G.ToolSchemaError as e:
-            row["error"] = str(e)
-            rows.append(row)
-            continue
-        g.start().allowed_mask()
-        row["ours_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        G.compile(case.tools, vocab, calls=args.calls, max_calls=args.max_calls)
-        row["recompile_s"] = time.perf_counter() - t0
-        if ovocab is not None and case.id in with_outlines:
-            try:
-                row["outlines_s"] = outlines_compile(g.schema, ovocab)
-                row["ratio"] = row["ours_s"] / row["outlines_s"]
-            except Exception as e:  # noqa: BLE001 - a failure of the peer is a data point
-                row["outlines_error"] = f"{type(e).__name__}: {str(e)[:200]}"
-        if case.category != "irrelevance":
-            calls = ground_truth_calls(case)
-            try:
-                jsonschema.validate(calls, g.schema)
-            except jsonschema.ValidationError:
-                calls = None  # BFCL's answer lies outside its own schema: no valid walk
-                row["answer_outside_schema"] = True
-        if case.category != "irrelevance" and calls is not None:
-            tokens = tok.encode(json.dumps(calls), add_special_tokens=False)
-            try:
-                cold, forced = cold_walk(g.tools, vocab, args.calls, args.max_calls, tokens)
-                warm = best_of([timed_walk(g, tokens)[0] for _ in range(3)])
-            except (AssertionError, G.InvalidTokenError) as e:
-                row["walk_error"] = f"{type(e).__name__}: {e}"[:300]
-            else:
-                cold_steps += cold
-                forced_steps += forced
-                warm_steps += warm
-                row["steps"] = len(tokens)
-                row["step_cold_us"] = 1e6 * _median(cold)
-        walk = random_tokens(G.Grammar(g.tools, vocab, args.calls, args.max_calls), rng)
-        random_cold += cold_walk(g.tools, vocab, args.calls, args.max_calls, walk)[0]
-        rows.append(row)
+            row["outlines_s"] = outlines_compile(g.schema, ovocab)
+            row["ratio"] = row["ours_s"] / row["outlines_s"]
+        except Exception as e:  # noqa: BLE001 - a failure of the peer is a data point
+            row["outlines_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    calls = None
+    if case.category != "irrelevance":
+        calls = ground_truth_calls(case)
+        try:
+            jsonschema.validate(calls, g.schema)
+        except jsonschema.ValidationError:
+            calls = None  # BFCL's answer lies outside its own schema: no valid walk
+            row["answer_outside_schema"] = True
+    if calls is not None:
+        tokens = tok.encode(json.dumps(calls), add_special_tokens=False)
+        try:
+            cold, forced = cold_walk(g.tools, vocab, args.calls, args.max_calls, tokens)
+            warm = best_of([timed_walk(g, tokens)[0] for _ in range(3)])
+        except (AssertionError, G.InvalidTokenError) as e:
+            row["walk_error"] = f"{type(e).__name__}: {e}"[:300]
+        else:
+            steps["cold"] += cold
+            steps["forced"] += forced
+            steps["warm"] += warm
+            row["steps"] = len(tokens)
+            row["step_cold_us"] = 1e6 * _median(cold)
+    walk = random_tokens(G.Grammar(g.tools, vocab, args.calls, args.max_calls), rng)
+    steps["random"] += cold_walk(g.tools, vocab, args.calls, args.max_calls, walk)[0]
+    return row
 
-    if model is not None:  # again, after the grammar work: the least of the two
-        fwd = min(fwd, forward_step_seconds(model))
 
+def summarize(rows: list[dict], steps: dict, fwd: float | None, args) -> dict:
     ok = [r for r in rows if "ours_s" in r]
     ratios = [r["ratio"] for r in ok if "ratio" in r]
-    summary = {
+    cold, forced, warm, rand = steps["cold"], steps["forced"], steps["warm"], steps["random"]
+
+    def mean_us(xs):
+        return 1e6 * float(np.mean(xs)) if xs else float("nan")
+
+    return {
         "tool_sets": len(rows),
         "compiled": len(ok),
         "schema_errors": len(rows) - len(ok),
@@ -284,37 +261,38 @@ def main(argv: list[str] | None = None) -> int:
         "recompile_us": 1e6 * _median([r["recompile_s"] for r in ok]),
         "answers_outside_schema": sum(1 for r in rows if r.get("answer_outside_schema")),
         "answer_walks_rejected": sum(1 for r in rows if "walk_error" in r),
-        "steps": len(cold_steps),
-        "step_cold_us_median": 1e6 * _median(cold_steps),
-        "step_cold_us_mean": 1e6 * float(np.mean(cold_steps)) if cold_steps else float("nan"),
-        "step_warm_us_median": 1e6 * _median(warm_steps),
-        "forced_cold_us_median": 1e6 * _median(forced_steps),
-        "forced_cold_us_mean": 1e6 * float(np.mean(forced_steps)) if forced_steps else float("nan"),
-        "random_steps": len(random_cold),
-        "random_step_cold_us_median": 1e6 * _median(random_cold),
-        "random_step_cold_us_mean": 1e6 * float(np.mean(random_cold)) if random_cold else float("nan"),
+        "steps": len(cold),
+        "step_cold_us_median": 1e6 * _median(cold),
+        "step_cold_us_mean": mean_us(cold),
+        "step_warm_us_median": 1e6 * _median(warm),
+        "forced_cold_us_median": 1e6 * _median(forced),
+        "forced_cold_us_mean": mean_us(forced),
+        "random_steps": len(rand),
+        "random_step_cold_us_median": 1e6 * _median(rand),
+        "random_step_cold_us_mean": mean_us(rand),
         "forward_step_batch16_ms": 1e3 * fwd if fwd else None,
         "calls": args.calls,
         "max_calls": args.max_calls,
         "threads": args.threads,
     }
 
+
+def table(s: dict, fwd: float | None, vocab_size: int, outlines: bool) -> str:
     def frac(us: float) -> str:
         if not fwd:
             return "n/a"
         return f"{100 * 16 * us * 1e-6 / fwd:.2f}%"
 
-    s = summary
     lines = [
         f"grammar benchmark: {s['compiled']}/{s['tool_sets']} BFCL non-live tool sets compiled "
-        f"(SmolLM2 vocabulary, {len(vocab.token_bytes)} tokens; calls={args.calls}, "
-        f"max_calls={args.max_calls})",
+        f"(SmolLM2 vocabulary, {vocab_size} tokens; calls={s['calls']}, "
+        f"max_calls={s['max_calls']})",
         "",
         "| measure | value |",
         "| --- | --- |",
         f"| compile + first mask, ours (median) | {s['ours_compile_first_mask_ms']:.2f} ms |",
     ]
-    if ovocab is not None:
+    if outlines:
         lines += [
             f"| outlines-core regex + Index + first mask (median, {s['outlines_tool_sets']} tool sets) | "
             f"{s['outlines_index_ms']:.1f} ms |",
@@ -336,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if fwd:
         lines += [
-            f"| SmolLM2 forward step, batch 16, ~200-token KV cache ({args.threads} thread"
-            f"{'s' if args.threads > 1 else ''}) | {1e3 * fwd:.1f} ms |",
+            f"| SmolLM2 forward step, batch 16, ~200-token KV cache ({s['threads']} thread"
+            f"{'s' if s['threads'] > 1 else ''}) | {1e3 * fwd:.1f} ms |",
             f"| grammar share of a step at batch 16, cold median / mean | "
             f"{frac(s['step_cold_us_median'])} / {frac(s['step_cold_us_mean'])} |",
             f"| grammar share of a step at batch 16, warm median | {frac(s['step_warm_us_median'])} |",
@@ -347,7 +325,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{frac(s['random_step_cold_us_mean'])} |",
         ]
     lines += [""] + [f"Note: {n}" for n in NOTES]
-    print("\n".join(lines))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.no_forward:
+        torch.set_num_threads(args.threads)
+    tok, model = _load_tokenizer(not args.no_forward)
+    fwd = forward_step_seconds(model) if model is not None else None
+    vocab = G.Vocabulary.from_tokenizer(tok)
+    vocab.string_tables()  # per-vocabulary tables, built once, as outlines' Vocabulary below
+    per_cat = None if args.limit is None else max(1, args.limit // len(TEST_CATEGORIES))
+    cases = [c for cat in TEST_CATEGORIES for c in load_cases(cat, limit=per_cat)][:args.limit]
+    n_out = min(len(cases), max(0, args.outlines_limit))
+    with_outlines = {cases[i * len(cases) // n_out].id for i in range(n_out)} if n_out else set()
+    ovocab = None if args.no_outlines else outlines_vocabulary(vocab)
+    rng = random.Random(args.seed)
+    steps: dict[str, list[float]] = {"cold": [], "forced": [], "warm": [], "random": []}
+    rows = [measure_tool_set(case, vocab, tok, args, ovocab, with_outlines, rng, steps)
+            for case in tqdm(cases, desc="tool sets", file=sys.stderr)]
+    if model is not None:  # again, after the grammar work: the least of the two
+        fwd = min(fwd, forward_step_seconds(model))
+    summary = summarize(rows, steps, fwd, args)
+    print(table(summary, fwd, len(vocab.token_bytes), ovocab is not None))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"summary": summary, "notes": NOTES, "tool_sets": rows}, f, indent=1)

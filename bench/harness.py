@@ -4,7 +4,7 @@ Every strategy sees the same cases, the same model object and the same prompt
 (:func:`toolprm.engine.prompts.build_prompt`); the engine's strategies run
 through :func:`toolprm.engine.generate`, the ``outlines`` peer through
 :class:`toolprm.bench.outlines_peer.OutlinesPeer`. Each output is scored by
-:func:`toolprm.bench.bfcl.check` (BFCL's own ``ast_checker``).
+:func:`toolprm.bfcl.check` (BFCL's own ``ast_checker``).
 
 Output folder (``--out DIR``, default ``out/bfcl``):
 
@@ -37,17 +37,22 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from toolprm.bench import report
-from toolprm.bench.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
-from toolprm.grammar import ToolprmError
+from toolprm.bench.report import RunConfig
+from toolprm.bench.outlines_peer import OutlinesPeer
+from toolprm.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
+from toolprm.engine.api import generate
+from toolprm.engine.models import get_policy
+from toolprm.engine.search import AGGREGATIONS, STRATEGIES
+from toolprm.errors import ToolprmError
+from toolprm.grammar import CALL_MODES
 
-__all__ = ["STRATEGY_CHOICES", "CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
+__all__ = ["STRATEGY_CHOICES", "BENCH_CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
            "run_bench", "ModelRunner", "main"]
 
-ENGINE_STRATEGIES = ("unconstrained", "greedy", "sample", "best_of_n", "majority", "coarse_beam",
-                     "fine_beam")
 PEERS = ("outlines",)
-STRATEGY_CHOICES = ENGINE_STRATEGIES + PEERS
-CALL_MODES = ("any", "one", "one_or_more", "oracle")
+STRATEGY_CHOICES = tuple(STRATEGIES) + PEERS
+#: The grammar's call-count modes, plus "oracle": each category's own answer shape.
+BENCH_CALL_MODES = tuple(CALL_MODES) + ("oracle",)
 CATEGORY_GROUPS = {"test": TEST_CATEGORIES, "train": TRAIN_CATEGORIES, "all": CATEGORIES}
 
 #: Answer shape per category, used only by ``--calls oracle``.
@@ -57,18 +62,6 @@ _ORACLE = {
     "live_parallel": "one_or_more", "live_parallel_multiple": "one_or_more",
     "irrelevance": "any", "live_irrelevance": "any",
 }
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Settings every record of one output folder shares."""
-    model: str = "smollm2"
-    calls: str = "any"
-    max_new_tokens: int = 256
-    temperature: float = 0.8
-    seed: int = 0
-    aggregation: str = "min"
-    scorer: str = "default"  # engine.generate's scorer: default (None), "prm" or "policy"
 
 
 @dataclass(frozen=True)
@@ -89,8 +82,8 @@ class StrategySpec:
 
 def calls_for(category: str, mode: str) -> str:
     """The grammar's call-count mode for a case of ``category`` under ``--calls mode``."""
-    if mode not in CALL_MODES:
-        raise ToolprmError(f"--calls must be one of {', '.join(CALL_MODES)}, got {mode!r}")
+    if mode not in BENCH_CALL_MODES:
+        raise ToolprmError(f"--calls must be one of {', '.join(BENCH_CALL_MODES)}, got {mode!r}")
     return _ORACLE[category] if mode == "oracle" else mode
 
 
@@ -103,8 +96,6 @@ class ModelRunner:
     """Runs engine strategies and peers on one shared policy (model + tokenizer)."""
 
     def __init__(self, config: RunConfig, model: Any = None) -> None:
-        from toolprm.engine.api import get_policy
-
         self.config = config
         self.policy = get_policy(model if model is not None else config.model)
         self._outlines = None
@@ -113,11 +104,9 @@ class ModelRunner:
         c = self.config
         if spec.name == "outlines":
             if self._outlines is None:
-                from toolprm.bench.outlines_peer import OutlinesPeer
                 self._outlines = OutlinesPeer(self.policy)
             return self._outlines.generate(case.messages, case.tools, calls=calls,
                                            max_new_tokens=c.max_new_tokens)
-        from toolprm.engine.api import generate
         return generate(case.messages, case.tools, model=self.policy, strategy=spec.name, calls=calls,
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
                         max_new_tokens=c.max_new_tokens, aggregation=c.aggregation,
@@ -276,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cases per category: a deterministic, evenly spread subset (default: all)")
     p.add_argument("--out", default="out/bfcl",
                    help="output folder (default: out/bfcl); an existing one is resumed")
-    p.add_argument("--calls", default="any", choices=CALL_MODES,
+    p.add_argument("--calls", default="any", choices=BENCH_CALL_MODES,
                    help="call-count mode: any (default, BFCL's setting), one, one_or_more, or oracle "
                         "(the category's answer shape; an upper bound, not a BFCL score)")
     p.add_argument("-m", type=int, default=8, help="samples per beam per step (beam strategies)")
@@ -284,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--aggregation", default="min", choices=("last", "min", "mean"))
+    p.add_argument("--aggregation", default=RunConfig.aggregation, choices=AGGREGATIONS)
     p.add_argument("--scorer", default="default", choices=("default", "prm", "policy"),
                    help="step scorer of the ranking strategies: default (engine.generate's own: the "
                         "shipped PRM for fine_beam, coarse_beam and best_of_n), prm, or policy (the "

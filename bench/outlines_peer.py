@@ -32,9 +32,12 @@ import json
 import time
 from typing import Any
 
-from toolprm.engine.api import Policy, Result, get_policy
+from toolprm.engine.api import Result
+from toolprm.engine.models import Policy, get_policy
 from toolprm.engine.prompts import build_prompt
-from toolprm.grammar import DEFAULT_MAX_CALLS, ToolprmError, call_list_schema, normalize_tools
+from toolprm.engine.query import prepare
+from toolprm.errors import ToolprmError
+from toolprm.grammar import DEFAULT_MAX_CALLS, call_list_schema
 
 __all__ = ["OutlinesPeer", "strict_calls"]
 
@@ -100,11 +103,9 @@ class OutlinesPeer:
         (``calls`` None when the text is not a complete call list)."""
         outlines = self._outlines
         tok = self.policy.tokenizer
-        norm = normalize_tools(tools)
-        specs = [t.spec() for t in norm]
-        messages = [{"role": "user", "content": query}] if isinstance(query, str) else query
-        prompt = build_prompt(tok, messages, specs)
-        schema = call_list_schema(norm, calls, DEFAULT_MAX_CALLS)
+        q = prepare(tok, query, tools)
+        prompt = build_prompt(tok, q.messages, q.tools)  # the text of q.prompt_ids: outlines tokenizes it
+        schema = call_list_schema(list(q.normalized), calls, DEFAULT_MAX_CALLS)
 
         t0 = time.perf_counter()
         generator = outlines.Generator(self.model, outlines.json_schema(json.dumps(schema)))

@@ -15,11 +15,12 @@ import argparse
 import json
 import os
 from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from toolprm.bench.bfcl import CATEGORIES
-from toolprm.grammar import ToolprmError
+from toolprm.bfcl import CATEGORIES
+from toolprm.errors import ToolprmError
 
 __all__ = ["CASES_FILE", "SUMMARY_FILE", "RUN_FILE", "NON_LIVE_AST", "load_records", "summarize",
            "markdown_table", "plot", "write_outputs", "main"]
@@ -309,15 +310,24 @@ def write_outputs(records: list[dict], out_dir: str | os.PathLike, *, strategies
     return summary, markdown_table(summary)
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings every record of one output folder shares."""
+    model: str = "smollm2"
+    calls: str = "any"
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    seed: int = 0
+    aggregation: str = "last"
+    scorer: str = "default"  # engine.generate's scorer: default (None), "prm" or "policy"
+
+
+
 # --------------------------------------------------------------------------- merging runs
 
 
 def _read_config(d: Path) -> dict:
     """A folder's run settings, with defaults for settings added since it was made."""
-    from dataclasses import asdict
-
-    from toolprm.bench.harness import RunConfig  # harness imports this module: import late
-
     try:
         config = json.loads((d / RUN_FILE).read_text(encoding="utf-8")).get("config", {})
     except (OSError, ValueError, AttributeError):

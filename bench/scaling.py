@@ -19,12 +19,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from toolprm.bfcl import TEST_CATEGORIES, load_cases
 from toolprm.engine.workers import run_jobs, threads_per_job
-from toolprm.grammar import ToolprmError
+from toolprm.errors import ToolprmError
 
 from . import report
-from .bfcl import TEST_CATEGORIES, load_cases
-from .harness import ModelRunner, RunConfig, StrategySpec, run_bench
+from .harness import ModelRunner, StrategySpec, run_bench
+from .report import RunConfig
 
 DEFAULT_MODEL = "smollm2"
 

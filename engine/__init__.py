@@ -1,7 +1,13 @@
-"""toolprm.engine: models, prompts, the constrained decoding loop, search strategies."""
-from .api import Policy, Result, generate, get_policy
-from .models import load_model
-from .search import STRATEGIES, Candidate, PolicyScorer, ScoreContext, Scorer
+"""toolprm.engine: models, prompts, the constrained decoding loop, search strategies,
+and ``generate``.
 
-__all__ = ["generate", "Result", "Policy", "get_policy", "load_model", "STRATEGIES", "Scorer",
-           "ScoreContext", "Candidate", "PolicyScorer"]
+The lower modules (models, prompts, decode, query, search) are imported first:
+toolprm.reward builds on them, and ``api`` (imported last) builds on reward.
+"""
+from .models import Policy, get_policy, load_model
+from .query import Query, prepare
+from .search import STRATEGIES, Candidate, PolicyScorer, Scorer
+from .api import Result, generate  # noqa: E402  (after the modules reward needs)
+
+__all__ = ["generate", "Result", "Policy", "get_policy", "load_model", "prepare", "Query",
+           "STRATEGIES", "Scorer", "Candidate", "PolicyScorer"]

@@ -7,7 +7,11 @@ import json
 import os
 import sys
 
-from toolprm.grammar import ToolprmError
+from toolprm.errors import ToolprmError
+from toolprm.grammar import CALL_MODES
+
+from . import api, demo
+from .search import AGGREGATIONS, STRATEGIES
 
 # Subcommands implemented elsewhere: (module, function taking argv) - imported lazily
 # so `toolprm generate` does not pay for matplotlib or the training code.
@@ -26,21 +30,20 @@ DELEGATES = {
 
 
 def _generate(argv: list[str]) -> int:
-    from . import api
-    from .search import AGGREGATIONS, STRATEGIES
-
     p = argparse.ArgumentParser(prog="toolprm generate", description="Call functions for a query.")
     p.add_argument("query", help="the user's request")
     p.add_argument("--tools", required=True, help="JSON file with a list of tool specs")
     p.add_argument("--model", default=None, help="model name or path (default: embedded SmolLM2-135M)")
     p.add_argument("--strategy", default="fine_beam", choices=STRATEGIES)
-    p.add_argument("--calls", default="any", choices=["one", "one_or_more", "any"])
+    p.add_argument("--calls", default="any", choices=list(CALL_MODES))
     p.add_argument("-m", type=int, default=8, help="samples per beam per step (beam strategies)")
     p.add_argument("-n", type=int, default=2, help="beams kept / samples for best_of_n and majority")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--aggregation", default="min", choices=AGGREGATIONS)
+    p.add_argument("--aggregation", default="last", choices=AGGREGATIONS,
+                   help="how a beam ranks partial outputs by their step scores (default last: the "
+                        "PRM's scores are already products over the steps)")
     p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
     a = p.parse_args(argv)
     try:
@@ -52,19 +55,10 @@ def _generate(argv: list[str]) -> int:
                      temperature=a.temperature, seed=a.seed, max_new_tokens=a.max_new_tokens,
                      aggregation=a.aggregation)
     if a.trace:
-        print(format_trace(r.steps), file=sys.stderr)
+        print(api.format_trace(r.steps), file=sys.stderr)
         print(json.dumps(r.stats), file=sys.stderr)
     print(json.dumps(r.calls, ensure_ascii=False))
     return 0
-
-
-def format_trace(steps: list[dict]) -> str:
-    lines = []
-    for s in steps:
-        score = "" if s["score"] is None else f"  score={s['score']:.3f}"
-        where = f"call {s['call']}" + (f" {s['key']}" if s["key"] and s["kind"] == "value" else "")
-        lines.append(f"  {s['kind']:<5} {where:<24} {s['text'][:60]}{score}")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         if cmd == "generate":
             return _generate(rest)
         if cmd == "demo":
-            from .demo import main as demo
-            return demo(rest)
+            return demo.main(rest)
         if cmd in ("bench", "train") and rest and (cmd, rest[0]) in DELEGATES:
             mod = importlib.import_module(DELEGATES[(cmd, rest[0])])
             return mod.main(rest[1:]) if cmd == "bench" else mod.main(rest)

@@ -14,17 +14,17 @@ strategy scores, forks (``select``) and runs again.
 """
 from __future__ import annotations
 
-import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from toolprm.grammar import GenerationError, InvalidTokenError, State, StepEvent
+from toolprm.errors import GenerationError, InvalidTokenError
+from toolprm.grammar import State, StepEvent
 
-from .budget import completion_bytes, completion_tokens
+from .kv import cache_kwarg, cache_of
 
 # Close the output once its shortest completion is within this many tokens of the
 # budget: one sampled token can lengthen the completion by several tokens.
@@ -47,44 +47,80 @@ class Stats:
 
 
 @dataclass
+class Trace:
+    """What the search and a PRM read of one row's steps (one entry per grammar event).
+
+    For each event: ``positions`` — the index in the row's tokens of the last token
+    of the forward chunk that carried it, where its hidden state was taken;
+    ``hidden`` — that last-layer state (when the decoder keeps hidden states);
+    ``steps`` — (log-prob, sampled tokens) of the tokens sampled since the previous
+    event's chunk (events of one chunk share them). ``scores``: the scorer's verdict
+    per scored event, by event index — the one score record. ``logprob`` sums over
+    every sampled token; ``step_logprob`` and ``step_sampled`` count since the
+    strategy last called ``begin_step``.
+    """
+    positions: list[int] = field(default_factory=list)
+    hidden: list[torch.Tensor] = field(default_factory=list)
+    steps: list[tuple[float, int]] = field(default_factory=list)
+    scores: dict[int, float] = field(default_factory=dict)
+    logprob: float = 0.0
+    step_logprob: float = 0.0
+    step_sampled: int = 0
+    since_logprob: float = 0.0
+    since_sampled: int = 0
+
+    def copy(self) -> "Trace":
+        return replace(self, positions=list(self.positions), hidden=list(self.hidden),
+                       steps=list(self.steps), scores=dict(self.scores))
+
+    def chosen(self, logprob: float) -> None:
+        """Count one token chosen by the policy."""
+        self.logprob += logprob
+        self.step_logprob += logprob
+        self.step_sampled += 1
+        self.since_logprob += logprob
+        self.since_sampled += 1
+
+    def begin_step(self) -> None:
+        self.step_logprob, self.step_sampled = 0.0, 0
+
+    def close_events(self, n_events: int) -> None:
+        """The row now has ``n_events`` events: the new ones share the sampled tokens
+        counted since the last event."""
+        if len(self.steps) < n_events:
+            self.steps.extend([(self.since_logprob, self.since_sampled)] * (n_events - len(self.steps)))
+            self.since_logprob, self.since_sampled = 0.0, 0
+
+    def truncate(self, n_events: int) -> None:
+        """Forget every event from index ``n_events`` on (a dropped repeated call)."""
+        del self.positions[n_events:], self.hidden[n_events:], self.steps[n_events:]
+        self.scores = {i: sc for i, sc in self.scores.items() if i < n_events}
+
+    def score_list(self) -> list[float]:
+        return [self.scores[i] for i in sorted(self.scores)]
+
+
+@dataclass
 class Seq:
-    """One candidate output: a row of the batch."""
+    """One candidate output: a row of the batch, and the trace of its steps."""
     state: State
     tokens: list[int] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)   # chosen, not yet fed to the model
-    logprob: float = 0.0                               # sum over sampled tokens
-    step_logprob: float = 0.0                          # since the last boundary
-    step_sampled: int = 0
-    n_events: int = 0                                  # events already reported to stop()
-    scores: list[float] = field(default_factory=list)  # one per scored step
-    step_scores: list[tuple[int, float]] = field(default_factory=list)  # (event index, score)
     next_logits: torch.Tensor | None = None
     hidden: torch.Tensor | None = None                 # last-layer state after the last fed token
+    n_events: int = 0                                  # events already reported to stop()
     stopped: bool = False                              # reached a boundary; waits for the strategy
     stop_after_feed: bool = False
-    # For each event, the index in ``tokens`` of the last token of the forward chunk
-    # that carried it: where the hidden state a PRM reads at that step was taken.
-    event_positions: list[int] = field(default_factory=list)
-    # The grammar state just after each complete call's closing brace.
-    call_ends: list[State] = field(default_factory=list)
-    # Per event, what a PRM reads of that step: the hidden state at ``event_positions``
-    # (when the decoder keeps hidden states) and (log-prob, sampled tokens) of the
-    # tokens sampled since the previous event's chunk (events of one chunk share them).
-    event_hidden: list[torch.Tensor] = field(default_factory=list)
-    event_steps: list[tuple[float, int]] = field(default_factory=list)
-    since_logprob: float = 0.0
-    since_sampled: int = 0
+    call_ends: list[State] = field(default_factory=list)  # the state after each complete call
+    trace: Trace = field(default_factory=Trace)
 
     @property
     def done(self) -> bool:
         return self.state.is_final
 
     def fork(self) -> "Seq":
-        return Seq(self.state, list(self.tokens), list(self.pending), self.logprob, self.step_logprob,
-                   self.step_sampled, self.n_events, list(self.scores), list(self.step_scores),
-                   self.next_logits, self.hidden, self.stopped, self.stop_after_feed,
-                   list(self.event_positions), list(self.call_ends), list(self.event_hidden),
-                   list(self.event_steps), self.since_logprob, self.since_sampled)
+        return replace(self, tokens=list(self.tokens), pending=list(self.pending),
+                       call_ends=list(self.call_ends), trace=self.trace.copy())
 
 
 StopFn = Callable[[Seq, tuple[StepEvent, ...]], bool]
@@ -106,18 +142,15 @@ class Decoder:
         self.end_on_repeat = end_on_repeat
         self.stats = stats or Stats()
         self.gen = torch.Generator().manual_seed(seed)
-        # transformers renamed past_key_values to cache; use whichever this version takes.
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.device = next(model.parameters()).device
         start = grammar.start()
-        if len(completion_tokens(start)) > max_new_tokens:
+        if len(start.completion_tokens()) > max_new_tokens:
             raise GenerationError(f"max_new_tokens={max_new_tokens} is too small for even the shortest "
-                                  f"valid output ({len(completion_tokens(start))} tokens)")
+                                  f"valid output ({len(start.completion_tokens())} tokens)")
         ids = torch.tensor([prompt_ids], device=self.device)
         out = self._forward(ids, torch.ones_like(ids), None,
                             torch.arange(len(prompt_ids), device=self.device)[None])
-        self.cache = _cache_of(out)
+        self.cache = cache_of(out)
         self.attn = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
         self.next_pos = [len(prompt_ids)]
         root = Seq(start, next_logits=out.logits[0, -1].float(),
@@ -163,11 +196,26 @@ class Decoder:
             if not s.pending and not s.done:
                 forced = s.state.forced()
                 if forced and len(s.tokens) + len(forced) + CLOSE_MARGIN <= self.max_new_tokens:
-                    self._append(s, forced, _never)
+                    self._append(s, forced, never)
         if any(s.pending for s in self.rows):
             self._feed()
         for s in self.rows:
             s.stopped = s.stop_after_feed = False
+
+    def fork(self, picks: list[int], empty: bool = False) -> bool:
+        """Feed the forced glue (once per parent), then keep rows ``picks`` (repeats
+        fork a row). With ``empty``, one more row, forked from row 0, answers ``[]``
+        (``close_list``) where the grammar allows it; returns whether it was added.
+        Every driver of the decoder forks this way, so rollouts see the search's forks."""
+        self.feed_forced()
+        if not empty:
+            self.select(picks)
+            return False
+        self.select(picks + [0])
+        if self.close_list(len(picks)):
+            return True
+        self.select(list(range(len(picks))))
+        return False
 
     def close_list(self, row: int) -> bool:
         """Make row ``row`` answer ``[]``: take the choice to close the call list before
@@ -179,12 +227,12 @@ class Decoder:
         s = self.rows[row]
         if s.state.events or s.pending or s.done or s.state.forced() or s.next_logits is None:
             return False
-        after = s.state.advance_bytes(completion_bytes(s.state))
+        after = s.state.advance_bytes(s.state.completion_bytes())
         if not after.is_final or after.events[-1].value != []:
             return False
-        toks = completion_tokens(s.state)
-        self._count_chosen(s, float(self.next_log_probs(row)[toks[0]]))
-        self._append(s, toks, _never)
+        toks = s.state.completion_tokens()
+        s.trace.chosen(float(self.next_log_probs(row)[toks[0]]))
+        self._append(s, toks, never)
         return s.done
 
     def next_log_probs(self, row: int) -> torch.Tensor:
@@ -194,13 +242,6 @@ class Decoder:
         m = torch.from_numpy(np.array(s.state.allowed_mask(), dtype=bool))
         logits = s.next_logits[:len(m)].masked_fill(~m.to(s.next_logits.device), float("-inf"))
         return torch.log_softmax(logits.float(), dim=-1)
-
-    def _count_chosen(self, s: Seq, lp: float) -> None:
-        s.logprob += lp
-        s.step_logprob += lp
-        s.step_sampled += 1
-        s.since_logprob += lp
-        s.since_sampled += 1
 
     def _choose(self, stop: StopFn) -> None:
         """Give every row that needs one its next tokens (forced or sampled)."""
@@ -215,7 +256,7 @@ class Decoder:
             left = self.max_new_tokens - len(s.tokens)
             forced = s.state.forced() if self.jump_forward else []
             if left <= CLOSE_MARGIN * 4:  # near the budget: close the output while it still fits
-                closing = completion_tokens(s.state)
+                closing = s.state.completion_tokens()
                 if len(closing) > left:
                     raise GenerationError(
                         f"the token budget (max_new_tokens={self.max_new_tokens}) ran out: closing "
@@ -226,7 +267,7 @@ class Decoder:
                 # Forced glue counts against the budget too: close now unless it and the
                 # closing that would follow it still leave the margin.
                 if len(closing) + CLOSE_MARGIN >= left or (
-                        forced and len(forced) + len(completion_tokens(after)) + CLOSE_MARGIN >= left):
+                        forced and len(forced) + len(after.completion_tokens()) + CLOSE_MARGIN >= left):
                     self._append(s, closing, stop)
                     continue
             if forced:
@@ -250,7 +291,7 @@ class Decoder:
         for r, i in enumerate(need_sample):
             s = self.rows[i]
             tok = int(toks[r])
-            self._count_chosen(s, float(logp[r, tok]))
+            s.trace.chosen(float(logp[r, tok]))
             self.stats.generated_tokens += 1
             self._append(s, [tok], stop, sampled=True)
             far = self.max_new_tokens - len(s.tokens) > CLOSE_MARGIN * 4  # else: next round checks
@@ -265,14 +306,10 @@ class Decoder:
             before, s.state = s.state, s.state.advance(t)
             if s.state.calls_closed > before.calls_closed and self._closed_a_call(s, before):
                 toks = toks[:k + 1]  # the list was closed: nothing after this token
-                cut = len(s.state.events) - 1
-                del s.event_positions[cut:], s.event_hidden[cut:], s.event_steps[cut:]
+                s.trace.truncate(len(s.state.events) - 1)  # the dropped call's steps
                 break
         s.tokens.extend(toks)
-        if len(s.event_steps) < len(s.state.events):
-            s.event_steps.extend([(s.since_logprob, s.since_sampled)]
-                                 * (len(s.state.events) - len(s.event_steps)))
-            s.since_logprob, s.since_sampled = 0.0, 0
+        s.trace.close_events(len(s.state.events))
         s.pending.extend(toks)
         if not sampled:
             self.stats.forced_tokens += len(toks)
@@ -301,7 +338,6 @@ class Decoder:
         except InvalidTokenError:  # the list may not close here (e.g. a minimum count)
             return False
         del s.call_ends[-1]
-        s.step_scores = [(i, sc) for i, sc in s.step_scores if i < len(s.state.events) - 1]
         return True
 
     def _feed(self) -> None:
@@ -320,16 +356,16 @@ class Decoder:
                 self.next_pos[r] += n
         self.attn = torch.cat([self.attn, mask.to(self.device)], dim=1)
         out = self._forward(ids.to(self.device), self.attn, self.cache, pos.to(self.device))
-        self.cache = _cache_of(out)
+        self.cache = cache_of(out)
         last = out.logits[:, -1].float()
         hid = out.hidden_states[-1][:, -1] if self.want_hidden else None
         for r, s in enumerate(rows):
             if s.pending:
                 s.pending = []
-                while len(s.event_positions) < s.n_events:
-                    s.event_positions.append(len(s.tokens) - 1)
+                while len(s.trace.positions) < s.n_events:
+                    s.trace.positions.append(len(s.tokens) - 1)
                     if hid is not None:
-                        s.event_hidden.append(hid[r])
+                        s.trace.hidden.append(hid[r])
                 s.next_logits = last[r]
                 if hid is not None:
                     s.hidden = hid[r]
@@ -341,19 +377,14 @@ class Decoder:
         t0 = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
                          output_hidden_states=self.want_hidden, logits_to_keep=1,
-                         **{self._cache_kw: cache})
+                         **{cache_kwarg(self.model): cache})
         self.stats.forward_passes += 1
         self.stats.forward_seconds += time.perf_counter() - t0
         return out
 
 
-def _cache_of(out):
-    # Newer transformers return the cache as `cache`; reading `past_key_values` warns there.
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def _never(seq, events) -> bool:
+def never(seq, events) -> bool:
+    """A stop function that never stops a row before its output is complete."""
     return False
 
 

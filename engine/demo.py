@@ -7,8 +7,8 @@ import time
 
 from tqdm import tqdm
 
-from .api import generate, get_policy
-from .cli import format_trace
+from .api import format_trace, generate
+from .models import get_policy
 
 TOOLS = [
     {"type": "function", "function": {

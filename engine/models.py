@@ -20,11 +20,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from toolprm.grammar.errors import ModelNotFoundError, ToolprmError
+from toolprm.errors import ModelNotFoundError, ToolprmError
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +232,31 @@ def _known_names() -> str:
         + "); otherwise give a local Hugging Face model folder, a .gguf file, "
         "or a hub id where the network reaches the hub."
     )
+
+
+@dataclass
+class Policy:
+    """A causal LM and its tokenizer, loaded once and reused across calls."""
+    model: Any
+    tokenizer: Any
+    name: str = "custom"
+
+
+_POLICIES: dict[str, Policy] = {}
+
+
+def get_policy(model: Any = None) -> Policy:
+    """``model``: None (the default SmolLM2), a name or path for load_model (loaded
+    once per process), a Policy, or a (model, tokenizer) pair."""
+    if isinstance(model, Policy):
+        return model
+    if isinstance(model, tuple) and len(model) == 2:
+        return Policy(model[0], model[1])
+    if model is None or isinstance(model, str):
+        key = model or DEFAULT_MODEL
+        if key not in _POLICIES:
+            m, tok = load_model(model)
+            _POLICIES[key] = Policy(m, tok, key)
+        return _POLICIES[key]
+    raise ToolprmError(f"model must be None, a model name/path, a Policy or a (model, tokenizer) "
+                       f"pair, got {type(model).__name__}")

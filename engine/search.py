@@ -1,10 +1,13 @@
 """Search strategies over the one decoding loop, with pluggable step scorers.
 
 A scorer sees ``Candidate``s (a partial output at a step boundary, or a finished
-one) and returns one score per candidate, higher is better (a PRM returns
-P(last step correct)). generate() uses the shipped ToolPRM by default
-(toolprm.reward); PolicyScorer, the policy's own confidence in the step, needs no
-trained model.
+one) of one ``Query`` and returns one score per candidate, higher is better (a PRM
+returns P(every step so far correct)). generate() uses the shipped ToolPRM by
+default for the strategies that rank (toolprm.reward); PolicyScorer, the policy's
+own confidence in the step, needs no trained model.
+
+``STRATEGIES`` is the registry: every strategy name the library, the CLI and the
+benchmarks accept is a key of it.
 """
 from __future__ import annotations
 
@@ -18,18 +21,13 @@ import torch
 
 from toolprm.grammar import StepEvent
 
-from .decode import Decoder, Seq, _never
+from .decode import Decoder, Seq, Stats, never
+from .query import Query
 
-STRATEGIES = ("unconstrained", "greedy", "sample", "best_of_n", "majority", "coarse_beam", "fine_beam")
+#: How a partial output's step scores become the one number a beam ranks it by.
+#: "last": the latest step's score — for the PRM, whose scores are prefix products
+#: (P(every step so far correct)), that already covers every step, and equals "min".
 AGGREGATIONS = ("last", "min", "mean")
-
-
-@dataclass
-class ScoreContext:
-    """What every candidate of one query shares."""
-    messages: list[dict]
-    tools: list[dict]          # normalized bare specs
-    prompt_ids: list[int]
 
 
 @dataclass
@@ -48,24 +46,26 @@ class Candidate:
 
 
 class Scorer(Protocol):
-    def score(self, context: ScoreContext, candidates: Sequence[Candidate]) -> list[float]: ...
+    def score(self, context: Query, candidates: Sequence[Candidate]) -> list[float]: ...
 
 
 class PolicyScorer:
     """The policy's own confidence: geometric-mean probability of the sampled tokens
     of the step (or of the whole output for a final candidate scored as an outcome)."""
 
-    def score(self, context: ScoreContext, candidates: Sequence[Candidate]) -> list[float]:
+    def score(self, context: Query, candidates: Sequence[Candidate]) -> list[float]:
         return [math.exp(c.step_logprob / max(1, c.step_tokens)) for c in candidates]
 
 
 def candidate(seq: Seq, outcome: bool = False) -> Candidate:
+    """What a scorer sees of a row: its last step, or (``outcome``) the whole output."""
+    t = seq.trace
     if outcome:
-        n = sum(1 for _ in seq.tokens)  # includes forced tokens; their logprob is 0
-        return Candidate(seq.state.text, seq.state.events, seq.logprob, max(1, n), seq.logprob,
-                         seq.hidden, seq.done, tuple(seq.event_hidden), tuple(seq.event_steps))
-    return Candidate(seq.state.text, seq.state.events, seq.step_logprob, seq.step_sampled,
-                     seq.logprob, seq.hidden, seq.done, tuple(seq.event_hidden), tuple(seq.event_steps))
+        lp, n = t.logprob, max(1, len(seq.tokens))  # forced tokens count; their log-prob is 0
+    else:
+        lp, n = t.step_logprob, t.step_sampled
+    return Candidate(seq.state.text, seq.state.events, lp, n, t.logprob, seq.hidden, seq.done,
+                     tuple(t.hidden), tuple(t.steps))
 
 
 def aggregate(scores: list[float], how: str) -> float:
@@ -84,43 +84,64 @@ def normalized_calls(seq: Seq) -> str:
     return json.dumps(sorted(json.dumps(c, sort_keys=True) for c in calls))
 
 
-def _reset_step(s: Seq) -> None:
-    s.step_logprob = 0.0
-    s.step_sampled = 0
+@dataclass
+class Search:
+    """What a strategy runs on: the decoder (prompt prefilled), the query, the
+    widths, the scorer and where to report."""
+    dec: Decoder
+    query: Query
+    m: int
+    n: int
+    scorer: Scorer
+    aggregation: str
+    stats: Stats
+    on_step: Callable[[list[Seq]], None] | None = None
+
+    def score(self, rows: list[Seq], outcome: bool = False) -> list[float]:
+        """Score ``rows`` (their last step, or the whole output) and record each score
+        on its row's last event."""
+        scores = [float(sc) for sc in self.scorer.score(self.query, [candidate(s, outcome) for s in rows])]
+        self.stats.scorer_calls += len(rows)
+        for s, sc in zip(rows, scores):
+            s.trace.scores[len(s.state.events) - 1] = sc
+        return scores
 
 
-def sample_all(dec: Decoder, k: int) -> list[Seq]:
-    dec.feed_forced()
-    dec.select([0] * k)
-    return dec.run(_never)
+def decode_all(search: Search) -> Seq:
+    """One row decoded to the end (greedy or sampled, by the decoder's temperature)."""
+    return search.dec.run(never)[0]
 
 
-def best_of_n(dec: Decoder, ctx: ScoreContext, n: int, scorer: Scorer, stats) -> Seq:
-    rows = sample_all(dec, n)
-    scores = scorer.score(ctx, [candidate(s, outcome=True) for s in rows])
-    stats.scorer_calls += len(rows)
-    for s, sc in zip(rows, scores):
-        s.scores.append(sc)
-        s.step_scores.append((len(s.state.events) - 1, sc))
+def sample_all(search: Search, k: int) -> list[Seq]:
+    search.dec.fork([0] * k)
+    return search.dec.run(never)
+
+
+def best_of_n(search: Search) -> Seq:
+    """``n`` complete samples; the one the scorer ranks highest as a whole output."""
+    rows = sample_all(search, search.n)
+    scores = search.score(rows, outcome=True)
     return rows[max(range(len(rows)), key=lambda i: scores[i])]
 
 
-def majority(dec: Decoder, n: int) -> Seq:
-    rows = sample_all(dec, n)
+def majority(search: Search) -> Seq:
+    """``n`` complete samples; the most frequent call list (order-insensitive), ties
+    going to the likeliest sample."""
+    rows = sample_all(search, search.n)
     votes = Counter(normalized_calls(s) for s in rows)
     best = max(votes.values())
     winners = [s for s in rows if votes[normalized_calls(s)] == best]
-    return max(winners, key=lambda s: s.logprob)
+    return max(winners, key=lambda s: s.trace.logprob)
 
 
-def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: str, stats,
-         coarse: bool = False, on_step: Callable | None = None, explore_empty: bool = True) -> Seq:
+def beam(search: Search, coarse: bool = False, explore_empty: bool = True) -> Seq:
     """Fine-grained (each name/key/value is a step) or coarse (each call is a step)
     beam search: every live beam is expanded into ``m`` samples to its next step
     boundary, the samples are scored, and the best ``n`` partial outputs are kept.
     With ``explore_empty`` the first step also offers ``[]`` (where the grammar allows
     no call), scored like the samples: a small policy rarely samples it, so without
     it the scorer could never choose to call nothing."""
+    dec, m = search.dec, search.m
     marks: dict[int, int] = {}
 
     def stop(seq: Seq, events) -> bool:
@@ -133,30 +154,21 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
     while True:
         dec.feed_forced()  # once per parent, before forking it into m rows
         parents = dec.rows
-        picks, parent_of = [], []
-        for i, s in enumerate(parents):
-            for _ in range(1 if s.done else m):
-                picks.append(i)
-                parent_of.append(i)
-        if first and explore_empty:  # one more row that answers [], for the scorer to weigh
-            dec.select(picks + [0])
-            if dec.close_list(len(picks)):
-                parent_of.append(0)
-            else:
-                dec.select(list(range(len(picks))))
-        else:
-            dec.select(picks)
+        picks = [i for i, s in enumerate(parents) for _ in range(1 if s.done else m)]
+        parent_of = list(picks)
+        if dec.fork(picks, empty=first and explore_empty):  # one more row that answers []
+            parent_of.append(0)
         first = False
         for s in dec.rows:
             if not s.done:
-                _reset_step(s)
+                s.trace.begin_step()
             marks[id(s)] = s.state.calls_closed
         rows = dec.run(stop)
         # One candidate per distinct partial output (keep the likeliest copy).
         unique: dict[bytes, int] = {}
         for i, s in enumerate(rows):
             j = unique.get(s.state.raw)
-            if j is None or s.logprob > rows[j].logprob:
+            if j is None or s.trace.logprob > rows[j].trace.logprob:
                 unique[s.state.raw] = i
         keep = sorted(unique.values())
         # A parent whose samples all agree had a single choice: that step is not scored.
@@ -165,15 +177,34 @@ def beam(dec: Decoder, ctx: ScoreContext, m: int, n: int, scorer: Scorer, agg: s
             children.setdefault(parent_of[i], []).append(i)
         to_score = [i for i in keep if len(children[parent_of[i]]) > 1 and not parents[parent_of[i]].done]
         if to_score:
-            scores = scorer.score(ctx, [candidate(rows[i]) for i in to_score])
-            stats.scorer_calls += len(to_score)
-            for i, sc in zip(to_score, scores):
-                rows[i].scores.append(float(sc))
-                rows[i].step_scores.append((len(rows[i].state.events) - 1, float(sc)))
-        ranked = sorted(keep, key=lambda i: (aggregate(rows[i].scores, agg), rows[i].logprob), reverse=True)
-        survivors = ranked[:n]
-        dec.select(survivors)
-        if on_step is not None:
-            on_step(dec.rows)
+            search.score([rows[i] for i in to_score])
+        ranked = sorted(keep, key=lambda i: (aggregate(rows[i].trace.score_list(), search.aggregation),
+                                             rows[i].trace.logprob), reverse=True)
+        dec.select(ranked[:search.n])
+        if search.on_step is not None:
+            search.on_step(dec.rows)
         if all(s.done for s in dec.rows):
             return dec.rows[0]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registry entry. ``run`` is None for the unconstrained baseline (plain
+    generation, no grammar); ``ranks``: the shipped PRM is its default scorer;
+    ``greedy``: it decodes at temperature 0."""
+    run: Callable[[Search], Seq] | None
+    ranks: bool = False
+    greedy: bool = False
+    doc: str = ""
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "unconstrained": Strategy(None, doc="plain greedy generation, parsed afterwards (the baseline)"),
+    "greedy": Strategy(decode_all, greedy=True, doc="constrained greedy decoding"),
+    "sample": Strategy(decode_all, doc="one constrained sample"),
+    "best_of_n": Strategy(best_of_n, ranks=True, doc="n samples, the best-scored whole output"),
+    "majority": Strategy(majority, doc="n samples, the most frequent call list"),
+    "coarse_beam": Strategy(lambda s: beam(s, coarse=True), ranks=True,
+                            doc="beam search where a whole call is one step"),
+    "fine_beam": Strategy(beam, ranks=True, doc="beam search where each name, key and value is a step"),
+}

@@ -1,9 +1,10 @@
 """toolprm.grammar: tool signatures -> token-level automaton with step boundaries."""
-from .compiled import DEFAULT_MAX_CALLS, Grammar, State, StepEvent, compile
-from .errors import GenerationError, InvalidTokenError, ToolprmError, ToolSchemaError
-from .normalize import Tool, call_list_schema, normalize_tools
+from toolprm.errors import InvalidTokenError, ToolSchemaError
+
+from .compiled import DEFAULT_MAX_CALLS, STEP_KINDS, Grammar, State, StepEvent, compile
+from .normalize import CALL_MODES, Tool, call_list_schema, normalize_tools
 from .vocab import Vocabulary
 
-__all__ = ["compile", "Grammar", "State", "StepEvent", "Tool", "Vocabulary", "normalize_tools",
-           "call_list_schema", "DEFAULT_MAX_CALLS", "ToolprmError", "ToolSchemaError",
-           "GenerationError", "InvalidTokenError"]
+__all__ = ["compile", "Grammar", "State", "StepEvent", "STEP_KINDS", "CALL_MODES", "Tool", "Vocabulary",
+           "normalize_tools", "call_list_schema", "DEFAULT_MAX_CALLS", "ToolSchemaError",
+           "InvalidTokenError"]

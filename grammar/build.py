@@ -1,11 +1,15 @@
 """Normalized JSON Schema -> automaton nodes."""
 from __future__ import annotations
 
-from .automaton import (ANY_DEPTH, DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING, ArrayNode, CallListNode,
-                        CallNode, LiteralNode, Node, NumberNode, ObjectNode, StringNode, Union)
-from .normalize import Tool
+from .calls import CallListNode, CallNode
+from .containers import DEFAULT_MAX_ITEMS, ArrayNode, ObjectNode
+from .literals import LiteralNode
+from .nodes import Node, Union
+from .normalize import CALL_MODES, Tool
+from .numbers import NumberNode
+from .strings import DEFAULT_MAX_STRING, StringNode
 
-CALL_MODES = {"one": (1, 1), "one_or_more": (1, None), "any": (0, None)}
+ANY_DEPTH = 3  # nesting allowed inside a schema-less ("any") value
 
 
 class NodeBuilder:

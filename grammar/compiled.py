@@ -8,14 +8,25 @@ from typing import Any
 
 import numpy as np
 
-from .automaton import CallListNode, advance_stacks
-from .build import CALL_MODES, NodeBuilder
-from .errors import InvalidTokenError, ToolSchemaError
+from toolprm.errors import InvalidTokenError, ToolSchemaError
+
+from .build import NodeBuilder
+from .calls import CallListNode
 from .index import TokenIndex, _LRU
-from .normalize import Tool, call_list_schema, normalize_tools
+from .nodes import advance_stacks, step_byte
+from .normalize import CALL_MODES, Tool, call_list_schema, normalize_tools
 from .vocab import Vocabulary
 
 DEFAULT_MAX_CALLS = 16
+# completion_bytes() tries bytes in this order: ones that close what is open first,
+# then the shortest values, then anything that keeps going (e.g. a string below its
+# minLength).
+_COMPLETION_PRIORITY = b'"]}0,:ntf[{a' + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+_MAX_COMPLETION = 1 << 14
+
+
+#: The kinds of step boundary, in the order a call meets them.
+STEP_KINDS = ("name", "key", "value", "end")
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,29 @@ class State:
             else:  # unreachable: every printable byte is a token (checked in Vocabulary)
                 break
         return out
+
+    def completion_bytes(self) -> bytes:
+        """A short byte string that takes this state to a complete call list (greedy:
+        each byte is the first of _COMPLETION_PRIORITY that the automaton accepts),
+        for closing an output within a token budget."""
+        out = bytearray()
+        cur = self.stacks
+        while not any(CallListNode.is_final(s) for s in cur):
+            for b in _COMPLETION_PRIORITY:
+                nxt = step_byte(cur, b)
+                if nxt:
+                    out.append(b)
+                    cur = nxt
+                    break
+            else:
+                raise AssertionError(f"dead end in the grammar after {self.text!r}")
+            if len(out) > _MAX_COMPLETION:
+                raise AssertionError("no completion found within 16 KiB")
+        return bytes(out)
+
+    def completion_tokens(self) -> list[int]:
+        """completion_bytes() as token ids (longest match first)."""
+        return self.grammar.vocab.longest_match(self.completion_bytes())
 
     def __repr__(self) -> str:
         return f"State({self.text!r}, final={self.is_final})"

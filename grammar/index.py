@@ -24,8 +24,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .automaton import (QUOTE, SPACE, CallListNode, StringNode, advance_stacks, feed,
-                        stack_cands)
+from .calls import CallListNode, CallListPhase
+from .nodes import QUOTE, SPACE, advance_stacks, stack_cands, step_byte
+from .strings import S_CLEAN, StringNode, StringPhase
 from .vocab import Vocabulary
 
 
@@ -50,14 +51,6 @@ class _LRU(OrderedDict):
         if len(self) > self.maxsize:
             self.popitem(last=False)
         return value
-
-
-def step_byte(stacks: tuple, b: int) -> tuple:
-    """Configurations after one byte (events ignored), deduplicated."""
-    out: list = []
-    for s in stacks:
-        feed(s, b, 0, out)
-    return tuple(dict.fromkeys(s for s, _ in out))
 
 
 def _cands(stacks: tuple):
@@ -106,7 +99,7 @@ class TokenIndex:
     def _single(self, stack: tuple) -> np.ndarray:
         top = stack[-1]
         node = top[0]
-        if isinstance(node, StringNode) and top[1] == 1:
+        if isinstance(node, StringNode) and top[1] == StringPhase.INSIDE:
             return self._string_mask(stack)
         key = (stack,)
         ids = self._ids.get(key)
@@ -155,7 +148,7 @@ class TokenIndex:
             return sel
         node = stack[-1][0]
         if type(node) is StringNode:
-            closed = step_byte((stack[:-1] + ((node, 1, node.min, 0),),), QUOTE)
+            closed = step_byte((stack[:-1] + ((node, StringPhase.INSIDE, node.min, S_CLEAN),),), QUOTE)
         else:
             parent = stack[-2]
             closed = (stack[:-2] + (parent[0].child_done(parent, _FRESH_KEY)[0],),)
@@ -189,7 +182,7 @@ class TokenIndex:
         taken = [k for k in node.declared | used if isinstance(k, str)]
         left = node.max - count
         exits = np.flatnonzero(facts.exit_n <= left)
-        if esc != 0:
+        if esc != S_CLEAN:
             exact = set(facts.exit_ids[exits].tolist())
         else:
             so_far = json.loads(b'"' + text + b'"')
@@ -201,7 +194,7 @@ class TokenIndex:
             exact = {int(facts.exit_ids[i]) for i in exits.tolist()
                      if sel[i] and facts.exit_tail[i].count(b'"') >= 2}
         if left <= facts.cap and any(len(k) == node.max for k in taken):
-            exact.update(np.flatnonzero((facts.stay_n == left) & (facts.stay_esc == 0)).tolist())
+            exact.update(np.flatnonzero((facts.stay_n == left) & (facts.stay_esc == S_CLEAN)).tolist())
         for e in exact:
             ok[e] = bool(advance_stacks((stack,), data(e), 0)[0])
 
@@ -226,7 +219,7 @@ class TokenIndex:
         only descends into byte prefixes the automaton accepts (and only tries the
         bytes the nodes name as candidates). Where a prefix enters a free string,
         the rest of its subtree comes from per-token tables instead."""
-        vb, ids = self.vocab.sorted_bytes, self.vocab.sorted_ids
+        vb = self.vocab.sorted_bytes
         found: list[int] = []
         parts: list[np.ndarray] = []
 
@@ -239,7 +232,7 @@ class TokenIndex:
                 return
             if len(cur) == 1:
                 top = cur[0][-1]
-                if isinstance(top[0], StringNode) and top[1] == 1:
+                if isinstance(top[0], StringNode) and top[1] == StringPhase.INSIDE:
                     parts.append(self._string_subtree(i, hi, depth, cur[0]))
                     return
             cands = _cands(cur)
@@ -276,14 +269,14 @@ class TokenIndex:
             stack = stacks[0]
             top = stack[-1]
             node = top[0]
-            if type(node) is StringNode and top[1] == 1:
+            if type(node) is StringNode and top[1] == StringPhase.INSIDE:
                 stay_n, stay_esc = self.vocab.string_tables(top[3])[:2]
                 n = stay_n[token_id]
                 if n >= 0:
                     count = top[2] + int(n)
                     if count > node.max:
                         return (), ()
-                    return (stack[:-1] + ((node, 1, count, int(stay_esc[token_id])),),), ()
+                    return (stack[:-1] + ((node, StringPhase.INSIDE, count, int(stay_esc[token_id])),),), ()
         key = (stacks, token_id)
         got = self._advance.get(key)
         if got is None:
@@ -342,4 +335,5 @@ def _next_bytes(stacks: tuple, limit: int) -> list[int]:
 
 
 def _at_start(stacks: tuple) -> bool:
-    return any(len(s) == 1 and isinstance(s[0][0], CallListNode) and s[0][1] == 0 for s in stacks)
+    return any(len(s) == 1 and isinstance(s[0][0], CallListNode) and s[0][1] == CallListPhase.START
+               for s in stacks)

@@ -13,8 +13,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .automaton import MAX_FRAC_DIGITS, MAX_INT_DIGITS, NumberNode
-from .errors import ToolSchemaError
+from toolprm.errors import ToolSchemaError
+
+from .numbers import MAX_FRAC_DIGITS, MAX_INT_DIGITS, NumberNode
+
+#: How many calls an output may hold: mode -> (least, most or None for any number).
+CALL_MODES = {"one": (1, 1), "one_or_more": (1, None), "any": (0, None)}
 
 # Dialect type names -> JSON Schema type names.
 TYPE_ALIASES = {
@@ -320,9 +324,8 @@ def call_list_schema(tools: list[Tool], calls: str = "one_or_more", max_calls: i
                                                           "arguments": t.parameters},
                          "required": ["name", "arguments"], "additionalProperties": False})
     schema: dict = {"type": "array", "items": {"anyOf": variants}}
-    schema["minItems"] = {"one": 1, "one_or_more": 1, "any": 0}[calls]
-    if calls == "one":
-        schema["maxItems"] = 1
-    elif max_calls is not None:
-        schema["maxItems"] = max_calls
+    lo, hi = CALL_MODES[calls]
+    schema["minItems"] = lo
+    if hi is not None or max_calls is not None:
+        schema["maxItems"] = hi if hi is not None else max_calls
     return schema

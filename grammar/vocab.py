@@ -16,7 +16,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import ToolprmError
+from toolprm.errors import ToolprmError
+
+from .nodes import QUOTE
+from .strings import S_CLEAN, STRING_TABLE
 
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -79,8 +82,7 @@ class Vocabulary:
             self.token_bytes = token_bytes
             pairs = sorted((t, i) for i, t in enumerate(token_bytes) if t)
         self.sorted_bytes = [t for t, _ in pairs]
-        self.sorted_ids = [i for _, i in pairs]
-        self.sorted_ids_array = np.array(self.sorted_ids, dtype=np.int64)
+        self.sorted_ids_array = np.array([i for _, i in pairs], dtype=np.int64)
         self.max_len = max(map(len, self.sorted_bytes), default=1)
         self.by_bytes: dict[bytes, int] = {}
         for t, i in pairs:
@@ -193,8 +195,6 @@ class Vocabulary:
 
 
 def _string_facts(tokens: list, start: int, esc0: int):
-    from .automaton import QUOTE, STRING_TABLE
-
     n_tok = len(tokens)
     stay_n = np.full(n_tok, -1, dtype=np.int32)
     stay_esc = np.zeros(n_tok, dtype=np.int8)
@@ -205,7 +205,7 @@ def _string_facts(tokens: list, start: int, esc0: int):
         state, n = esc0, 0
         for j in range(start, len(t)):
             b = t[j]
-            if state == 0:
+            if state == S_CLEAN:
                 if b == QUOTE:
                     exit_ids.append(i)
                     exit_n.append(n)
@@ -222,7 +222,7 @@ def _string_facts(tokens: list, start: int, esc0: int):
     stay_esc.flags.writeable = False
     cap = max(int(stay_n.max(initial=0)), max(exit_n, default=0))
     exit_keys: dict[str, list[int]] = {}  # what a closing token adds to the string: exits
-    if esc0 == 0:
+    if esc0 == S_CLEAN:
         for k, (i, tail) in enumerate(zip(exit_ids, exit_tail)):
             t = tokens[i]
             exit_keys.setdefault(json.loads(b'"' + t[start:len(t) - len(tail) - 1] + b'"'), []).append(k)

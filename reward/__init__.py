@@ -2,8 +2,7 @@
 
 ``load_prm()`` returns the shipped PRM as a search Scorer (``needs_hidden = True``:
 it reads the policy's own hidden states at each step boundary)."""
-from .prm import (KINDS, PRM, BackbonePRM, PRMHead, PRMScorer, default_scorer, load, load_prm,
-                  outcome_scorer, save)
+from .prm import PRM, BackbonePRM, PRMHead, PRMScorer, default_scorer, load, load_prm, save
 
-__all__ = ["KINDS", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load", "load_prm", "default_scorer",
-           "outcome_scorer", "save"]
+__all__ = ["PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load", "load_prm", "default_scorer",
+           "save"]

@@ -19,7 +19,10 @@ it gets a few cheap, explicit checks a small backbone is bad at:
 
 Everything is computed from the step events, the chat messages and the
 normalized tool specs — the same at training time (from the stored data) and
-in the search (from ``Candidate.events`` and ``ScoreContext``).
+in the search (from ``Candidate.events`` and the ``Query``).
+
+``TEXT_FEATURES`` names them in order; a checkpoint records the names it was
+trained on, and loading refuses a checkpoint whose names differ.
 """
 from __future__ import annotations
 
@@ -27,7 +30,16 @@ import json
 import re
 from typing import Any, Sequence
 
-N_TEXT = 23
+#: The text features, in the order ``text_features`` returns them.
+TEXT_FEATURES = (
+    "value_grounded", "values_grounded_mean", "values_grounded_min", "values_so_far", "key_required",
+    "value_is_default", "string_length", "closed_calls_complete", "tool_similarity",
+    "best_tool_similarity", "empty_list", "calls_so_far", "unknown_tool", "one_over_tools",
+    "tool_margin", "tool_is_best", "second_tool_similarity", "unused_query_numbers",
+    "optional_unset_share", "optional_count", "optional_unset_mentioned", "value_word_share",
+    "value_is_phrase",
+)
+N_TEXT = len(TEXT_FEATURES)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of to in on for and or is are be by with from at as it this that you your "
@@ -188,10 +200,19 @@ def text_features(index: ToolIndex, events: Sequence[Any]) -> list[float]:
     used = json.dumps([v for _, args in calls for v in args.values()], default=str)
     unused_numbers = min(sum(1 for n in index.numbers if n not in used), 4) / 4
     w_share, w_phrase = word_grounding(last.value, index.qseq) if kind == "value" else (0.0, 0.0)
-    return [g_cur, g_mean, g_min, min(len(values_grounded), 8) / 8, required, is_default, str_len,
-            complete, sim_cur, index.max_sim, empty, min(len(calls), 4) / 4, unknown,
-            1.0 / max(1, len(index.tools)), sim_cur - index.max_sim, is_top, index.second_sim,
-            unused_numbers, opt_unset, opt_total, opt_mentioned, w_share, w_phrase]
+    named = {
+        "value_grounded": g_cur, "values_grounded_mean": g_mean, "values_grounded_min": g_min,
+        "values_so_far": min(len(values_grounded), 8) / 8, "key_required": required,
+        "value_is_default": is_default, "string_length": str_len, "closed_calls_complete": complete,
+        "tool_similarity": sim_cur, "best_tool_similarity": index.max_sim, "empty_list": empty,
+        "calls_so_far": min(len(calls), 4) / 4, "unknown_tool": unknown,
+        "one_over_tools": 1.0 / max(1, len(index.tools)), "tool_margin": sim_cur - index.max_sim,
+        "tool_is_best": is_top, "second_tool_similarity": index.second_sim,
+        "unused_query_numbers": unused_numbers, "optional_unset_share": opt_unset,
+        "optional_count": opt_total, "optional_unset_mentioned": opt_mentioned,
+        "value_word_share": w_share, "value_is_phrase": w_phrase,
+    }
+    return [named[k] for k in TEXT_FEATURES]
 
 
 def events_from_records(steps: Sequence[dict]) -> list[Any]:

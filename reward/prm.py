@@ -26,6 +26,7 @@ Checkpoint: a folder with ``model.safetensors`` (the head's tensors) and
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -36,15 +37,23 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from toolprm.grammar import GenerationError, ToolprmError
+from toolprm.engine.kv import cache_kwarg, cache_of
+from toolprm.engine.models import Policy, get_policy, load_model
+from toolprm.engine.query import prompt_ids as encode_prompt
+from toolprm.errors import GenerationError, ToolprmError
+from toolprm.grammar import STEP_KINDS as KINDS
 
-from .features import N_TEXT, ToolIndex, text_features
+from .features import N_TEXT, TEXT_FEATURES, ToolIndex, text_features
 
-KINDS = ("name", "key", "value", "end")
-N_STEP = len(KINDS) + 3    # kind one-hot, mean step log-prob, forced flag, call index
+#: The step features, in the order ``extra_features`` returns them.
+STEP_FEATURES = tuple(f"kind_{k}" for k in KINDS) + ("step_mean_logprob", "step_forced", "call_index")
+N_STEP = len(STEP_FEATURES)
 N_EXTRA = N_STEP + N_TEXT  # + the text features of reward.features
+#: Every feature after the hidden state, by name: a checkpoint records them, load checks them.
+FEATURES = STEP_FEATURES + TEXT_FEATURES
 SHIPPED = Path(__file__).resolve().parent / "checkpoint"
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
@@ -138,7 +147,6 @@ class PRM:
 
 
 def save(prm: PRM, folder: str | os.PathLike) -> None:
-    from safetensors.torch import save_file
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in prm.head.state_dict().items()}
@@ -146,23 +154,28 @@ def save(prm: PRM, folder: str | os.PathLike) -> None:
     manifest = dict(prm.manifest)
     manifest["architecture"] = {"format": FORMAT, "in_dim": prm.head.in_dim, "head": prm.head.head,
                                 "hidden": prm.head.hidden, "pca": prm.head.pca, "kinds": list(KINDS),
-                                "n_extra": N_EXTRA, "n_text": N_TEXT}
+                                "n_extra": N_EXTRA, "n_text": N_TEXT, "features": list(FEATURES)}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 def load(folder: str | os.PathLike | None = None) -> PRM:
-    from safetensors.torch import load_file
     p = Path(folder) if folder is not None else SHIPPED
     if not (p / WEIGHTS).exists() or not (p / MANIFEST).exists():
         raise ToolprmError(f"no PRM checkpoint in {p} (needs {WEIGHTS} and {MANIFEST}); "
                            "train one with `toolprm train all`")
     manifest = json.loads((p / MANIFEST).read_text())
     arch = manifest.get("architecture", {})
-    if (arch.get("format") != FORMAT or arch.get("n_extra", N_EXTRA) != N_EXTRA
-            or list(arch.get("kinds", KINDS)) != list(KINDS)):
+    if arch.get("format") != FORMAT or list(arch.get("kinds", ())) != list(KINDS):
         raise ToolprmError(f"PRM checkpoint {p} was written by an incompatible version "
-                           f"(format {arch.get('format')!r}, features {arch.get('kinds')}, "
-                           f"{arch.get('n_extra')} extra; this version reads {FORMAT!r}); "
+                           f"(format {arch.get('format')!r}, step kinds {arch.get('kinds')}; this "
+                           f"version reads {FORMAT!r}); retrain it with `toolprm train prm`")
+    names = list(arch.get("features", ()))
+    if names != list(FEATURES):
+        missing = [f for f in FEATURES if f not in names]
+        extra = [f for f in names if f not in FEATURES]
+        raise ToolprmError(f"PRM checkpoint {p} was trained on other features than this version "
+                           f"computes (missing {missing}, unknown {extra}"
+                           f"{', same names in another order' if not missing and not extra else ''}); "
                            "retrain it with `toolprm train prm`")
     head = PRMHead(arch["in_dim"], arch.get("head", "mlp"), arch.get("hidden", 64), pca=arch.get("pca", 0))
     head.load_state_dict(load_file(str(p / WEIGHTS)))
@@ -258,10 +271,6 @@ class BackbonePRM:
         if size != prm.hidden_size:
             raise ToolprmError(f"the PRM head expects hidden size {prm.hidden_size}, the backbone "
                                f"has {size}")
-        import inspect
-        params = inspect.signature(model.forward).parameters
-        # transformers renamed past_key_values to cache; use whichever this version takes.
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._index = _IndexCache()
         self._prompt_key: tuple | None = None
         self._prompt_cache = None
@@ -270,19 +279,16 @@ class BackbonePRM:
         self._memo: dict[str, np.ndarray] = {}
 
     def prompt_ids(self, messages: list[dict], tools: list[dict]) -> list[int]:
-        from toolprm.engine.prompts import build_prompt
-        text = build_prompt(self.tokenizer, messages, tools)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, messages, tools)
 
     @torch.inference_mode()
     def hidden_states(self, prompt_ids: list[int], partials: Sequence[str]) -> np.ndarray:
         """Last-layer hidden state at the last token of prompt + each partial output."""
-        import copy
         key = tuple(prompt_ids)
         if self._prompt_key != key:
             ids = torch.tensor([prompt_ids])
             out = self.model(input_ids=ids, use_cache=True, output_hidden_states=True)
-            self._prompt_key, self._prompt_cache = key, out.past_key_values
+            self._prompt_key, self._prompt_cache = key, cache_of(out)
             self._prompt_len = len(prompt_ids)
             self._prompt_last = out.hidden_states[-1][0, -1]
         toks = [self.tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in partials]
@@ -301,7 +307,7 @@ class BackbonePRM:
         attn = torch.ones(n, self._prompt_len + width, dtype=torch.long)
         pos = torch.arange(self._prompt_len, self._prompt_len + width)[None].expand(n, -1)
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                         output_hidden_states=True, **{self._cache_kw: cache})
+                         output_hidden_states=True, **{cache_kwarg(self.model): cache})
         h = out.hidden_states[-1]
         for i, t in enumerate(toks):  # right padding: real tokens never see the pads
             res[i] = (h[i, len(t) - 1] if t else self._prompt_last).float().numpy()
@@ -341,7 +347,6 @@ def load_prm(path: str | os.PathLike | None = None, *, backbone: Any = None):
     if isinstance(backbone, tuple) and len(backbone) == 2:
         model, tok = backbone
     else:
-        from toolprm.engine.models import load_model
         model, tok = load_model(backbone)
     return BackbonePRM(prm, model, tok)
 
@@ -351,14 +356,14 @@ def _cached(path: str) -> PRM:
     return load(path)
 
 
-def default_scorer(policy: Any = None):
+def default_scorer(policy: Policy | None = None):
     """The scorer ``generate()`` uses by default for best_of_n, coarse_beam and fine_beam.
 
     The shipped head reads the policy's own hidden states, so for the policy it was
     trained on (the default SmolLM2) it is a ``PRMScorer`` (no extra forward pass).
     For any other policy it is a ``BackbonePRM`` with the shipped backbone: the PRM
     runs its own forward pass over (prompt, partial output).  ``policy``: an
-    ``engine.api.Policy`` (or None for the default)."""
+    ``engine.models.Policy`` (or None for the default)."""
     prm = _cached(str(SHIPPED))
     trained_on = prm.manifest.get("backbone", {})
     name = trained_on.get("name", "smollm2")
@@ -366,17 +371,9 @@ def default_scorer(policy: Any = None):
         if policy is None or (getattr(policy, "name", None) == name
                               and policy.model.config.hidden_size == prm.hidden_size):
             return PRMScorer(prm)
-    from toolprm.engine.api import get_policy
     backbone = get_policy(None if name == "smollm2" else name)
     return BackbonePRM(prm, backbone.model, backbone.tokenizer)
 
 
-def outcome_scorer(path: str | os.PathLike | None = None):
-    """An ORM for best-of-N: the PRM's score of the final (``end``) step, which is
-    P(every step of the output correct) — the same scorer; best_of_n already passes
-    each finished output as one candidate (with every step's hidden state)."""
-    return load_prm(path)
-
-
-__all__ = ["KINDS", "N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
-           "save", "feature_matrix", "extra_features", "outcome_scorer", "default_scorer", "SHIPPED"]
+__all__ = ["N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
+           "save", "feature_matrix", "extra_features", "default_scorer", "SHIPPED", "FEATURES"]

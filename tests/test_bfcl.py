@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from toolprm.bench.bfcl import (
+from toolprm.bfcl import (
     CATEGORIES,
     IRRELEVANCE_CATEGORIES,
     KNOWN_UNSATISFIABLE,
@@ -24,7 +24,7 @@ from toolprm.bench.bfcl import (
     ground_truth_calls,
     load_cases,
 )
-from toolprm.grammar.errors import ToolprmError
+from toolprm.errors import ToolprmError
 
 AST_CATEGORIES = [c for c in CATEGORIES if c not in IRRELEVANCE_CATEGORIES]
 SAMPLE = 30

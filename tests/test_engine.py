@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from toolprm import engine
-from toolprm.bench.bfcl import load_cases
+from toolprm.bfcl import load_cases
 from toolprm.engine.decode import Decoder
 from toolprm.engine.logits import GrammarLogitsProcessor
 from toolprm.engine.parse import parse_calls
 from toolprm.engine.prompts import build_prompt
-from toolprm.grammar import GenerationError, compile, normalize_tools
+from toolprm.errors import GenerationError
+from toolprm.grammar import compile, normalize_tools
 
 STRATEGIES = ["greedy", "sample", "best_of_n", "majority", "coarse_beam", "fine_beam"]
 
@@ -131,28 +132,27 @@ def test_decoder_records_every_step_for_the_prm(policy, cases):
     step (the fine beam) they are the row's state at that boundary; run straight
     through (best-of-N), every event still has one, and the sampled counts add up."""
     case = cases[2]
-    norm = normalize_tools(case.tools)
-    g = compile(norm, policy.tokenizer, calls="any")
-    ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm]),
-                           add_special_tokens=False)["input_ids"]
-    dec = Decoder(policy.model, g, ids, temperature=0.9, seed=3, max_new_tokens=96, want_hidden=True)
+    q = engine.prepare(policy.tokenizer, case.messages, case.tools)
+    dec = q.decoder(policy, "any", temperature=0.9, seed=3, max_new_tokens=96, want_hidden=True)
     dec.select([0, 0, 0])
     seen = [0, 0, 0]
     while not all(s.done for s in dec.rows):
         for r, s in enumerate(dec.run(lambda s, ev: bool(ev))):
             n = len(s.state.events)
-            assert len(s.event_hidden) == len(s.event_steps) == n
+            t = s.trace
+            assert len(t.hidden) == len(t.steps) == n
             for i in range(seen[r], n):  # the events of this chunk
-                assert torch.equal(s.event_hidden[i], s.hidden)
-                assert s.event_steps[i] == pytest.approx((s.step_logprob, s.step_sampled))
+                assert torch.equal(t.hidden[i], s.hidden)
+                assert t.steps[i] == pytest.approx((t.step_logprob, t.step_sampled))
             seen[r] = n
-            s.step_logprob, s.step_sampled = 0.0, 0
-    dec = Decoder(policy.model, g, ids, temperature=0.9, seed=3, max_new_tokens=96, want_hidden=True)
+            t.begin_step()
+    dec = q.decoder(policy, "any", temperature=0.9, seed=3, max_new_tokens=96, want_hidden=True)
     dec.select([0, 0])
     for s in dec.run(lambda s, ev: False):
-        assert len(s.event_hidden) == len(s.event_steps) == len(s.state.events) > 0
-        assert sum(n for _, n in s.event_steps) == s.step_sampled
-        assert sum(lp for lp, _ in s.event_steps) == pytest.approx(s.logprob)
+        t = s.trace
+        assert len(t.hidden) == len(t.steps) == len(s.state.events) > 0
+        assert sum(n for _, n in t.steps) == t.step_sampled
+        assert sum(lp for lp, _ in t.steps) == pytest.approx(t.logprob)
 
 
 def test_beam_search_offers_the_empty_list(policy, cases):
@@ -184,10 +184,8 @@ def test_beam_search_offers_the_empty_list(policy, cases):
                         scorer=LikesEmpty(), calls="one", max_new_tokens=96)
     assert len(r.calls) == 1
     # close_list only acts at the first choice
-    norm = normalize_tools(case.tools)
-    ids = policy.tokenizer(build_prompt(policy.tokenizer, case.messages, [t.spec() for t in norm]),
-                           add_special_tokens=False)["input_ids"]
-    dec = Decoder(policy.model, compile(norm, policy.tokenizer, calls="any"), ids, max_new_tokens=64)
+    dec = engine.prepare(policy.tokenizer, case.messages, case.tools).decoder(policy, "any",
+                                                                             max_new_tokens=64)
     assert not dec.close_list(0)  # before the forced "[" is fed
     dec.feed_forced()
     assert dec.close_list(0) and dec.run(lambda s, ev: False)[0].state.text == "[]"

@@ -7,20 +7,16 @@ import pytest
 import torch
 
 from toolprm.bench import first_step
-from toolprm.bench.bfcl import load_cases
-from toolprm.engine.api import get_policy
-from toolprm.engine.decode import Decoder
-from toolprm.engine.prompts import build_prompt
-from toolprm.grammar import ToolprmError, compile, normalize_tools
+from toolprm.bfcl import load_cases
+from toolprm.engine import get_policy, prepare
+from toolprm.errors import ToolprmError
 
 
 def test_empty_list_probability_is_the_mass_of_closing_tokens():
     policy = get_policy()
     tok = policy.tokenizer
     case = load_cases("irrelevance", 1)[0]
-    norm = normalize_tools(case.tools)
-    ids = tok(build_prompt(tok, case.messages, [t.spec() for t in norm]), add_special_tokens=False)["input_ids"]
-    dec = Decoder(policy.model, compile(norm, tok, calls="any"), ids, max_new_tokens=64)
+    dec = prepare(tok, case.messages, case.tools).decoder(policy, "any", max_new_tokens=64)
     dec.feed_forced()
     assert dec.rows[0].state.text == "["
     p = first_step.empty_list_probability(dec)

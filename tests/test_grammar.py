@@ -9,6 +9,7 @@ Random tool schemas (hypothesis) x random token walks and generated valid output
 - completeness: valid outputs, serialized by json.dumps and tokenized the
   tokenizer's own way, are accepted token by token, then EOS;
 - masks and advance agree; forced() tokens are allowed in sequence.
+- State.completion_bytes() / completion_tokens() close any prefix into a final state.
 
 Plus every BFCL tool set, and a table of malformed and hostile specs.
 
@@ -31,9 +32,11 @@ from hypothesis import strategies as st
 
 from toolprm import grammar as G
 from toolprm.grammar import InvalidTokenError, ToolSchemaError
-from toolprm.grammar.automaton import (ANY_DEPTH, MAX_EXP_DIGITS, MAX_FRAC_DIGITS, MAX_INT_DIGITS,
-                                       CallListNode, ObjectNode)
-from toolprm.grammar.index import step_byte
+from toolprm.grammar.build import ANY_DEPTH
+from toolprm.grammar.calls import CallListNode
+from toolprm.grammar.containers import ObjectNode, ObjectPhase
+from toolprm.grammar.nodes import step_byte
+from toolprm.grammar.numbers import MAX_EXP_DIGITS, MAX_FRAC_DIGITS, MAX_INT_DIGITS, NumberNode, _number_prefix
 
 SCALE = float(os.environ.get("TOOLPRM_TEST_SCALE", "1"))  # more examples for a deeper search
 
@@ -262,11 +265,11 @@ def completion_bytes(stacks, limit: int = 20000) -> bytes | None:
     out = bytearray()
     cur = stacks
     while not any(CallListNode.is_final(s) for s in cur):
-        declared = [b for s in cur if isinstance(s[-1][0], ObjectNode) and s[-1][1] == 2
+        declared = [b for s in cur if isinstance(s[-1][0], ObjectNode) and s[-1][1] == ObjectPhase.IN_KEY
                     for b in s[-1][0].trie.first[s[-1][3]]]
         for b in sorted(declared, key=prio.index):
-            nxt = tuple(s for s in step_byte(cur, b) if isinstance(s[-1][0], ObjectNode)
-                        and s[-1][1] in (2, 3))  # stay on a declared key not used yet
+            nxt = tuple(s for s in step_byte(cur, b) if isinstance(s[-1][0], ObjectNode)  # stay on a
+                        and s[-1][1] in (ObjectPhase.IN_KEY, ObjectPhase.BEFORE_COLON))  # declared key not used yet
             if nxt:
                 break
         else:
@@ -414,6 +417,26 @@ def test_random_walks_are_valid(tokenizers, tok_name, tools, mode, seed):
         check_final(grammar, state)
         n = len(json.loads(state.text))
         assert (n == 1) if mode == "one" else (n >= 1 if mode == "one_or_more" else n >= 0)
+
+
+@pytest.mark.parametrize("tok_name", TOKENIZERS)
+@settings(max_examples=examples(15), **SETTINGS)
+@given(tools=tool_sets(), mode=st.sampled_from(MODES), steps=st.integers(0, 60), seed=st.integers(0, 2**32 - 1))
+def test_state_completion_is_final(tokenizers, tok_name, tools, mode, steps, seed):
+    """State.completion_bytes() closes a random prefix into a valid call list, and
+    State.completion_tokens() spells the same bytes, each token allowed in turn."""
+    grammar = G.compile(tools, tokenizers[tok_name], calls=mode)
+    state = random_walk(grammar, random.Random(seed), max_steps=steps, check_every=steps + 1, complete=False)
+    tail = state.completion_bytes()
+    assert (tail == b"") == state.is_final
+    final = state.advance_bytes(tail)
+    assert final.is_final
+    check_final(grammar, final)
+    tokens = state.completion_tokens()
+    assert token_text(grammar.vocab, tokens) == tail
+    for t in tokens:
+        state = state.advance(t)
+    assert state.is_final and state.raw == final.raw
 
 
 @pytest.mark.parametrize("tok_name", TOKENIZERS)
@@ -578,8 +601,6 @@ def test_leading_space_and_unicode(sentencepiece_tokenizer, smollm2_tokenizer):
 def test_number_bounds_follow_python(integer, lo, width, kinds, seed):
     """Bounded numbers: every accepted prefix completes, and every complete text is
     within the bounds as json.loads reads it (an int, or a rounded float)."""
-    from toolprm.grammar.automaton import NumberNode, _number_prefix
-
     hi = lo + width if width else lo
     s = {("exclusiveMinimum" if kinds[0] else "minimum"): lo,
          ("exclusiveMaximum" if kinds[1] else "maximum"): hi}
@@ -612,7 +633,7 @@ def test_number_bounds_follow_python(integer, lo, width, kinds, seed):
 
 # ============================================================================ BFCL
 def _bfcl_counts(tokenizer):
-    from toolprm.bench.bfcl import CATEGORIES, load_cases
+    from toolprm.bfcl import CATEGORIES, load_cases
 
     counts, reasons = {}, {}
     for cat in CATEGORIES:
@@ -634,7 +655,7 @@ def _bfcl_counts(tokenizer):
 
 
 def test_bfcl_tool_sets_compile(smollm2_tokenizer):
-    from toolprm.bench.bfcl import TEST_CATEGORIES
+    from toolprm.bfcl import TEST_CATEGORIES
 
     counts, reasons = _bfcl_counts(smollm2_tokenizer)
     print("\nBFCL tool sets: compiled / ToolSchemaError")
@@ -651,7 +672,7 @@ def test_bfcl_tool_sets_compile(smollm2_tokenizer):
 
 def test_bfcl_ground_truth_is_accepted(smollm2_tokenizer):
     """Real outputs: BFCL's answers (as valid calls) are accepted token by token."""
-    from toolprm.bench.bfcl import TEST_CATEGORIES, ground_truth_calls, load_cases
+    from toolprm.bfcl import TEST_CATEGORIES, ground_truth_calls, load_cases
 
     checked = 0
     for cat in TEST_CATEGORIES:

@@ -1,6 +1,6 @@
 """The BFCL harness: scoring path, resume, summary and report, and a tiny real run.
 
-Verdicts come from BFCL's own checker (through toolprm.bench.bfcl.check); only
+Verdicts come from BFCL's own checker (through toolprm.bfcl.check); only
 the model is replaced by scripted runners, except in the end-to-end test.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from toolprm.bench import harness, report
-from toolprm.bench.bfcl import (CATEGORIES, IRRELEVANCE_CATEGORIES, KNOWN_UNSATISFIABLE, Case,
+from toolprm.bfcl import (CATEGORIES, IRRELEVANCE_CATEGORIES, KNOWN_UNSATISFIABLE, Case,
                                 ground_truth_calls, load_cases)
 from toolprm.bench.harness import RunConfig, StrategySpec, calls_for, make_record, run_bench
 from toolprm.bench.outlines_peer import strict_calls
-from toolprm.grammar import ToolprmError
+from toolprm.errors import ToolprmError
 
 PER_CATEGORY = 12
 WRONG_STRING = "zq wrong value qz"

@@ -9,7 +9,7 @@ import torch
 
 from toolprm.engine.models import BUILTIN_MODELS, SMOLLM2_SHA256, load_model
 from toolprm.engine.prompts import FORMAT_INSTRUCTION, build_prompt
-from toolprm.grammar.errors import ModelNotFoundError, ToolprmError
+from toolprm.errors import ModelNotFoundError, ToolprmError
 
 TOOLS = [
     {

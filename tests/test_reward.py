@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from toolprm.engine.search import Candidate, ScoreContext
-from toolprm.grammar import GenerationError, StepEvent, ToolprmError
+from toolprm.engine.query import Query
+from toolprm.engine.search import Candidate
+from toolprm.errors import GenerationError, ToolprmError
+from toolprm.grammar import StepEvent
 from toolprm.reward import PRM, BackbonePRM, PRMHead, PRMScorer, load, load_prm, save
-from toolprm.reward.prm import KINDS, N_EXTRA, SHIPPED, extra_features, feature_matrix
+from toolprm.grammar import STEP_KINDS as KINDS
+from toolprm.reward.prm import N_EXTRA, SHIPPED, extra_features, feature_matrix
 
 D = 8
 
@@ -64,7 +67,7 @@ def test_scorer_uses_candidate_hidden():
     prm = _prm()
     s = PRMScorer(prm)
     assert s.needs_hidden
-    ctx = ScoreContext([{"role": "user", "content": "q"}], [], [1, 2])
+    ctx = Query([{"role": "user", "content": "q"}], [], [1, 2])
     h1, h2 = torch.zeros(D), torch.ones(D) * 3
     scores = s.score(ctx, [_cand(hidden=h1), _cand(hidden=h2), _cand("end", hidden=h1)])
     assert len(scores) == 3 and all(0 < v < 1 for v in scores)
@@ -81,7 +84,7 @@ def test_score_is_the_product_of_the_step_scores():
     s = PRMScorer(prm)
     tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
         "a": {"type": "integer"}}}}]
-    ctx = ScoreContext([{"role": "user", "content": "call f with 1"}], tools, [])
+    ctx = Query([{"role": "user", "content": "call f with 1"}], tools, [])
     text = '[{"name": "f", "arguments": {"a": 1'
     evs = (StepEvent("name", 0, None, '"f"', "f", 13), StepEvent("key", 0, "a", '"a"', "a", 32),
            StepEvent("value", 0, "a", "1", 1, len(text)))
@@ -122,7 +125,7 @@ def test_backbone_prm_with_a_tiny_causal_lm(bpe_tokenizer):
     bp = load_prm(_save(prm), backbone=(model, bpe_tokenizer))
     assert isinstance(bp, BackbonePRM) and not bp.needs_hidden
     tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}}]
-    ctx = ScoreContext([{"role": "user", "content": "call f"}], tools, [])
+    ctx = Query([{"role": "user", "content": "call f"}], tools, [])
     texts = ['[{"name": "f"', '[{"name": "f", "arguments": {"a": 1']
     cands = [_cand(text=t) for t in texts]
     scores = bp.score(ctx, cands)
@@ -163,7 +166,7 @@ def test_shipped_checkpoint():
     assert man["backbone"]["kind"] == "policy" and man["backbone"]["hidden_size"] == 576
     s = load_prm()
     assert isinstance(s, PRMScorer) and s.needs_hidden
-    out = s.score(ScoreContext([], [], []), [_cand(hidden=torch.zeros(576)), _cand("end", hidden=torch.ones(576))])
+    out = s.score(Query([], [], []), [_cand(hidden=torch.zeros(576)), _cand("end", hidden=torch.ones(576))])
     assert all(0 <= v <= 1 for v in out)
     # metrics quoted in the manifest are the validation metrics of this checkpoint
     assert "steps" in man["metrics"] and "all" in man["metrics"]["steps"]

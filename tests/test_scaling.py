@@ -7,7 +7,7 @@ import pytest
 
 from toolprm.bench import report, scaling
 from toolprm.bench.harness import StrategySpec
-from toolprm.grammar import ToolprmError
+from toolprm.errors import ToolprmError
 
 
 def test_grid_lists_are_checked():

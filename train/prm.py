@@ -29,10 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolprm.grammar import ToolprmError
-from toolprm.reward.prm import KINDS, PRM, PRMHead, feature_matrix, save
+from tqdm import tqdm
 
-from .data import load, load_queries, split_of
+from toolprm.errors import ToolprmError
+from toolprm.grammar import STEP_KINDS as KINDS
+from toolprm.reward.prm import N_EXTRA, PRM, PRMHead, save
+
+from .data import load, split_of
+from .evaluate import evaluate, markdown_table
+from .features import backbone_hidden, features
 from .labels import prefix_correct
 
 
@@ -50,64 +55,6 @@ class TrainConfig:
     patience: int = 12
     seed: int = 0
     backbone: str | None = None     # None: the policy's hidden states stored with the data
-
-
-def backbone_hidden(data_dir: str | os.PathLike, records: list[dict], backbone: str,
-                    progress: bool = True) -> np.ndarray:
-    """Hidden states of a separate backbone at each step: (prompt in its chat format)
-    + the partial output up to the step's end — what ``BackbonePRM`` reads."""
-    from tqdm import tqdm
-
-    from toolprm.engine.models import load_model
-    from toolprm.grammar import normalize_tools
-    from toolprm.reward.prm import PRM as _PRM, BackbonePRM, PRMHead as _Head, N_EXTRA
-
-    model, tok = load_model(backbone)
-    d = model.config.hidden_size
-    dummy = BackbonePRM(_PRM(_Head(d + N_EXTRA, "linear"), {}), model, tok)
-    queries = load_queries(data_dir)
-    out = np.zeros((len(records), d), dtype=np.float32)
-    by_query: dict[str, list[int]] = {}
-    for i, r in enumerate(records):
-        by_query.setdefault(r["query"], []).append(i)
-    for key, idx in tqdm(by_query.items(), desc=f"hidden states ({backbone})", disable=not progress):
-        q = queries[key]
-        specs = [t.spec() for t in normalize_tools(q["tools"])]
-        ids = dummy.prompt_ids(q["messages"], specs)
-        for s in range(0, len(idx), 32):
-            chunk = idx[s:s + 32]
-            out[chunk] = dummy.hidden_states(ids, [records[i]["partial"] for i in chunk])
-    return out
-
-
-def text_matrix(data_dir: str | os.PathLike, records: list[dict]) -> np.ndarray:
-    """reward.features.text_features of every step, from the stored query, tools and events."""
-    from toolprm.grammar import normalize_tools
-    from toolprm.reward.features import N_TEXT, ToolIndex, events_from_records, text_features
-
-    queries = load_queries(data_dir)
-    out = np.zeros((len(records), N_TEXT), dtype=np.float32)
-    groups: dict[tuple, list[int]] = {}
-    for i, r in enumerate(records):
-        groups.setdefault((r["query"], r["rollout"]), []).append(i)
-    indexes: dict[str, ToolIndex] = {}
-    for (key, _), idx in groups.items():
-        if key not in queries:
-            continue
-        if key not in indexes:
-            q = queries[key]
-            indexes[key] = ToolIndex(q["messages"], [t.spec() for t in normalize_tools(q["tools"])])
-        idx.sort(key=lambda i: records[i]["step"])
-        events = events_from_records([records[i] for i in idx])
-        for j, i in enumerate(idx):
-            out[i] = text_features(indexes[key], events[: j + 1])
-    return out
-
-
-def features(records: list[dict], hidden: np.ndarray, data_dir: str | os.PathLike | None = None) -> np.ndarray:
-    text = text_matrix(data_dir, records) if data_dir is not None else None
-    return feature_matrix(hidden, [r["kind"] for r in records], [r["logprob"] for r in records],
-                          [r["sampled"] for r in records], [r["call"] for r in records], text)
 
 
 def _weights(y: np.ndarray, kinds: np.ndarray) -> np.ndarray:
@@ -135,14 +82,11 @@ def _prior_bias(y: np.ndarray, kinds: np.ndarray) -> torch.Tensor:
 def fit(x: np.ndarray, y: np.ndarray, kinds: np.ndarray, dev: np.ndarray, cfg: TrainConfig,
         progress: bool = True) -> tuple[PRMHead, dict]:
     """Train a head; ``dev`` marks the early-stopping rows."""
-    from tqdm import tqdm
-
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     tr = ~dev
     if tr.sum() == 0 or len(np.unique(y[tr])) < 2:
         raise ToolprmError("PRM training data needs both positive and negative steps")
-    from toolprm.reward.prm import N_EXTRA
     # There are at most as many principal components as training rows (a tiny slice).
     pca = min(cfg.pca, x.shape[1] - N_EXTRA, int(tr.sum()))
     head = PRMHead(x.shape[1], cfg.head, cfg.hidden, cfg.dropout, pca)
@@ -234,7 +178,6 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: TrainCon
     save(prm, out_dir)
     Path(out_dir, "history.json").write_text(json.dumps(info["history"]) + "\n")
     # Validation metrics go into the manifest (and a markdown table beside it).
-    from .evaluate import evaluate, markdown_table
     if any(r["split"] == "val" for r in records):
         report = evaluate(data_dir, out_dir, features_cache=(records, x))
         manifest["metrics"] = report

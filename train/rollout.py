@@ -4,9 +4,9 @@ policy's hidden state where the in-loop PRM reads it, and the step's log-prob.
 The decoder is driven exactly the way the fine-grained beam search drives it:
 ``run(stop)`` with ``stop = "any new event"``, resumed until every row is done.
 So each step's hidden state and log-prob / sampled-token count are the ones the
-decoder records for that event in the search (``Seq.event_hidden``,
-``Seq.event_steps``; the last-layer state after the forward chunk that carried
-the event, ``Seq.event_positions`` records where), which the PRM scorer reads.
+decoder records for that event in the search (``Seq.trace``: the last-layer
+state after the forward chunk that carried the event, where that was, and the
+step's log-prob and sampled tokens), which the PRM scorer reads.
 (A plain ``run(lambda s, ev: False)`` would append the forced glue after a
 boundary in the same chunk and read the state a few tokens later than the
 search does.)
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolprm.engine.decode import Decoder, Stats
-from toolprm.engine.prompts import build_prompt
-from toolprm.grammar import GenerationError, StepEvent, ToolSchemaError, compile, normalize_tools
+from toolprm.engine.query import Query
+from toolprm.errors import GenerationError, ToolSchemaError
+from toolprm.grammar import StepEvent
 
 
 @dataclass
@@ -46,16 +46,12 @@ class Rollout:
     tokens: list[int] = field(default_factory=list)
 
 
-def _never(seq, events) -> bool:
-    return False
-
-
 def _stop_at(limit: int, max_tokens: int):
     def stop(seq, events) -> bool:
         # A step boundary, or a step that has run on for too many sampled tokens (a
         # degenerate string: "m_m_m_m..."), or a rollout past its token budget (a
         # degenerate list repeating one call); such a row is dropped after this run.
-        return bool(events) or seq.step_sampled >= limit or len(seq.tokens) >= max_tokens
+        return bool(events) or seq.trace.step_sampled >= limit or len(seq.tokens) >= max_tokens
     return stop
 
 
@@ -65,30 +61,20 @@ HEADROOM = 64
 
 
 @torch.inference_mode()
-def rollouts(policy, messages: list[dict], tools: list[dict], k: int, *, temperature: float = 0.8,
-             seed: int = 0, max_new_tokens: int = 256, calls: str = "any",
-             prompt_ids: list[int] | None = None, max_step_tokens: int = 32,
+def rollouts(policy, query: Query, k: int, *, temperature: float = 0.8, seed: int = 0,
+             max_new_tokens: int = 256, calls: str = "any", max_step_tokens: int = 32,
              empty: bool = False) -> list[Rollout]:
-    """``k`` constrained samples for one query (batched: the prompt is prefilled once),
-    and with ``empty`` one more rollout that answers ``[]`` (``Decoder.close_list``):
-    the empty-list decision the search offers the PRM, which sampling alone rarely makes.
+    """``k`` constrained samples for one prepared query (``engine.query.prepare``;
+    batched: the prompt is prefilled once), and with ``empty`` one more rollout that
+    answers ``[]`` (``Decoder.fork``): the empty-list decision the search offers the
+    PRM, which sampling alone rarely makes.
 
     A rollout whose step runs past ``max_step_tokens`` sampled tokens, or whose
     output runs past ``max_new_tokens``, is cut there: its steps so far are kept
     (``calls`` is None), the unfinished step is not."""
-    norm = normalize_tools(tools)
-    specs = [t.spec() for t in norm]
-    if prompt_ids is None:
-        prompt = build_prompt(policy.tokenizer, messages, specs)
-        prompt_ids = policy.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    grammar = compile(norm, policy.tokenizer, calls=calls)
-    dec = Decoder(policy.model, grammar, prompt_ids, temperature=temperature, seed=seed,
-                  max_new_tokens=max_new_tokens + HEADROOM, pad_token_id=policy.tokenizer.pad_token_id or 0,
-                  want_hidden=True, stats=Stats())
-    dec.feed_forced()                # as the search does: the forks start at the first choice
-    dec.select([0] * (k + 1) if empty else [0] * k)
-    if empty and not dec.close_list(k):
-        dec.select(list(range(k)))   # the grammar needs a call: no empty rollout
+    dec = query.decoder(policy, calls, temperature=temperature, seed=seed,
+                        max_new_tokens=max_new_tokens + HEADROOM, want_hidden=True)
+    dec.fork([0] * k, empty=empty)   # as the search does: the forks start at the first choice
     k = len(dec.rows)
     stop = _stop_at(max_step_tokens, max_new_tokens)
     live = list(range(k))            # rollout index of each decoder row
@@ -105,12 +91,12 @@ def rollouts(policy, messages: list[dict], tools: list[dict], k: int, *, tempera
             if len(evs) > recorded[r]:
                 for i in range(recorded[r], len(evs)):
                     e: StepEvent = evs[i]
-                    lp, n = s.event_steps[i]   # what the search's Candidate carries for this step
+                    lp, n = s.trace.steps[i]   # what the search's Candidate carries for this step
                     steps[r].append(Step(e.kind, e.call, e.key, e.text, e.value, e.offset,
-                                         s.event_positions[i], lp, n))
-                    hidden[r].append(s.event_hidden[i].float().clone())
+                                         s.trace.positions[i], lp, n))
+                    hidden[r].append(s.trace.hidden[i].float().clone())
                 recorded[r] = len(evs)
-                s.step_sampled = 0  # the runaway-step check counts from here
+                s.trace.begin_step()  # the runaway-step check counts from here
                 keep.append(j)
             elif s.done:
                 keep.append(j)
