@@ -34,12 +34,13 @@ from typing import Any
 
 from toolprm.engine.api import Result
 from toolprm.engine.models import Policy, get_policy
+from toolprm.engine.parse import strict_calls
 from toolprm.engine.prompts import build_prompt
 from toolprm.engine.query import prepare
 from toolprm.errors import ToolprmError
 from toolprm.grammar import DEFAULT_MAX_CALLS, call_list_schema
 
-__all__ = ["OutlinesPeer", "strict_calls"]
+__all__ = ["OutlinesPeer"]
 
 STRATEGY = "outlines"
 
@@ -61,22 +62,6 @@ class _TokenRecorder:
 
     def end(self) -> None:
         pass
-
-
-def strict_calls(text: str) -> list[dict] | None:
-    """The call list if ``text`` is exactly a JSON list of ``{"name", "arguments"}``
-    objects, else None. (A truncated outlines output is invalid: nothing is salvaged.)"""
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(obj, list):
-        return None
-    for call in obj:
-        if (not isinstance(call, dict) or set(call) != {"name", "arguments"}
-                or not isinstance(call["name"], str) or not isinstance(call["arguments"], dict)):
-            return None
-    return obj
 
 
 class OutlinesPeer:

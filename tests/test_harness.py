@@ -15,7 +15,7 @@ from toolprm.bench import harness, report
 from toolprm.bfcl import (CATEGORIES, IRRELEVANCE_CATEGORIES, KNOWN_UNSATISFIABLE, Case,
                                 ground_truth_calls, load_cases)
 from toolprm.bench.harness import RunConfig, StrategySpec, calls_for, make_record, run_bench
-from toolprm.bench.outlines_peer import strict_calls
+from toolprm.engine.parse import strict_calls
 from toolprm.errors import ToolprmError
 
 PER_CATEGORY = 12

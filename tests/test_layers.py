@@ -137,3 +137,13 @@ def test_the_checker_sees_a_forbidden_edge(tmp_path):
     edges = imports("toolprm.grammar.x", f, set(modules()))
     assert [(t, inner) for t, _, inner in edges] == [("toolprm.engine.decode", False), ("toolprm.reward", True)]
     assert layer_of("toolprm.engine.decode") not in ALLOWED[layer_of("toolprm.grammar.x")]
+
+
+def test_each_package_imports_on_its_own():
+    """Whichever package a user imports first, the layers load in their order (the
+    engine package imports its lower modules before ``api``, which needs reward)."""
+    import subprocess
+    import sys
+    for pkg in PACKAGES:
+        r = subprocess.run([sys.executable, "-c", f"import toolprm.{pkg}"], capture_output=True, text=True)
+        assert r.returncode == 0, f"import toolprm.{pkg}: {r.stderr[-2000:]}"

@@ -318,13 +318,13 @@ def _scorer_matches_training_features(data, ckpt, scorer):
     """The search's scorer, given a rollout's steps as a Candidate, gives every prefix
     the score `train eval` computes from the stored data (same features, same product)."""
     from toolprm.engine.query import Query
-from toolprm.engine.search import Candidate
+    from toolprm.engine.search import Candidate
     from toolprm.grammar import normalize_tools
     from toolprm.reward.features import events_from_records
     from toolprm.reward.prm import load as load_checkpoint
     from toolprm.train.data import load as load_data, load_queries
     from toolprm.train.labels import chain
-    from toolprm.train.prm import features
+    from toolprm.train.features import features
 
     records, hidden, _ = load_data(data)
     want = chain(records, load_checkpoint(ckpt).predict(features(records, hidden, data)))
