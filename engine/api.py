@@ -24,10 +24,11 @@ class Result:
     steps: list[dict] = field(default_factory=list)   # step events with their scores
     stats: dict = field(default_factory=dict)
     strategy: str = ""
+    token_ids: list[int] = field(default_factory=list)  # the generated ids (forced ones included)
 
     def as_dict(self) -> dict:
         return {"calls": self.calls, "text": self.text, "steps": self.steps, "stats": self.stats,
-                "strategy": self.strategy}
+                "strategy": self.strategy, "token_ids": self.token_ids}
 
 
 def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: str = "any",
@@ -57,9 +58,11 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     stats = Stats()
     t0 = time.perf_counter()
     if spec.run is None:
-        text = _unconstrained(policy, q, max_new_tokens, stats)
+        ids = _unconstrained(policy, q, max_new_tokens, stats)
+        text = policy.tokenizer.decode(ids, skip_special_tokens=True)
+        stats.canonical = _is_canonical(policy, text, ids)
         stats.seconds = time.perf_counter() - t0
-        return Result(parse_calls(text), text, [], stats.as_dict(), strategy)
+        return Result(parse_calls(text), text, [], stats.as_dict(), strategy, ids)
 
     scorer = _scorer(scorer, spec.ranks, policy)
     dec = q.decoder(policy, calls, temperature=0.0 if spec.greedy else temperature, top_p=top_p,
@@ -81,8 +84,15 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
 
     best = spec.run(Search(dec, q, m, n, scorer, aggregation, stats, stream))
     stream([best])
+    stats.canonical = _is_canonical(policy, best.state.text, best.tokens)
     stats.seconds = time.perf_counter() - t0
-    return Result(best.state.events[-1].value, best.state.text, _steps(best), stats.as_dict(), strategy)
+    return Result(best.state.events[-1].value, best.state.text, _steps(best), stats.as_dict(), strategy,
+                  list(best.tokens))
+
+
+def _is_canonical(policy: Policy, text: str, ids: list[int]) -> bool:
+    """Whether ``ids`` are what the tokenizer itself makes of ``text``."""
+    return policy.tokenizer.encode(text, add_special_tokens=False) == list(ids)
 
 
 def _scorer(scorer, ranks: bool, policy: Policy):
@@ -117,7 +127,7 @@ def _steps(seq) -> list[dict]:
 
 
 @torch.inference_mode()
-def _unconstrained(policy: Policy, q: Query, max_new_tokens: int, stats: Stats) -> str:
+def _unconstrained(policy: Policy, q: Query, max_new_tokens: int, stats: Stats) -> list[int]:
     """Plain greedy generation, no grammar: the baseline that shows what constraints buy."""
     ids = torch.tensor([q.prompt_ids])
     t0 = time.perf_counter()
@@ -131,4 +141,4 @@ def _unconstrained(policy: Policy, q: Query, max_new_tokens: int, stats: Stats) 
     stats.generated_tokens = len(new)
     stats.forward_passes = out.shape[1] - len(q.prompt_ids)  # the prefill, then one per later token
     stats.forward_seconds = time.perf_counter() - t0
-    return policy.tokenizer.decode(new, skip_special_tokens=True)
+    return new

@@ -22,6 +22,7 @@ DELEGATES = {
     ("bench", "report"): "toolprm.bench.report",
     ("bench", "scaling"): "toolprm.bench.scaling",
     ("bench", "first-step"): "toolprm.bench.first_step",
+    ("bench", "canonical"): "toolprm.bench.canonical",
     ("train", "data"): "toolprm.train.cli",
     ("train", "prm"): "toolprm.train.cli",
     ("train", "eval"): "toolprm.train.cli",
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     usage = ("usage: toolprm {generate,demo,bench,train} ...\n"
              "  generate --tools FILE QUERY   call functions for a query\n"
              "  demo                          a short demonstration on the default model\n"
-             "  bench {grammar,decode,bfcl,report,scaling,first-step}\n"
+             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical}\n"
              "  train {data,prm,eval,all}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)

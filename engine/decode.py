@@ -26,6 +26,8 @@ from toolprm.grammar import State, StepEvent
 
 from .kv import cache_kwarg, cache_of
 
+_CLOSERS = frozenset(b'"]} ')
+
 # Close the output once its shortest completion is within this many tokens of the
 # budget: one sampled token can lengthen the completion by several tokens.
 CLOSE_MARGIN = 16
@@ -41,6 +43,7 @@ class Stats:
     grammar_seconds: float = 0.0
     forward_seconds: float = 0.0
     seconds: float = 0.0
+    canonical: bool | None = None  # the output's ids are the tokenizer's own encoding of its text
 
     def as_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -130,7 +133,10 @@ class Decoder:
     def __init__(self, model, grammar, prompt_ids: list[int], *, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 256,
                  pad_token_id: int = 0, want_hidden: bool = False, jump_forward: bool = True,
-                 end_on_repeat: bool = True, stats: Stats | None = None):
+                 end_on_repeat: bool = True, canonical: bool = True, stats: Stats | None = None):
+        """``canonical``: forced tokens are the tokenizer's own spelling and stop
+        before a token the next choice could merge into (``State.forced``); False:
+        longest match of every forced byte (earlier versions; for comparison)."""
         self.model = model
         self.grammar = grammar
         self.temperature = temperature
@@ -140,13 +146,15 @@ class Decoder:
         self.want_hidden = want_hidden
         self.jump_forward = jump_forward
         self.end_on_repeat = end_on_repeat
+        self.canonical = canonical
         self.stats = stats or Stats()
         self.gen = torch.Generator().manual_seed(seed)
         self.device = next(model.parameters()).device
         start = grammar.start()
-        if len(start.completion_tokens()) > max_new_tokens:
+        shortest = len(start.completion_tokens(canonical))
+        if shortest > max_new_tokens:
             raise GenerationError(f"max_new_tokens={max_new_tokens} is too small for even the shortest "
-                                  f"valid output ({len(start.completion_tokens())} tokens)")
+                                  f"valid output ({shortest} tokens)")
         ids = torch.tensor([prompt_ids], device=self.device)
         out = self._forward(ids, torch.ones_like(ids), None,
                             torch.arange(len(prompt_ids), device=self.device)[None])
@@ -194,7 +202,7 @@ class Decoder:
             return
         for s in self.rows:
             if not s.pending and not s.done:
-                forced = s.state.forced()
+                forced = s.state.forced(self.canonical)
                 if forced and len(s.tokens) + len(forced) + CLOSE_MARGIN <= self.max_new_tokens:
                     self._append(s, forced, never)
         if any(s.pending for s in self.rows):
@@ -225,12 +233,13 @@ class Decoder:
         first choice (call ``feed_forced`` first) and the grammar allows no call; the
         token is fed by the next ``run``."""
         s = self.rows[row]
-        if s.state.events or s.pending or s.done or s.state.forced() or s.next_logits is None:
+        if (s.state.events or s.pending or s.done or s.state.forced(self.canonical)
+                or s.next_logits is None):
             return False
         after = s.state.advance_bytes(s.state.completion_bytes())
         if not after.is_final or after.events[-1].value != []:
             return False
-        toks = s.state.completion_tokens()
+        toks = s.state.completion_tokens(self.canonical)
         s.trace.chosen(float(self.next_log_probs(row)[toks[0]]))
         self._append(s, toks, never)
         return s.done
@@ -239,9 +248,53 @@ class Decoder:
         """Log-probabilities of row ``row``'s next token under the grammar-masked policy
         (-inf where the grammar forbids the token), over the grammar's vocabulary."""
         s = self.rows[row]
-        m = torch.from_numpy(np.array(s.state.allowed_mask(), dtype=bool))
-        logits = s.next_logits[:len(m)].masked_fill(~m.to(s.next_logits.device), float("-inf"))
-        return torch.log_softmax(logits.float(), dim=-1)
+        return _masked_log_probs(s.next_logits, s.state)
+
+    def continuation_logprob(self, row: int, data: bytes) -> float:
+        """The policy's (grammar-masked) log-probability that row ``row`` goes on with
+        the bytes ``data``, read along their canonical tokens: "close the list"
+        (``b"}}]"``), "begin another call" (``b"}}, {"``), a key, an enum value.
+        Raises ``InvalidTokenError`` if the grammar forbids ``data`` there."""
+        s = self.rows[row]
+        s.state.advance_bytes(data)  # the grammar must allow it: a clear error if not
+        return self.continuations_logprob(row, [self.grammar.vocab.canonical(data)])[0]
+
+    @torch.inference_mode()
+    def continuations_logprob(self, row: int, continuations: list[list[int]]) -> list[float]:
+        """The grammar-masked log-probability of each token continuation of row
+        ``row``, all in one forward pass over temporary forks of the row (dropped
+        after; the other rows are untouched but for masked padding)."""
+        s = self.rows[row]
+        if s.pending or s.next_logits is None:
+            raise GenerationError("continuations are scored at a row's choice point (nothing pending)")
+        states = []
+        for toks in continuations:
+            if not toks:
+                raise GenerationError("an empty continuation has no probability to read")
+            path = [s.state]
+            for t in toks[:-1]:
+                path.append(path[-1].advance(t))
+            path[-1].advance(toks[-1])  # the last token must be allowed too
+            states.append(path)
+        first = self.next_log_probs(row)
+        out = [float(first[toks[0]]) for toks in continuations]
+        longer = [k for k, toks in enumerate(continuations) if len(toks) > 1]
+        if not longer:
+            return out
+        n = len(self.rows)
+        self.select(list(range(n)) + [row] * len(longer))
+        for j, k in enumerate(longer):
+            self.rows[n + j].pending = list(continuations[k][:-1])
+        logits = self._feed(all_logits=True)
+        width = logits.shape[1]
+        for j, k in enumerate(longer):
+            toks = continuations[k]
+            start = width - (len(toks) - 1)  # pending tokens are right-aligned in the chunk
+            for i in range(1, len(toks)):
+                lp = _masked_log_probs(logits[n + j, start + i - 1].float(), states[k][i])
+                out[k] += float(lp[toks[i]])
+        self.select(list(range(n)))
+        return out
 
     def _choose(self, stop: StopFn) -> None:
         """Give every row that needs one its next tokens (forced or sampled)."""
@@ -254,9 +307,9 @@ class Decoder:
                 s.stopped = True
                 continue
             left = self.max_new_tokens - len(s.tokens)
-            forced = s.state.forced() if self.jump_forward else []
+            forced = s.state.forced(self.canonical) if self.jump_forward else []
             if left <= CLOSE_MARGIN * 4:  # near the budget: close the output while it still fits
-                closing = s.state.completion_tokens()
+                closing = s.state.completion_tokens(self.canonical)
                 if len(closing) > left:
                     raise GenerationError(
                         f"the token budget (max_new_tokens={self.max_new_tokens}) ran out: closing "
@@ -267,7 +320,8 @@ class Decoder:
                 # Forced glue counts against the budget too: close now unless it and the
                 # closing that would follow it still leave the margin.
                 if len(closing) + CLOSE_MARGIN >= left or (
-                        forced and len(forced) + len(after.completion_tokens()) + CLOSE_MARGIN >= left):
+                        forced and len(forced) + len(after.completion_tokens(self.canonical))
+                        + CLOSE_MARGIN >= left):
                     self._append(s, closing, stop)
                     continue
             if forced:
@@ -296,7 +350,7 @@ class Decoder:
             self._append(s, [tok], stop, sampled=True)
             far = self.max_new_tokens - len(s.tokens) > CLOSE_MARGIN * 4  # else: next round checks
             if self.jump_forward and far and not s.stop_after_feed and not s.done:  # same pass
-                more = s.state.forced()
+                more = s.state.forced(self.canonical)
                 if more:
                     self._append(s, more, stop)
         self.stats.grammar_seconds += time.perf_counter() - t0
@@ -305,8 +359,8 @@ class Decoder:
         for k, t in enumerate(toks):
             before, s.state = s.state, s.state.advance(t)
             if s.state.calls_closed > before.calls_closed and self._closed_a_call(s, before):
-                toks = toks[:k + 1]  # the list was closed: nothing after this token
                 s.trace.truncate(len(s.state.events) - 1)  # the dropped call's steps
+                toks = self._respell(s, toks[:k + 1])
                 break
         s.tokens.extend(toks)
         s.trace.close_events(len(s.state.events))
@@ -318,6 +372,30 @@ class Decoder:
         s.n_events = len(events)
         if stop(s, new) or s.done:
             s.stop_after_feed = True
+
+    def _respell(self, s: Seq, toks: list[int]) -> list[int]:
+        """After a dropped repeat the text ends at the previous call, then "]": keep
+        the row's tokens (and ``toks``, about to be appended) up to that point, drop
+        the repeated call's, and spell the rest canonically. Returns what to append,
+        so that the row's tokens spell its text. The closers that end the kept call
+        (quotes, brackets, braces) are spelled anew with the "]", as the tokenizer
+        would spell them together."""
+        vocab = self.grammar.vocab
+        keep = len(s.state.raw) - 1  # the bytes before the closing "]"
+        n = used = 0
+        both = s.tokens + toks
+        for t in both:
+            if used + len(vocab.token_bytes[t]) > keep:
+                break
+            used += len(vocab.token_bytes[t])
+            n += 1
+        while n and all(b in _CLOSERS for b in vocab.token_bytes[both[n - 1]]):
+            n -= 1
+            used -= len(vocab.token_bytes[both[n]])
+        tail = s.state.raw[used:]
+        old = len(s.tokens)
+        del s.tokens[n:]
+        return toks[:max(0, n - old)] + (vocab.canonical(tail) if self.canonical else vocab.longest_match(tail))
 
     def _closed_a_call(self, s: Seq, before: State) -> bool:
         """Record where the call the last token closed ends; if that call repeats an
@@ -340,7 +418,9 @@ class Decoder:
         del s.call_ends[-1]
         return True
 
-    def _feed(self) -> None:
+    def _feed(self, all_logits: bool = False) -> torch.Tensor | None:
+        """One forward pass over every row's pending tokens; with ``all_logits`` the
+        logits of every position of the chunk are returned (rows x width x vocab)."""
         rows = self.rows
         width = max(len(s.pending) for s in rows)
         self.stats.fed_slots += width * len(rows)
@@ -355,7 +435,8 @@ class Decoder:
                 pos[r, width - n:] = torch.arange(self.next_pos[r], self.next_pos[r] + n)
                 self.next_pos[r] += n
         self.attn = torch.cat([self.attn, mask.to(self.device)], dim=1)
-        out = self._forward(ids.to(self.device), self.attn, self.cache, pos.to(self.device))
+        out = self._forward(ids.to(self.device), self.attn, self.cache, pos.to(self.device),
+                            keep=0 if all_logits else 1)
         self.cache = cache_of(out)
         last = out.logits[:, -1].float()
         hid = out.hidden_states[-1][:, -1] if self.want_hidden else None
@@ -371,16 +452,23 @@ class Decoder:
                     s.hidden = hid[r]
                 if s.stop_after_feed:
                     s.stopped = True
+        return out.logits if all_logits else None
 
     @torch.inference_mode()
-    def _forward(self, ids, attn, cache, pos):
+    def _forward(self, ids, attn, cache, pos, keep: int = 1):
         t0 = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                         output_hidden_states=self.want_hidden, logits_to_keep=1,
+                         output_hidden_states=self.want_hidden, logits_to_keep=keep,
                          **{cache_kwarg(self.model): cache})
         self.stats.forward_passes += 1
         self.stats.forward_seconds += time.perf_counter() - t0
         return out
+
+
+def _masked_log_probs(logits: torch.Tensor, state: State) -> torch.Tensor:
+    """log-softmax of ``logits`` over the tokens ``state`` allows (-inf elsewhere)."""
+    m = torch.from_numpy(np.array(state.allowed_mask(), dtype=bool)).to(logits.device)
+    return torch.log_softmax(logits[:len(m)].float().masked_fill(~m, float("-inf")), dim=-1)
 
 
 def never(seq, events) -> bool:

@@ -12,7 +12,7 @@ from toolprm.errors import InvalidTokenError, ToolSchemaError
 
 from .build import NodeBuilder
 from .calls import CallListNode
-from .index import TokenIndex, _LRU
+from .index import TokenIndex, _LRU, next_bytes
 from .nodes import advance_stacks, step_byte
 from .normalize import CALL_MODES, Tool, call_list_schema, normalize_tools
 from .vocab import Vocabulary
@@ -58,6 +58,46 @@ class Grammar:
         self.index = TokenIndex(vocab)
         self.schema = call_list_schema(tools, calls, max_calls)
         self._start = State(self, tuple(tuple([f]) for f in self.root.init()), b"")
+        self._stable_forced = _LRU(1 << 14)
+
+    def stable_forced(self, stacks: tuple) -> tuple[int, ...]:
+        """The forced tokens of a configuration, canonical and stable (cached): the
+        tokenizer's own spelling of the unique continuation (``TokenIndex.forced_bytes``),
+        cut before the first token that a grammar-valid continuation could merge
+        into a longer vocabulary token. The cut-off bytes are left to the model,
+        which writes them under the mask in its own tokens (so after a call it can
+        choose ``},`` where forcing ``}}`` would hide that spelling)."""
+        got = self._stable_forced.get(stacks)
+        if got is None:
+            data = self.index.forced_bytes(stacks)
+            got = ()
+            if data:
+                ids = self.vocab.canonical(data)
+                cut = self._first_merge(data, advance_stacks(stacks, data, 0)[0])
+                end, keep = 0, []
+                for t in ids:
+                    end += len(self.vocab.token_bytes[t])
+                    if end > cut:
+                        break
+                    keep.append(t)
+                got = tuple(keep)
+            self._stable_forced.put(stacks, got)
+        return got
+
+    def _first_merge(self, data: bytes, after: tuple) -> int:
+        """The first byte offset ``q`` of ``data`` where a vocabulary token could begin
+        and run on past its end into bytes the grammar allows next (so the tokenizer
+        could merge across the boundary); ``len(data)`` if there is none."""
+        vocab = self.vocab
+        nexts = [bytes((b,)) for b in next_bytes(after)]
+        for q in range(max(0, len(data) - vocab.max_len + 1), len(data)):
+            tail = data[q:]
+            for b in nexts:
+                for token in vocab.extensions(tail + b):
+                    rest = token[len(tail):]
+                    if len(rest) == 1 or advance_stacks(after, rest, 0)[0]:
+                        return q
+        return len(data)
 
     def start(self) -> "State":
         return self._start
@@ -170,22 +210,17 @@ class State:
         return State(self.grammar, stacks, raw, tuple(events),
                      (call, key, key_end, nchars + _chars(data)))
 
-    def forced(self) -> list[int]:
-        """Token ids that must follow (the unique continuation, tokenized greedily by
-        longest match); empty when the model has a choice to make."""
-        data = self.grammar.index.forced_bytes(self.stacks)
-        by_bytes = self.grammar.vocab.by_bytes
-        out, i = [], 0
-        while i < len(data):
-            for j in range(min(len(data), i + self.grammar.vocab.max_len), i, -1):
-                tid = by_bytes.get(data[i:j])
-                if tid is not None:
-                    out.append(tid)
-                    i = j
-                    break
-            else:  # unreachable: every printable byte is a token (checked in Vocabulary)
-                break
-        return out
+    def forced(self, canonical: bool = True) -> list[int]:
+        """Token ids that must follow; empty when the model has a choice to make.
+
+        ``canonical`` (the default): the tokenizer's own spelling of the unique
+        continuation, without a trailing token that the next choice could merge
+        into a longer one (``Grammar.stable_forced``). False: all of the unique
+        continuation by longest match (the jump-forward of earlier versions, kept
+        for comparison)."""
+        if canonical:
+            return list(self.grammar.stable_forced(self.stacks))
+        return self.grammar.vocab.longest_match(self.grammar.index.forced_bytes(self.stacks))
 
     def completion_bytes(self) -> bytes:
         """A short byte string that takes this state to a complete call list (greedy:
@@ -206,9 +241,12 @@ class State:
                 raise AssertionError("no completion found within 16 KiB")
         return bytes(out)
 
-    def completion_tokens(self) -> list[int]:
-        """completion_bytes() as token ids (longest match first)."""
-        return self.grammar.vocab.longest_match(self.completion_bytes())
+    def completion_tokens(self, canonical: bool = True) -> list[int]:
+        """completion_bytes() as token ids: the tokenizer's own spelling (or, with
+        ``canonical=False``, longest match)."""
+        vocab = self.grammar.vocab
+        data = self.completion_bytes()
+        return vocab.canonical(data) if canonical else vocab.longest_match(data)
 
     def __repr__(self) -> str:
         return f"State({self.text!r}, final={self.is_final})"

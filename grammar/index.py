@@ -296,10 +296,10 @@ class TokenIndex:
         cur = stacks
         pending_space = False
         while True:
-            nexts = _next_bytes(cur, 3)
+            nexts = next_bytes(cur, 3)
             if len(nexts) == 2 and nexts[0] == SPACE and not pending_space:
                 after = step_byte(cur, SPACE)
-                if _next_bytes(after, 2) == [nexts[1]]:
+                if next_bytes(after, 2) == [nexts[1]]:
                     if _at_start(cur):  # '[' without the optional leading space
                         out.append(nexts[1])
                         cur = step_byte(cur, nexts[1])
@@ -321,7 +321,7 @@ class TokenIndex:
 _BYTE_ORDER = sorted(range(256), key=lambda b: b < 0x20)  # printable first: found sooner
 
 
-def _next_bytes(stacks: tuple, limit: int) -> list[int]:
+def next_bytes(stacks: tuple, limit: int = 256) -> list[int]:
     """``limit`` bytes that ``stacks`` accepts (all of them if fewer), in byte order
     except that control bytes come last."""
     cands = _cands(stacks)

@@ -7,12 +7,13 @@ grammar never allows them, except EOS exactly when the output is complete.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
 import weakref
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -64,7 +65,11 @@ def _complete_utf8(t: bytes) -> bool:
 class Vocabulary:
     """Token id -> bytes (None for special tokens), plus lookup tables built once."""
 
-    def __init__(self, token_bytes: list[bytes | None], eos_ids: list[int]):
+    def __init__(self, token_bytes: list[bytes | None], eos_ids: list[int],
+                 encode: Callable[[str], list[int]] | None = None):
+        """``encode``: the tokenizer's own text -> ids (its merges), for ``canonical``;
+        None: longest match stands in for it."""
+        self._encode = encode
         self.token_bytes = token_bytes
         self.size = len(token_bytes)
         self.eos_ids = sorted(set(i for i in eos_ids if 0 <= i < self.size))
@@ -124,7 +129,7 @@ class Vocabulary:
             else:  # an added, non-special token spelled in plain text
                 out.append(piece.encode())
         eos = tokenizer.eos_token_id
-        vocab = cls(out, [eos] if eos is not None else [])
+        vocab = cls(out, [eos] if eos is not None else [], _encoder(tokenizer))
         try:
             _BY_TOKENIZER[tokenizer] = vocab
         except TypeError:
@@ -166,6 +171,28 @@ class Vocabulary:
             else:
                 raise ToolprmError(f"the vocabulary cannot spell byte {data[i]:#x}")
         return out
+
+    def canonical(self, data: bytes) -> list[int]:
+        """``data`` spelled as the tokenizer itself spells it (its own merges: for BPE
+        that is not longest match), where that spelling has exactly these bytes (a
+        SentencePiece tokenizer may add a leading space, and a cut inside a UTF-8
+        character has no spelling); otherwise longest match."""
+        if self._encode is not None:
+            try:
+                ids = self._encode(data.decode("utf-8"))
+            except (UnicodeDecodeError, ReferenceError):
+                ids = None
+            if ids and all(0 <= i < self.size and self.token_bytes[i] for i in ids) \
+                    and b"".join(self.token_bytes[i] for i in ids) == data:
+                return list(ids)
+        return self.longest_match(data)
+
+    def extensions(self, prefix: bytes) -> Iterator[bytes]:
+        """The tokens (as bytes) that begin with ``prefix``, itself included."""
+        i = bisect.bisect_left(self.sorted_bytes, prefix)
+        while i < len(self.sorted_bytes) and self.sorted_bytes[i].startswith(prefix):
+            yield self.sorted_bytes[i]
+            i += 1
 
     def string_tables(self, esc: int = 0):
         """Per-token facts for the inside-a-free-string fast path, computed once per
@@ -241,3 +268,18 @@ class StringFacts(NamedTuple):
 
 
 _BY_TOKENIZER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _encoder(tokenizer) -> Callable[[str], list[int]] | None:
+    """The tokenizer's own encoding, held weakly (the vocabulary is cached per
+    tokenizer and must not keep it alive)."""
+    if not callable(getattr(tokenizer, "encode", None)):
+        return None
+    ref = weakref.ref(tokenizer)
+
+    def encode(text: str) -> list[int]:
+        tok = ref()
+        if tok is None:
+            raise ReferenceError("the tokenizer is gone")
+        return tok.encode(text, add_special_tokens=False)
+    return encode

@@ -151,8 +151,12 @@ def test_decoder_records_every_step_for_the_prm(policy, cases):
     for s in dec.run(lambda s, ev: False):
         t = s.trace
         assert len(t.hidden) == len(t.steps) == len(s.state.events) > 0
-        assert sum(n for _, n in t.steps) == t.step_sampled
-        assert sum(lp for lp, _ in t.steps) == pytest.approx(t.logprob)
+        # events carried by one chunk share its counts (budget closing can carry several)
+        chunks = {}
+        for p, st in zip(t.positions, t.steps):
+            chunks.setdefault(p, st)
+        assert sum(n for _, n in chunks.values()) == t.step_sampled
+        assert sum(lp for lp, _ in chunks.values()) == pytest.approx(t.logprob)
 
 
 def test_beam_search_offers_the_empty_list(policy, cases):
@@ -232,3 +236,50 @@ def test_cli_generate(tmp_path, cases):
     bad = subprocess.run([sys.executable, "-m", "toolprm.engine.cli", "generate", "--tools",
                           str(tmp_path / "missing.json"), "q"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "cannot read tools" in bad.stderr
+
+
+def test_continuation_logprob_is_the_sum_along_its_canonical_tokens(policy):
+    """Decoder.continuation_logprob equals the grammar-masked log-probs of the
+    continuation's canonical tokens, read off one plain forward pass of the model."""
+    tools = [{"name": "get_weather", "description": "Weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    q = engine.prepare(policy.tokenizer, "Weather in Paris and in Rome?", tools)
+    dec = q.decoder(policy, "any", max_new_tokens=80)
+    vocab = dec.grammar.vocab
+    prefix = b'[{"name": "get_weather", "arguments": {"city": "Paris"'
+    for tail in (b"}}]", b'}}, {"', b""):
+        data = prefix + tail
+        got = dec.continuation_logprob(0, data)
+        ids = vocab.canonical(data)
+        with torch.inference_mode():
+            logits = policy.model(torch.tensor([q.prompt_ids + ids])).logits[0].float()
+        state, want = dec.grammar.start(), 0.0
+        for i, t in enumerate(ids):
+            mask = torch.from_numpy(state.allowed_mask().copy())
+            lp = torch.log_softmax(logits[len(q.prompt_ids) + i - 1][:len(mask)].masked_fill(~mask, float("-inf")), -1)
+            want += float(lp[t])
+            state = state.advance(t)
+        assert got == pytest.approx(want, abs=1e-4)
+    assert len(dec.rows) == 1  # the temporary forks are gone
+    with pytest.raises(Exception, match="not allowed"):
+        dec.continuation_logprob(0, b'[{"name": "nope"')
+    # the canonical path makes a second call far likelier than the forced "}}" token did
+    go_on = dec.continuation_logprob(0, prefix + b'}}, {"') - dec.continuation_logprob(0, prefix + b"}}]")
+    close2 = vocab.longest_match(b"}}")
+    lo, lc = dec.continuations_logprob(0, [vocab.canonical(prefix) + close2 + vocab.canonical(b', {"'),
+                                           vocab.canonical(prefix) + close2 + vocab.canonical(b"]")])
+    assert go_on > lo - lc
+
+
+def test_greedy_token_ids_are_the_tokenizers_own(policy):
+    """Result.token_ids spell the output, and on these cases they are exactly the
+    tokenizer's encoding of the text (stats["canonical"])."""
+    tools = [{"name": "get_weather", "description": "Weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"},
+                                         "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"]}}]
+    for q in ("What's the weather in Paris, in celsius?", "Weather in Rome and in Oslo?", "Tell me a joke."):
+        r = engine.generate(q, tools, model=policy, strategy="greedy", max_new_tokens=96)
+        assert policy.tokenizer.decode(r.token_ids) == r.text
+        assert r.stats["canonical"] is True
+        assert r.token_ids == policy.tokenizer.encode(r.text, add_special_tokens=False)

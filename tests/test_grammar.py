@@ -852,3 +852,103 @@ def test_grammar_bench_runs(tmp_path):
     s = data["summary"]
     assert s["compiled"] == 5 and s["outlines_tool_sets"] == 1 and s["steps"] > 0
     assert s["answer_walks_rejected"] == 0
+
+
+# ============================================================================ canonical forcing
+def _own_spelling(vocab, tok, data: bytes) -> bool:
+    """Whether the tokenizer itself spells ``data`` byte for byte (else ``canonical``
+    falls back to longest match)."""
+    try:
+        ids = tok.encode(data.decode("utf-8"), add_special_tokens=False)
+    except UnicodeDecodeError:
+        return False
+    return all(vocab.token_bytes[i] for i in ids) and token_text(vocab, ids) == data
+
+
+def _forced_is_stable(grammar, tok, state, rng, n_cont: int = 6) -> int:
+    """The forced tokens of ``state`` are a prefix of the canonical spelling of
+    ``forced bytes + c`` for sampled grammar-valid continuations ``c`` (a few random
+    allowed tokens after the forced bytes). Returns how many continuations were checked."""
+    vocab = grammar.vocab
+    data = grammar.index.forced_bytes(state.stacks)
+    forced = state.forced()
+    assert token_text(vocab, forced) == data[:len(token_text(vocab, forced))]
+    if not data:
+        assert forced == []
+        return 0
+    own = _own_spelling(vocab, tok, data)
+    assert forced == vocab.canonical(data)[:len(forced)]
+    checked = 0
+    for _ in range(n_cont):
+        s = state.advance_bytes(data)
+        cont = b""
+        for _ in range(rng.randint(1, 3)):
+            if s.is_final:
+                break
+            allowed = [t for t in s.allowed_token_ids().tolist() if t not in vocab.eos_ids]
+            t = rng.choice(allowed)
+            cont += vocab.token_bytes[t]
+            s = s.advance(t)
+        if not cont or _own_spelling(vocab, tok, data + cont) != own:
+            continue  # the reference must be spelled the same way as the forced run
+        assert vocab.canonical(data + cont)[:len(forced)] == forced, (data, cont)
+        checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("tok_name", TOKENIZERS)
+@settings(max_examples=examples(25), **SETTINGS)
+@given(tools=tool_sets(), mode=st.sampled_from(MODES), steps=st.integers(0, 40), seed=st.integers(0, 2**32 - 1))
+def test_forced_tokens_are_canonical_and_stable(tokenizers, tok_name, tools, mode, steps, seed):
+    """Jump-forward never forces a token that a valid continuation would spell
+    otherwise: the forced tokens are a prefix of the tokenizer's own spelling of the
+    forced bytes followed by any continuation the grammar allows."""
+    tok = tokenizers[tok_name]
+    grammar = G.compile(tools, tok, calls=mode)
+    rng = random.Random(seed)
+    state = random_walk(grammar, rng, max_steps=steps, check_every=steps + 1, complete=False)
+    for _ in range(12):  # from there on, through forced runs and choices
+        _forced_is_stable(grammar, tok, state, rng)
+        if state.is_final:
+            break
+        forced = state.forced()
+        allowed = [t for t in state.allowed_token_ids().tolist() if t not in grammar.vocab.eos_ids]
+        state = state.advance(forced[0] if forced else rng.choice(allowed))
+
+
+def test_forced_tokens_are_stable_on_bfcl_tool_sets(smollm2_tokenizer):
+    from toolprm.bfcl import load_cases
+    rng = random.Random(0)
+    checked = 0
+    for case in [c for cat in ("live_simple", "live_multiple", "live_parallel") for c in load_cases(cat, 4)]:
+        grammar = G.compile(case.tools, smollm2_tokenizer, calls="any")
+        state = grammar.start()
+        while not state.is_final:
+            checked += _forced_is_stable(grammar, smollm2_tokenizer, state, rng, n_cont=3)
+            forced = state.forced()
+            if forced:
+                state = state.advance(forced[0])
+                continue
+            tail = state.completion_bytes()
+            allowed = [t for t in state.allowed_token_ids().tolist() if t not in grammar.vocab.eos_ids]
+            state = state.advance(rng.choice(allowed) if rng.random() < 0.3 else
+                                  grammar.vocab.canonical(tail)[0])
+    assert checked > 50
+
+
+def test_nothing_spanning_the_end_of_a_call_is_forced(smollm2_tokenizer):
+    """After a call's last value the model, not the grammar, spells the close: the
+    forced tokens stop before anything that spans "}}," or "}}]", and "}," (close
+    the arguments, the call, and go on) is reachable in the model's own tokens."""
+    tools = [{"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}}, "required": ["city"]}}]
+    g = G.compile(tools, smollm2_tokenizer, calls="any")
+    s = g.start().advance_bytes(b'[{"name": "get_weather", "arguments": {"city": "Paris"')
+    vocab = g.vocab
+    assert vocab.token_bytes[vocab.by_bytes[b"}}"]] == b"}}" and s.forced(canonical=False) == [vocab.by_bytes[b"}}"]]
+    assert token_text(vocab, s.forced()) == b""  # "}}" is held back: "}" + "}," spells going on
+    one = vocab.by_bytes[b"}"]
+    assert s.allowed_mask()[one]
+    after = s.advance(one)
+    assert after.allowed_mask()[vocab.by_bytes[b"},"]]
+    assert smollm2_tokenizer.convert_ids_to_tokens(vocab.canonical(b'}}, {"')) == ["}", "},", "\u0120{\""]
