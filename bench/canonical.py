@@ -87,11 +87,15 @@ def _run_share(cases: list, out: str, max_new_tokens: int, model: str | None, po
     with open(path, "a", encoding="utf-8") as f:
         for case in tqdm(cases, desc=f"cases {position + 1}", position=position, file=sys.stderr):
             recs = []
-            for mode in MODES:  # interleaved: the two rules meet the same machine load
-                if ("greedy", case.id, mode) not in done:
-                    recs.append(greedy_record(policy, case, mode, max_new_tokens))
-            if case.category in PARALLEL_LIVE and ("continue", case.id, None) not in done:
-                recs.append(continue_record(policy, case))
+            try:
+                for mode in MODES:  # interleaved: the two rules meet the same machine load
+                    if ("greedy", case.id, mode) not in done:
+                        recs.append(greedy_record(policy, case, mode, max_new_tokens))
+                if case.category in PARALLEL_LIVE and ("continue", case.id, None) not in done:
+                    recs.append(continue_record(policy, case))
+            except ToolprmError as e:  # a tool set the grammar refuses: the case is left out
+                recs = [{"kind": "skipped", "id": case.id, "category": case.category, "mode": None,
+                         "why": str(e)[:300]}]
             for r in recs:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
@@ -112,7 +116,8 @@ def _read(path: Path) -> list[dict]:
 def summarize(records: list[dict]) -> dict:
     greedy = [r for r in records if r["kind"] == "greedy"]
     cats = list(dict.fromkeys(r["category"] for r in greedy))
-    out: dict = {"categories": {}, "modes": {}}
+    out: dict = {"categories": {}, "modes": {},
+                 "skipped": [f"{r['id']}: {r['why']}" for r in records if r["kind"] == "skipped"]}
     for mode in MODES:
         rs = [r for r in greedy if r["mode"] == mode]
         live = [r for r in rs if r["category"].startswith("live_")]
@@ -183,6 +188,9 @@ def table(s: dict, command: str) -> str:
         p = s[f"paired_{name}"]
         lines.append(f"\n{name.replace('_', '-')} cases, paired: only longest-match right {p['only_b']}, only "
                      f"canonical right {p['only_a']}, McNemar exact p = {p['p']:.3f}.")
+    if s.get("skipped"):
+        lines.append(f"\nLeft out ({len(s['skipped'])}; the grammar refuses their tool sets): "
+                     + "; ".join(s["skipped"]))
     changed = {c: row["changed"] for c, row in s["categories"].items() if row["changed"]}
     if changed:
         lines.append("\nCases whose verdict changed: " + "; ".join(f"{c}: {', '.join(v)}" for c, v in changed.items()))

@@ -38,10 +38,13 @@ from typing import Any, Callable, Protocol
 
 from toolprm.bench import report
 from toolprm.bench.report import RunConfig
+from toolprm.bench.oracle import LABEL as ORACLE_LABEL
+from toolprm.bench.oracle import OracleScorer
 from toolprm.bench.outlines_peer import OutlinesPeer
 from toolprm.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
 from toolprm.engine.api import generate
 from toolprm.engine.models import get_policy
+from toolprm.engine.explore import EXPLORATIONS
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES
@@ -70,9 +73,12 @@ class StrategySpec:
     name: str
     m: int = 8
     n: int = 2
+    exploration: str = "structured"  # fine_beam's candidates (engine.explore)
 
     @property
     def label(self) -> str:
+        if self.name == "fine_beam" and self.exploration != "structured":
+            return f"{self.name}(m={self.m},n={self.n},{self.exploration})"
         if self.name in ("coarse_beam", "fine_beam"):
             return f"{self.name}(m={self.m},n={self.n})"
         if self.name in ("best_of_n", "majority"):
@@ -107,10 +113,12 @@ class ModelRunner:
                 self._outlines = OutlinesPeer(self.policy)
             return self._outlines.generate(case.messages, case.tools, calls=calls,
                                            max_new_tokens=c.max_new_tokens)
+        scorer = {"default": None, "oracle": OracleScorer(case) if c.scorer == "oracle" else None}.get(
+            c.scorer, c.scorer)
         return generate(case.messages, case.tools, model=self.policy, strategy=spec.name, calls=calls,
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
-                        max_new_tokens=c.max_new_tokens, aggregation=c.aggregation,
-                        scorer=None if c.scorer == "default" else c.scorer)
+                        max_new_tokens=c.max_new_tokens, aggregation=c.aggregation, scorer=scorer,
+                        exploration=spec.exploration, top_k=c.top_k, proposals=c.proposals)
 
 
 def make_record(case: Case, label: str, calls_mode: str, result: Any = None,
@@ -274,10 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--aggregation", default=RunConfig.aggregation, choices=AGGREGATIONS)
-    p.add_argument("--scorer", default="default", choices=("default", "prm", "policy"),
+    p.add_argument("--scorer", default="default", choices=("default", "prm", "policy", "oracle"),
                    help="step scorer of the ranking strategies: default (engine.generate's own: the "
-                        "shipped PRM for fine_beam, coarse_beam and best_of_n), prm, or policy (the "
-                        "policy's own confidence)")
+                        "shipped PRM for fine_beam, coarse_beam and best_of_n), prm, policy (the "
+                        "policy's own confidence), or oracle (reads the ground truth: a ceiling, "
+                        "a diagnostic only)")
+    p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
+                   help="fine_beam's candidates: structured (default) or sampling (m samples only)")
+    p.add_argument("--top-k", type=int, default=RunConfig.top_k,
+                   help="discrete alternatives kept per step (structured exploration)")
+    p.add_argument("--proposals", type=int, default=RunConfig.proposals,
+                   help="grounded proposals kept per free-form value (structured exploration)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "
                         "oversubscription, which slows decoding many times over)")
@@ -299,9 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         torch.set_num_threads(a.threads)
     categories = _categories(a.category)
-    specs = [StrategySpec(s, a.m, a.n) for s in dict.fromkeys(a.strategy or ["greedy"])]
+    specs = [StrategySpec(s, a.m, a.n, a.exploration) for s in dict.fromkeys(a.strategy or ["greedy"])]
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
                        temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
+                       top_k=a.top_k, proposals=a.proposals,
                        scorer=a.scorer)
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()

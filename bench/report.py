@@ -183,6 +183,7 @@ def markdown_table(summary: dict) -> str:
     cats = summary["categories"]
     labels = summary["strategies"]
     ratios = summary.get("time_vs_reference") or {}
+    oracle = (summary.get("config") or {}).get("scorer") == "oracle"
     show_nl = any(c in NON_LIVE_AST for c in cats)
     head = ["strategy", *cats]
     if show_nl:
@@ -211,8 +212,17 @@ def markdown_table(summary: dict) -> str:
             row.append(_num(r.get("seconds_ratio"), 2) + (f" (n={r['n_paired']})" if r.get("n_paired") else ""))
         if o["exceptions"]:
             row[0] += f" ⚠{o['exceptions']} exc."
+        if oracle and label.split("(")[0] in RANKING:
+            row[0] += " [oracle ceiling]"
         lines.append("| " + " | ".join(row) + " |")
+    if oracle:
+        lines.insert(0, "Scorer: the oracle, which reads the ground truth — a ceiling of what a perfect "
+                        "reward model could pick from these candidates, not a result.\n")
     return "\n".join(lines)
+
+
+#: The strategies whose choice depends on the scorer.
+RANKING = ("best_of_n", "coarse_beam", "fine_beam")
 
 
 # --------------------------------------------------------------------------- plots
@@ -319,7 +329,9 @@ class RunConfig:
     temperature: float = 0.8
     seed: int = 0
     aggregation: str = "last"
-    scorer: str = "default"  # engine.generate's scorer: default (None), "prm" or "policy"
+    scorer: str = "default"  # engine.generate's scorer: default (None), "prm", "policy", or "oracle" (a ceiling)
+    top_k: int = 8           # structured exploration's bounds (engine.explore)
+    proposals: int = 4
 
 
 

@@ -11,6 +11,7 @@ from toolprm.errors import ToolprmError
 from toolprm.reward import prm as reward_prm
 
 from .decode import Stats
+from .explore import Exploration
 from .models import Policy, get_policy
 from .parse import parse_calls
 from .query import Query, prepare
@@ -34,6 +35,7 @@ class Result:
 def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: str = "any",
              m: int = 8, n: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = "last",
+             exploration: str = "structured", top_k: int = 8, proposals: int = 4,
              on_step: Callable[[dict], None] | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
 
@@ -42,9 +44,13 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     majority. ``scorer``: None (the shipped ToolPRM for fine_beam, coarse_beam and
     best_of_n), "prm", "policy" (the policy's own confidence) or a Scorer.
     ``aggregation``: how a beam ranks a partial output by its step scores
-    (``AGGREGATIONS``; "last" is right for the PRM's prefix products). ``on_step`` is
-    called with each step of the answer as soon as every surviving candidate
-    agrees on it."""
+    (``AGGREGATIONS``; "last" is right for the PRM's prefix products).
+    ``exploration``: how fine_beam proposes a step's candidates (``engine.explore``):
+    "structured" (every discrete alternative the grammar allows, the ``top_k``
+    likeliest where there are more; at a free-form value ``m`` samples plus the
+    ``proposals`` likeliest grounded proposals from the query) or "sampling" (``m``
+    samples only). ``on_step`` is called with each step of the answer as soon as
+    every surviving candidate agrees on it."""
     spec = STRATEGIES.get(strategy)
     if spec is None:
         raise ToolprmError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -53,6 +59,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     for name, v in (("m", m), ("n", n), ("max_new_tokens", max_new_tokens)):
         if not isinstance(v, int) or v < 1:
             raise ToolprmError(f"{name} must be a positive integer, got {v!r}")
+    explore = Exploration(exploration, top_k, proposals)
     policy = get_policy(model)
     q = prepare(policy.tokenizer, query, tools)
     stats = Stats()
@@ -82,7 +89,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
             on_step(st)
         reported[0] = max(reported[0], settled)
 
-    best = spec.run(Search(dec, q, m, n, scorer, aggregation, stats, stream))
+    best = spec.run(Search(dec, q, m, n, scorer, aggregation, stats, stream, explore))
     stream([best])
     stats.canonical = _is_canonical(policy, best.state.text, best.tokens)
     stats.seconds = time.perf_counter() - t0

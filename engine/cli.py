@@ -11,6 +11,7 @@ from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES
 
 from . import api, demo
+from .explore import EXPLORATIONS
 from .search import AGGREGATIONS, STRATEGIES
 
 # Subcommands implemented elsewhere: (module, function taking argv) - imported lazily
@@ -45,6 +46,12 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--aggregation", default="last", choices=AGGREGATIONS,
                    help="how a beam ranks partial outputs by their step scores (default last: the "
                         "PRM's scores are already products over the steps)")
+    p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
+                   help="fine_beam's candidates: structured (every discrete choice, samples plus "
+                        "grounded proposals at free values; default) or sampling (m samples only)")
+    p.add_argument("--top-k", type=int, default=8, help="discrete alternatives kept per step (default 8)")
+    p.add_argument("--proposals", type=int, default=4,
+                   help="grounded proposals kept per free-form value (default 4)")
     p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
     a = p.parse_args(argv)
     try:
@@ -54,7 +61,8 @@ def _generate(argv: list[str]) -> int:
         raise ToolprmError(f"cannot read tools from {a.tools}: {e}") from None
     r = api.generate(a.query, tools, model=a.model, strategy=a.strategy, calls=a.calls, m=a.m, n=a.n,
                      temperature=a.temperature, seed=a.seed, max_new_tokens=a.max_new_tokens,
-                     aggregation=a.aggregation)
+                     aggregation=a.aggregation, exploration=a.exploration, top_k=a.top_k,
+                     proposals=a.proposals)
     if a.trace:
         print(api.format_trace(r.steps), file=sys.stderr)
         print(json.dumps(r.stats), file=sys.stderr)

@@ -37,6 +37,7 @@ CLOSE_MARGIN = 16
 class Stats:
     generated_tokens: int = 0   # tokens chosen by sampling
     forced_tokens: int = 0      # tokens appended by jump-forward or budget closing
+    chosen_tokens: int = 0      # tokens of alternatives a strategy chose (enumerated, proposed)
     forward_passes: int = 0
     fed_slots: int = 0          # rows x chunk width summed over decoding passes (padding included)
     scorer_calls: int = 0
@@ -129,6 +130,11 @@ class Seq:
 StopFn = Callable[[Seq, tuple[StepEvent, ...]], bool]
 
 
+def never(seq, events) -> bool:
+    """A stop function that never stops a row before its output is complete."""
+    return False
+
+
 class Decoder:
     def __init__(self, model, grammar, prompt_ids: list[int], *, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 256,
@@ -188,7 +194,7 @@ class Decoder:
         """Decode every row until it is complete or ``stop`` fires on its new events."""
         for s in self.rows:
             s.stopped = s.done
-            s.stop_after_feed = False
+            s.stop_after_feed = s.stop_after_feed and bool(s.pending)  # an extended row's own stop
         while True:
             self._choose(stop)
             if not any(s.pending for s in self.rows):
@@ -259,41 +265,68 @@ class Decoder:
         s.state.advance_bytes(data)  # the grammar must allow it: a clear error if not
         return self.continuations_logprob(row, [self.grammar.vocab.canonical(data)])[0]
 
-    @torch.inference_mode()
     def continuations_logprob(self, row: int, continuations: list[list[int]]) -> list[float]:
         """The grammar-masked log-probability of each token continuation of row
         ``row``, all in one forward pass over temporary forks of the row (dropped
         after; the other rows are untouched but for masked padding)."""
-        s = self.rows[row]
-        if s.pending or s.next_logits is None:
-            raise GenerationError("continuations are scored at a row's choice point (nothing pending)")
-        states = []
-        for toks in continuations:
+        n = len(self.rows)
+        per_token = self._fork_along([(row, toks) for toks in continuations])
+        self.select(list(range(n)))
+        return [sum(lps) for lps in per_token]
+
+    def room_for(self, row: int, tokens: list[int]) -> bool:
+        """Whether row ``row`` can take ``tokens`` and stay clear of the budget's closing
+        zone (where the loop itself closes the output)."""
+        return len(self.rows[row].tokens) + len(tokens) + CLOSE_MARGIN * 4 < self.max_new_tokens
+
+    def extend(self, items: list[tuple[int, list[int]]], stop: StopFn = never) -> list[int]:
+        """For each ``(row, tokens)``: a fork of ``row`` that goes on with ``tokens``,
+        chosen rather than sampled (an enumerated alternative, a grounded proposal),
+        each token counted with the policy's grammar-masked log-prob. All of them in
+        one forward pass over all tokens but the last, which the next ``run`` feeds
+        (``stop`` marks where that run ends them). The forks are added at the end of
+        the batch; returns their indices."""
+        n = len(self.rows)
+        per_token = self._fork_along(items)
+        for j, ((_, toks), lps) in enumerate(zip(items, per_token)):
+            s = self.rows[n + j]
+            for lp in lps:
+                s.trace.chosen(lp)
+            self._append(s, toks, stop, how="chosen", fed=len(toks) - 1)
+        return list(range(n, n + len(items)))
+
+    @torch.inference_mode()
+    def _fork_along(self, items: list[tuple[int, list[int]]]) -> list[list[float]]:
+        """Fork each ``row`` of ``items`` (added at the end of the batch) and feed its
+        ``tokens`` but the last; returns each token's grammar-masked log-prob. The
+        forks' grammar states are not advanced (``extend`` does that)."""
+        paths = []
+        for row, toks in items:
+            s = self.rows[row]
+            if s.pending or s.next_logits is None:
+                raise GenerationError("continuations start at a row's choice point (nothing pending)")
             if not toks:
                 raise GenerationError("an empty continuation has no probability to read")
             path = [s.state]
             for t in toks[:-1]:
                 path.append(path[-1].advance(t))
             path[-1].advance(toks[-1])  # the last token must be allowed too
-            states.append(path)
-        first = self.next_log_probs(row)
-        out = [float(first[toks[0]]) for toks in continuations]
-        longer = [k for k, toks in enumerate(continuations) if len(toks) > 1]
-        if not longer:
-            return out
+            paths.append(path)
+        first = {row: self.next_log_probs(row) for row in {row for row, _ in items}}
+        out = [[float(first[row][toks[0]])] for row, toks in items]
         n = len(self.rows)
-        self.select(list(range(n)) + [row] * len(longer))
-        for j, k in enumerate(longer):
-            self.rows[n + j].pending = list(continuations[k][:-1])
+        self.select(list(range(n)) + [row for row, _ in items])
+        if not any(len(toks) > 1 for _, toks in items):
+            return out
+        for j, (_, toks) in enumerate(items):
+            self.rows[n + j].pending = list(toks[:-1])
         logits = self._feed(all_logits=True)
         width = logits.shape[1]
-        for j, k in enumerate(longer):
-            toks = continuations[k]
+        for j, (_, toks) in enumerate(items):
             start = width - (len(toks) - 1)  # pending tokens are right-aligned in the chunk
             for i in range(1, len(toks)):
-                lp = _masked_log_probs(logits[n + j, start + i - 1].float(), states[k][i])
-                out[k] += float(lp[toks[i]])
-        self.select(list(range(n)))
+                lp = _masked_log_probs(logits[n + j, start + i - 1].float(), paths[j][i])
+                out[j].append(float(lp[toks[i]]))
         return out
 
     def _choose(self, stop: StopFn) -> None:
@@ -347,7 +380,7 @@ class Decoder:
             tok = int(toks[r])
             s.trace.chosen(float(logp[r, tok]))
             self.stats.generated_tokens += 1
-            self._append(s, [tok], stop, sampled=True)
+            self._append(s, [tok], stop, how="sampled")
             far = self.max_new_tokens - len(s.tokens) > CLOSE_MARGIN * 4  # else: next round checks
             if self.jump_forward and far and not s.stop_after_feed and not s.done:  # same pass
                 more = s.state.forced(self.canonical)
@@ -355,7 +388,10 @@ class Decoder:
                     self._append(s, more, stop)
         self.stats.grammar_seconds += time.perf_counter() - t0
 
-    def _append(self, s: Seq, toks: list[int], stop: StopFn, sampled: bool = False) -> None:
+    def _append(self, s: Seq, toks: list[int], stop: StopFn, how: str = "forced", fed: int = 0) -> None:
+        """Advance row ``s`` through ``toks``, ``how`` they came: "forced", "sampled"
+        (counted where sampled) or "chosen" (an alternative a strategy picked); the
+        first ``fed`` are already in the KV cache, the rest wait for the next feed."""
         for k, t in enumerate(toks):
             before, s.state = s.state, s.state.advance(t)
             if s.state.calls_closed > before.calls_closed and self._closed_a_call(s, before):
@@ -364,9 +400,11 @@ class Decoder:
                 break
         s.tokens.extend(toks)
         s.trace.close_events(len(s.state.events))
-        s.pending.extend(toks)
-        if not sampled:
+        s.pending.extend(toks[fed:])
+        if how == "forced":
             self.stats.forced_tokens += len(toks)
+        elif how == "chosen":
+            self.stats.chosen_tokens += len(toks)
         events = s.state.events
         new = events[s.n_events:]
         s.n_events = len(events)
@@ -469,11 +507,6 @@ def _masked_log_probs(logits: torch.Tensor, state: State) -> torch.Tensor:
     """log-softmax of ``logits`` over the tokens ``state`` allows (-inf elsewhere)."""
     m = torch.from_numpy(np.array(state.allowed_mask(), dtype=bool)).to(logits.device)
     return torch.log_softmax(logits[:len(m)].float().masked_fill(~m, float("-inf")), dim=-1)
-
-
-def never(seq, events) -> bool:
-    """A stop function that never stops a row before its output is complete."""
-    return False
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:

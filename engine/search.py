@@ -22,6 +22,7 @@ import torch
 from toolprm.grammar import StepEvent
 
 from .decode import Decoder, Seq, Stats, never
+from .explore import Exploration, plan, query_text
 from .query import Query
 
 #: How a partial output's step scores become the one number a beam ranks it by.
@@ -96,6 +97,7 @@ class Search:
     aggregation: str
     stats: Stats
     on_step: Callable[[list[Seq]], None] | None = None
+    exploration: Exploration = Exploration()
 
     def score(self, rows: list[Seq], outcome: bool = False) -> list[float]:
         """Score ``rows`` (their last step, or the whole output) and record each score
@@ -134,14 +136,19 @@ def majority(search: Search) -> Seq:
     return max(winners, key=lambda s: s.trace.logprob)
 
 
-def beam(search: Search, coarse: bool = False, explore_empty: bool = True) -> Seq:
+def beam(search: Search, coarse: bool = False) -> Seq:
     """Fine-grained (each name/key/value is a step) or coarse (each call is a step)
-    beam search: every live beam is expanded into ``m`` samples to its next step
-    boundary, the samples are scored, and the best ``n`` partial outputs are kept.
-    With ``explore_empty`` the first step also offers ``[]`` (where the grammar allows
-    no call), scored like the samples: a small policy rarely samples it, so without
-    it the scorer could never choose to call nothing."""
-    dec, m = search.dec, search.m
+    beam search: every live beam is expanded into its candidates for the next step
+    (``engine.explore``: the discrete alternatives the grammar allows, or ``m``
+    samples plus grounded proposals; with sampling-only exploration, ``m`` samples),
+    each runs to its next step boundary, the candidates are scored, and the best
+    ``n`` partial outputs are kept. The first step always offers ``[]`` where the
+    grammar allows no call: a small policy rarely samples it, so without it the
+    scorer could never choose to call nothing."""
+    dec, m, ex = search.dec, search.m, search.exploration
+    if coarse:  # a step is a whole call: its candidates are samples
+        ex = Exploration("sampling")
+    query = query_text(search.query.messages)
     marks: dict[int, int] = {}
 
     def stop(seq: Seq, events) -> bool:
@@ -152,17 +159,23 @@ def beam(search: Search, coarse: bool = False, explore_empty: bool = True) -> Se
     dec.select([0])
     first = True
     while True:
-        dec.feed_forced()  # once per parent, before forking it into m rows
-        parents = dec.rows
-        picks = [i for i, s in enumerate(parents) for _ in range(1 if s.done else m)]
-        parent_of = list(picks)
-        if dec.fork(picks, empty=first and explore_empty):  # one more row that answers []
-            parent_of.append(0)
-        first = False
-        for s in dec.rows:
+        dec.feed_forced()  # once per parent, before forking it into its candidates
+        parents = list(dec.rows)
+        for s in parents:
             if not s.done:
                 s.trace.begin_step()
-            marks[id(s)] = s.state.calls_closed
+        plans = [plan(dec, i, m, ex, query) for i in range(len(parents))]
+        items = [(i, toks) for i, (_, conts) in enumerate(plans) for toks in conts]
+        added = dec.extend(items, stop)  # chosen alternatives, after the parents
+        picks = [i for i, (k, _) in enumerate(plans) for _ in range(k)]
+        parent_of = picks + [i for i, _ in items]
+        if first and ex.mode == "sampling":
+            if dec.fork(picks + added, empty=True):  # one more row that answers []
+                parent_of.append(0)
+        else:
+            dec.select(picks + added)
+        first = False
+        marks = {id(s): s.state.calls_closed for s in dec.rows}
         rows = dec.run(stop)
         # One candidate per distinct partial output (keep the likeliest copy).
         unique: dict[bytes, int] = {}

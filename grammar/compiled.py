@@ -12,8 +12,11 @@ from toolprm.errors import InvalidTokenError, ToolSchemaError
 
 from .build import NodeBuilder
 from .calls import CallListNode
+from .containers import ArrayNode, ObjectNode
 from .index import TokenIndex, _LRU, next_bytes
 from .nodes import advance_stacks, step_byte
+from .numbers import NumberNode
+from .strings import StringNode
 from .normalize import CALL_MODES, Tool, call_list_schema, normalize_tools
 from .vocab import Vocabulary
 
@@ -59,6 +62,7 @@ class Grammar:
         self.schema = call_list_schema(tools, calls, max_calls)
         self._start = State(self, tuple(tuple([f]) for f in self.root.init()), b"")
         self._stable_forced = _LRU(1 << 14)
+        self._next_steps = _LRU(1 << 12)
 
     def stable_forced(self, stacks: tuple) -> tuple[int, ...]:
         """The forced tokens of a configuration, canonical and stable (cached): the
@@ -222,6 +226,43 @@ class State:
             return list(self.grammar.stable_forced(self.stacks))
         return self.grammar.vocab.longest_match(self.grammar.index.forced_bytes(self.stacks))
 
+    def next_steps(self, limit: int = 256, max_bytes: int = 160) -> list[bytes] | None:
+        """The distinct byte continuations from here to the next step boundary, when
+        every way there is a discrete choice: close the list or begin another call
+        (with each tool name), each remaining key or close the arguments, each enum,
+        boolean or null value. Spaced as json.dumps spaces (", ", ": "). None when
+        the way passes through a free-form value (a string, number, array or nested
+        object), or when there are more than ``limit`` ways. Cached per configuration."""
+        key = (self.stacks, limit, max_bytes)
+        cache = self.grammar._next_steps
+        if key in cache:
+            return cache.get(key)
+        out: list[bytes] | None = []
+        # Depth-first over bytes; a branch ends where an event fires.
+        todo = [(self.stacks, b"", self.raw[-1:])]
+        while todo and out is not None:
+            stacks, acc, last = todo.pop()
+            if _free_form(stacks) or len(acc) > max_bytes:
+                out = None
+                break
+            for b in reversed(next_bytes(stacks)):
+                if b in _WHITESPACE and not (b == 0x20 and last in (b",", b":")):
+                    continue  # json.dumps spacing only: one space after "," and ":", none elsewhere
+                if b != 0x20 and last in (b",", b":") and 0x20 in next_bytes(stacks):
+                    continue
+                nxt, ev = advance_stacks(stacks, bytes((b,)), 0)
+                if ev:
+                    out.append(acc + bytes((b,)))
+                    if len(out) > limit:
+                        out = None
+                        break
+                elif nxt:
+                    todo.append((nxt, acc + bytes((b,)), bytes((b,))))
+        if out is not None:
+            out.sort()
+        cache.put(key, out)
+        return out
+
     def completion_bytes(self) -> bytes:
         """A short byte string that takes this state to a complete call list (greedy:
         each byte is the first of _COMPLETION_PRIORITY that the automaton accepts),
@@ -250,6 +291,20 @@ class State:
 
     def __repr__(self) -> str:
         return f"State({self.text!r}, final={self.is_final})"
+
+
+_WHITESPACE = frozenset(b" \t\n\r")
+
+
+def _free_form(stacks: tuple) -> bool:
+    """Inside a value that is not a fixed literal: a string, a number, an array, or an
+    object nested in the arguments (stack depth: list, call, arguments, value)."""
+    for s in stacks:
+        node = s[-1][0]
+        if isinstance(node, (StringNode, NumberNode, ArrayNode)) or len(s) > 4 or (
+                isinstance(node, ObjectNode) and len(s) > 3):
+            return True
+    return False
 
 
 def _chars(data: bytes) -> int:

@@ -1,0 +1,159 @@
+"""Candidates for one step of a search: by the grammar's structure, by sampling, and
+from the query.
+
+A small policy puts almost all its mass on one choice, so M samples rarely propose
+the right alternative and no scorer can choose what it is never shown. At a step
+where the grammar leaves a discrete choice (close the list or begin another call
+with each tool name, each remaining key or close the arguments, each enum, boolean
+or null value: ``State.next_steps``), every alternative is a candidate, each once,
+with the policy's own log-probability (the likeliest ``top_k`` where there are
+more). At a free-form value (a string, number or array), the candidates are ``m``
+policy samples plus *grounded proposals*: spans and numbers of the query that fit
+the parameter's type, fed through the grammar (so valid by construction), the
+``proposals`` likeliest under the policy. Spans an earlier call already used for
+the same parameter are left out, so a parallel answer's later call gets new ones.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from toolprm.errors import ToolprmError
+from toolprm.grammar import InvalidTokenError, State
+
+from .decode import Decoder
+
+#: "structured": enumerate discrete choices and add grounded proposals; "sampling":
+#: M policy samples per step only (earlier versions).
+EXPLORATIONS = ("structured", "sampling")
+_WORD = re.compile(r"[^\W_][\w'.\-/]*", re.UNICODE)
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
+_QUOTED = re.compile(r"\"([^\"]{1,80})\"|'([^']{1,80})'|“([^”]{1,80})”")
+_STOP = frozenset("a an the of to in on for and or is are be by with from at as it this that you your "
+                  "me my i we can could would please what which how get find give show tell".split())
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """How a beam search proposes the candidates of a step (module docstring)."""
+    mode: str = "structured"
+    top_k: int = 8         # discrete alternatives kept per step, the likeliest under the policy
+    proposals: int = 4     # grounded proposals kept per free-form value, the likeliest under the policy
+    max_ngram: int = 3     # longest word span proposed for a string
+
+    def __post_init__(self):
+        if self.mode not in EXPLORATIONS:
+            raise ToolprmError(f"exploration must be one of {EXPLORATIONS}, got {self.mode!r}")
+        for name in ("top_k", "max_ngram"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ToolprmError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.proposals, int) or self.proposals < 0:
+            raise ToolprmError(f"proposals must be a non-negative integer, got {self.proposals!r}")
+
+
+def plan(dec: Decoder, row: int, m: int, ex: Exploration, query: str) -> tuple[int, list[list[int]]]:
+    """The candidates of row ``row``'s next step: (how many samples to draw, token
+    continuations to add as chosen alternatives)."""
+    s = dec.rows[row]
+    if s.done:
+        return 1, []
+    if ex.mode == "sampling":
+        return m, []
+    vocab = dec.grammar.vocab
+    steps = s.state.next_steps()
+    if steps is not None:
+        conts = [t for t in (vocab.canonical(d) for d in steps) if dec.room_for(row, t)]
+        if conts:
+            return 0, _likeliest(dec, row, conts, ex.top_k)
+        return m, []  # near the budget: the loop's own closing takes over
+    props = [t for t in (vocab.canonical(d) for d in grounded(s.state, query, ex.max_ngram))
+             if dec.room_for(row, t)]
+    return m, _likeliest(dec, row, props, ex.proposals)
+
+
+def _likeliest(dec: Decoder, row: int, conts: list[list[int]], k: int) -> list[list[int]]:
+    if len(conts) <= k or k == 0:
+        return conts[:k] if k == 0 else conts
+    lps = dec.continuations_logprob(row, conts)
+    order = sorted(range(len(conts)), key=lambda i: -lps[i])[:k]
+    return [conts[i] for i in sorted(order)]
+
+
+def query_text(messages: list[dict]) -> str:
+    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+    return "\n".join(str(u) for u in (users or [m.get("content") or "" for m in messages]))
+
+
+def grounded(state: State, query: str, max_ngram: int = 3, limit: int = 48) -> list[bytes]:
+    """Byte continuations from ``state`` (which stands at a parameter's value) that
+    write a value taken from ``query`` and fitting the parameter: numbers as written,
+    quoted strings and word spans; for arrays, the list of the query's numbers or
+    quoted strings. Each is checked by the grammar; at most ``limit``, in order of
+    preference (quoted, then longer spans)."""
+    ev = state.events[-1] if state.events else None
+    if ev is None or ev.kind != "key":
+        return []
+    calls = state.calls()
+    tool = state.grammar.tool(calls[-1]["name"]) if calls else None
+    spec = ((tool.parameters if tool else {}).get("properties") or {}).get(ev.key) or {}
+    types = _types(spec)
+    used = {json.dumps(c["arguments"][ev.key], sort_keys=True) for c in calls[:-1]
+            if c["name"] == calls[-1]["name"] and ev.key in c["arguments"]}
+    values: list = []
+    numbers = _NUMBER.findall(query)
+    quoted = [a or b or c for a, b, c in _QUOTED.findall(query)]
+    if types & {"integer", "number"}:
+        for n in numbers:
+            if "." not in n or "number" in types:
+                values.append(float(n) if "." in n else int(n))
+    if "string" in types:
+        values += quoted + _spans(query, max_ngram)
+    if "array" in types:
+        item = _types(spec.get("items") or {})
+        if item & {"integer", "number"} and len(numbers) > 1:
+            values.append([float(n) if "." in n else int(n) for n in numbers])
+        if "string" in item and len(quoted) > 1:
+            values.append(quoted)
+    glue = b" " if state.raw.endswith(b":") else b""
+    out, seen = [], set()
+    for v in values:
+        key = json.dumps(v, sort_keys=True)
+        if key in seen or key in used:
+            continue
+        seen.add(key)
+        data = glue + json.dumps(v, ensure_ascii=False).encode()
+        try:
+            state.advance_bytes(data)
+        except InvalidTokenError:
+            continue
+        out.append(data)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _types(spec: dict) -> set[str]:
+    t = spec.get("type")
+    types = set(t) if isinstance(t, list) else {t} if isinstance(t, str) else set()
+    for alt in (spec.get("anyOf") or []) + (spec.get("oneOf") or []):
+        types |= _types(alt)
+    if "enum" in spec or "const" in spec:
+        return set()  # a discrete value: enumerated, not proposed
+    return types
+
+
+def _spans(query: str, max_ngram: int) -> list[str]:
+    """Word spans of the query (up to ``max_ngram`` words, with the text between them
+    as written), longer first; none that begins or ends with a stop word."""
+    words = [(m.start(), m.end(), m.group().lower().strip(".")) for m in _WORD.finditer(query)]
+    spans = []
+    for n in range(max_ngram, 0, -1):
+        for i in range(len(words) - n + 1):
+            a, b = words[i], words[i + n - 1]
+            if a[2] in _STOP or b[2] in _STOP:
+                continue
+            text = query[a[0]:b[1]].rstrip(".,;:!?")
+            if "\n" not in text:
+                spans.append(text)
+    return spans

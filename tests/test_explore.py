@@ -1,0 +1,96 @@
+"""Structured exploration: the discrete alternatives the grammar allows, grounded
+proposals from the query, their bounds, and the oracle ceiling."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toolprm import engine
+from toolprm.bench.oracle import OracleScorer
+from toolprm.bfcl import Case, load_cases
+from toolprm.engine.explore import Exploration, grounded, plan
+from toolprm.errors import ToolprmError
+from toolprm.grammar import compile
+
+TOOLS = [{"name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {
+    "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    "days": {"type": "integer", "minimum": 1, "maximum": 14}, "flag": {"type": "boolean"},
+    "note": {"type": ["string", "null"]}}, "required": ["city"]}},
+    {"name": "get_time", "description": "Time", "parameters": {"type": "object", "properties": {
+        "tz": {"type": "string"}}}}]
+
+
+def test_next_steps_are_every_discrete_choice_and_nothing_else(smollm2_tokenizer):
+    g = compile(TOOLS, smollm2_tokenizer, calls="any")
+    s = g.start()
+    assert s.next_steps() == [b"[]", b'[{"name": "get_time"', b'[{"name": "get_weather"']
+    s = s.advance_bytes(b'[{"name": "get_weather"')
+    # city is required: the arguments cannot close yet; every key can come first
+    assert s.next_steps() == [b', "arguments": {"' + k.encode() + b'"'
+                              for k in sorted(["city", "unit", "days", "flag", "note"])]
+    assert s.advance_bytes(b', "arguments": {"city"').next_steps() is None  # a free string
+    s = s.advance_bytes(b', "arguments": {"city": "Paris"')
+    assert s.next_steps() == [b', "days"', b', "flag"', b', "note"', b', "unit"',
+                              b'}}, {"name": "get_time"', b'}}, {"name": "get_weather"', b"}}]"]
+    assert s.advance_bytes(b', "unit"').next_steps() == [b': "celsius"', b': "fahrenheit"']
+    assert s.advance_bytes(b', "flag":').next_steps() == [b" false", b" true"]
+    assert s.advance_bytes(b', "days":').next_steps() is None  # a free number
+    for step in s.next_steps():  # every alternative is valid and reaches exactly one boundary
+        after = s.advance_bytes(step)
+        assert len(after.events) == len(s.events) + 1
+
+
+def test_grounded_proposals_fit_the_parameter_and_the_grammar(smollm2_tokenizer):
+    g = compile(TOOLS, smollm2_tokenizer, calls="any")
+    q = 'Weather in "Los Angeles" and San Diego for 3 days, or 20 days, or 2.5 days'
+    base = g.start().advance_bytes(b'[{"name": "get_weather", "arguments": {')
+    city = grounded(base.advance_bytes(b'"city":'), q)
+    texts = [json.loads(d) for d in city]
+    assert texts[0] == "Los Angeles" and "San Diego" in texts and all(isinstance(t, str) for t in texts)
+    days = [json.loads(d) for d in grounded(base.advance_bytes(b'"days":'), q)]
+    assert days == [3]  # integers only, within the bounds: 20 > 14 and 2.5 is no integer
+    for data in city:
+        after = base.advance_bytes(b'"city":').advance_bytes(data)
+        assert after.text.endswith(data.decode())
+    # a later call of a parallel answer is not offered the span an earlier call used
+    later = g.start().advance_bytes(b'[{"name": "get_weather", "arguments": {"city": "Los Angeles"}}, '
+                                    b'{"name": "get_weather", "arguments": {"city":')
+    assert "Los Angeles" not in [json.loads(d) for d in grounded(later, q)]
+
+
+def test_candidate_bounds_are_respected(bpe_tokenizer):
+    from test_search_tiny import _tiny
+    policy = _tiny(bpe_tokenizer)
+    tools = [{"name": f"tool_{c}", "description": "t", "parameters": {"type": "object", "properties": {
+        "x": {"type": "string"}}, "required": ["x"]}} for c in "abcdefghij"]
+    q = engine.prepare(policy.tokenizer, "use tool_c on alpha beta gamma delta", tools)
+    dec = q.decoder(policy, "any", max_new_tokens=80)
+    dec.feed_forced()
+    k, conts = plan(dec, 0, 3, Exploration(top_k=4), "use tool_c on alpha beta gamma delta")
+    assert k == 0 and len(conts) == 4  # 10 tools and [] offered: the 4 likeliest kept
+    k, conts = plan(dec, 0, 3, Exploration(top_k=20), "q")
+    assert k == 0 and len(conts) == 11
+    k, conts = plan(dec, 0, 3, Exploration("sampling"), "q")
+    assert (k, conts) == (3, [])
+    with pytest.raises(ToolprmError, match="exploration"):
+        Exploration("everything")
+
+
+def test_oracle_scorer_needs_a_ground_truth():
+    with pytest.raises(ToolprmError, match="ground truth"):
+        OracleScorer(Case("live_simple_0-0-0", "live_simple", [], [], []))
+    with pytest.raises(ToolprmError, match="ground truth"):
+        OracleScorer({"ground_truth": []})
+    with pytest.raises(ToolprmError, match="scorer"):
+        engine.generate("q", TOOLS, strategy="fine_beam", scorer="oracle")
+
+
+def test_oracle_fine_beam_finds_both_calls_of_a_parallel_case():
+    """With structured exploration a second call is among the candidates, so a
+    perfect scorer can keep it (a live case: nothing here touches the test set)."""
+    case = next(c for c in load_cases("live_parallel") if c.id == "live_parallel_4-1-0")
+    assert len(case.ground_truth) == 2  # Boston, USA and San Francisco, USA: both in the query
+    r = engine.generate(case.messages, case.tools, strategy="fine_beam", m=2, n=2,
+                        scorer=OracleScorer(case), max_new_tokens=160)
+    assert len(r.calls) == 2, r.calls
