@@ -37,6 +37,7 @@ from toolprm.engine.query import prepare
 from toolprm.engine.workers import run_jobs, threads_per_job
 from toolprm.errors import InvalidTokenError, ToolprmError
 
+from .report import replace_block
 from .stats import paired, wilson
 
 MODES = {"longest": False, "canonical": True}
@@ -208,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each by default)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="out/canonical")
+    p.add_argument("--readme", default=None, help="also put the table into this file's canonical-results block")
     a = p.parse_args(argv)
     if a.per_category < 0 or a.live_scale <= 0 or a.jobs < 1:
         raise ToolprmError("--per-category must be >= 0, --live-scale > 0 and --jobs >= 1")
@@ -231,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(summary, summary["command"])
     (out / "table.md").write_text(text + "\n")
     print(text)
+    if a.readme:
+        replace_block(a.readme, "canonical-results", text)
     return 0
 
 

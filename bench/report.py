@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,20 +140,22 @@ def summarize(records: list[dict], strategies: list[str] | None = None,
             "complete": len(present) == len(NON_LIVE_AST),
         }
 
-    # Wall time against the outlines peer of the same run (merged reports tag each
-    # record with its run), on the cases both scored.
-    ref = {(r.get("run"), r["id"]): _stat(r, "seconds") for r in records
-           if r["strategy"] == REFERENCE or r["strategy"].startswith(REFERENCE + "@")}
+    # Wall time and compute against the outlines peer of the same run (else greedy;
+    # merged reports tag each record with its run), on the cases both scored.
+    reference = REFERENCE if any(r["strategy"].split("@")[0] == REFERENCE for r in records) else "greedy"
+    ref = {(r.get("run"), r["id"]): r for r in records if r["strategy"].split("@")[0] == reference}
     ratios: dict[str, Any] = {}
     if ref:
         for label in labels:
-            paired = [((r.get("run"), r["id"]), _stat(r, "seconds")) for r in records
+            paired = [(ref[(r.get("run"), r["id"])], r) for r in records
                       if r["strategy"] == label and (r.get("run"), r["id"]) in ref]
-            ref_sum = sum(ref[k] for k, _ in paired)
+            ref_s = sum(_stat(a, "seconds") for a, _ in paired)
+            ref_c = sum(compute(a) for a, _ in paired)
             ratios[label] = {
-                "reference": REFERENCE,
+                "reference": reference,
                 "n_paired": len(paired),
-                "seconds_ratio": (sum(s for _, s in paired) / ref_sum) if ref_sum > 0 else None,
+                "seconds_ratio": sum(_stat(b, "seconds") for _, b in paired) / ref_s if ref_s > 0 else None,
+                "compute_ratio": sum(compute(b) for _, b in paired) / ref_c if ref_c > 0 else None,
             }
     return {
         "config": config or {},
@@ -163,6 +166,14 @@ def summarize(records: list[dict], strategies: list[str] | None = None,
         "non_live_ast": non_live,
         "time_vs_reference": ratios,
     }
+
+
+def compute(record: dict) -> float:
+    """A case's compute: tokens generated, forced and chosen (enumerated alternatives,
+    proposals), plus scorer calls."""
+    st = record.get("stats") or {}
+    return sum(float(st.get(k) or record.get(k) or 0)
+               for k in ("generated_tokens", "forced_tokens", "chosen_tokens", "scorer_calls"))
 
 
 # --------------------------------------------------------------------------- table
@@ -183,6 +194,7 @@ def markdown_table(summary: dict) -> str:
     cats = summary["categories"]
     labels = summary["strategies"]
     ratios = summary.get("time_vs_reference") or {}
+    reference = next(iter(ratios.values()), {}).get("reference", REFERENCE)
     oracle = (summary.get("config") or {}).get("scorer") == "oracle"
     show_nl = any(c in NON_LIVE_AST for c in cats)
     head = ["strategy", *cats]
@@ -190,7 +202,7 @@ def markdown_table(summary: dict) -> str:
         head.append("non-live AST")
     head += ["valid %", "gen tok/case", "forced tok/case", "fwd/case", "s/case"]
     if ratios:
-        head.append(f"time ÷ {REFERENCE}")
+        head += [f"time ÷ {reference}", f"compute ÷ {reference}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for label in labels:
         row = [label]
@@ -210,6 +222,7 @@ def markdown_table(summary: dict) -> str:
         if ratios:
             r = ratios.get(label, {})
             row.append(_num(r.get("seconds_ratio"), 2) + (f" (n={r['n_paired']})" if r.get("n_paired") else ""))
+            row.append(_num(r.get("compute_ratio"), 2))
         if o["exceptions"]:
             row[0] += f" ⚠{o['exceptions']} exc."
         if oracle and label.split("(")[0] in RANKING:
@@ -378,6 +391,19 @@ def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[str]]:
     return records, list(dict.fromkeys(order))
 
 
+def replace_block(readme: str | os.PathLike, tag: str, block: str) -> None:
+    """Replace what stands between ``<!-- tag:start -->`` and ``<!-- tag:end -->`` in
+    ``readme`` with ``block``, so that no number in a results table is typed by hand."""
+    path = Path(readme)
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise ToolprmError(f"{path} has no {start} ... {end} block to replace")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="toolprm bench report",
                                 description="Merge BFCL harness runs into one table and plot.")
@@ -386,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where summary.json and the plots go (default: DIR itself when one is given, "
                         "else ./bfcl-report)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--readme", default=None, help="also put the table into this file's results block")
+    p.add_argument("--tag", default="bfcl-results", help="the block's marker name (default bfcl-results)")
     a = p.parse_args(argv)
     dirs = [Path(d) for d in a.dirs]
     for d in dirs:
@@ -393,9 +421,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ToolprmError(f"{d} has no {CASES_FILE}: not a `toolprm bench bfcl` output folder")
     records, order = merge_runs(dirs)
     out = Path(a.out) if a.out else (dirs[0] if len(dirs) == 1 else Path("bfcl-report"))
-    config = {"merged_from": [str(d) for d in dirs]} if len(dirs) > 1 else _read_config(dirs[0])
+    configs = [_read_config(d) for d in dirs]
+    config = configs[0] if len(dirs) == 1 else {"merged_from": [str(d) for d in dirs]}
+    if len({c.get("scorer") for c in configs}) == 1:
+        config["scorer"] = configs[0].get("scorer")
     _, table = write_outputs(records, out, strategies=order, config=config, plots=not a.no_plots)
     print(table)
+    if a.readme:
+        cmd = "toolprm bench report " + " ".join(sys.argv[3:] if argv is None else argv)
+        replace_block(a.readme, a.tag, f"Written by `{cmd}`.\n\n{table}")
     if not a.no_plots and records:
         print(f"\nplots: {out / PLOT_CATEGORIES}, {out / PLOT_COMPUTE}")
     return 0

@@ -221,13 +221,8 @@ def _run_share(cases, specs, out: Path, config: RunConfig, shard: int | None = N
 
 
 def update_readme(readme: Path, block: str, model: str = DEFAULT_MODEL) -> None:
-    start, end = markers(model)
-    text = readme.read_text()
-    if start not in text or end not in text:
-        raise ToolprmError(f"{readme} has no {start} ... {end} block to replace")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+    report.replace_block(readme, "scaling-results" if model == DEFAULT_MODEL else f"scaling-results:{model}",
+                         block)
 
 
 def main(argv: list[str] | None = None) -> int:
