@@ -87,6 +87,8 @@ def _run_share(cases: list, out: str, max_new_tokens: int, model: str | None, po
     policy = get_policy(model)
     with open(path, "a", encoding="utf-8") as f:
         for case in tqdm(cases, desc=f"cases {position + 1}", position=position, file=sys.stderr):
+            if ("skipped", case.id, None) in done:
+                continue
             recs = []
             try:
                 for mode in MODES:  # interleaved: the two rules meet the same machine load
@@ -94,7 +96,7 @@ def _run_share(cases: list, out: str, max_new_tokens: int, model: str | None, po
                         recs.append(greedy_record(policy, case, mode, max_new_tokens))
                 if case.category in PARALLEL_LIVE and ("continue", case.id, None) not in done:
                     recs.append(continue_record(policy, case))
-            except ToolprmError as e:  # a tool set the grammar refuses: the case is left out
+            except ToolprmError as e:  # a tool set the grammar refuses, or a generation error
                 recs = [{"kind": "skipped", "id": case.id, "category": case.category, "mode": None,
                          "why": str(e)[:300]}]
             for r in recs:
@@ -118,7 +120,8 @@ def summarize(records: list[dict]) -> dict:
     greedy = [r for r in records if r["kind"] == "greedy"]
     cats = list(dict.fromkeys(r["category"] for r in greedy))
     out: dict = {"categories": {}, "modes": {},
-                 "skipped": [f"{r['id']}: {r['why']}" for r in records if r["kind"] == "skipped"]}
+                 "skipped": list(dict.fromkeys(f"{r['id']}: {r['why']}" for r in records
+                                               if r["kind"] == "skipped"))}
     for mode in MODES:
         rs = [r for r in greedy if r["mode"] == mode]
         live = [r for r in rs if r["category"].startswith("live_")]
@@ -190,7 +193,8 @@ def table(s: dict, command: str) -> str:
         lines.append(f"\n{name.replace('_', '-')} cases, paired: only longest-match right {p['only_b']}, only "
                      f"canonical right {p['only_a']}, McNemar exact p = {p['p']:.3f}.")
     if s.get("skipped"):
-        lines.append(f"\nLeft out ({len(s['skipped'])}; the grammar refuses their tool sets): "
+        lines.append(f"\nLeft out ({len(s['skipped'])}: a tool set the grammar refuses, or a generation "
+                     "error in either rule): "
                      + "; ".join(s["skipped"]))
     changed = {c: row["changed"] for c, row in s["categories"].items() if row["changed"]}
     if changed:

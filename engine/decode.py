@@ -277,7 +277,14 @@ class Decoder:
     def room_for(self, row: int, tokens: list[int]) -> bool:
         """Whether row ``row`` can take ``tokens`` and stay clear of the budget's closing
         zone (where the loop itself closes the output)."""
-        return len(self.rows[row].tokens) + len(tokens) + CLOSE_MARGIN * 4 < self.max_new_tokens
+        s = self.rows[row]
+        if len(s.tokens) + len(tokens) + CLOSE_MARGIN * 4 >= self.max_new_tokens:
+            return False
+        after = s.state
+        for t in tokens:
+            after = after.advance(t)
+        closing = len(after.completion_tokens(self.canonical))
+        return len(s.tokens) + len(tokens) + closing + CLOSE_MARGIN * 4 < self.max_new_tokens
 
     def extend(self, items: list[tuple[int, list[int]]], stop: StopFn = never) -> list[int]:
         """For each ``(row, tokens)``: a fork of ``row`` that goes on with ``tokens``,
