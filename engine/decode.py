@@ -348,7 +348,9 @@ class Decoder:
                 continue
             left = self.max_new_tokens - len(s.tokens)
             forced = s.state.forced(self.canonical) if self.jump_forward else []
-            if left <= CLOSE_MARGIN * 4:  # near the budget: close the output while it still fits
+            # Near the budget, close the output while it still fits; a long closing (a call
+            # with many required keys still open) is watched from further away.
+            if left <= CLOSE_MARGIN * 10:
                 closing = s.state.completion_tokens(self.canonical)
                 if len(closing) > left:
                     raise GenerationError(

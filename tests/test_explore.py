@@ -65,7 +65,7 @@ def test_candidate_bounds_are_respected(bpe_tokenizer):
     tools = [{"name": f"tool_{c}", "description": "t", "parameters": {"type": "object", "properties": {
         "x": {"type": "string"}}, "required": ["x"]}} for c in "abcdefghij"]
     q = engine.prepare(policy.tokenizer, "use tool_c on alpha beta gamma delta", tools)
-    dec = q.decoder(policy, "any", max_new_tokens=80)
+    dec = q.decoder(policy, "any", max_new_tokens=256)
     dec.feed_forced()
     k, conts = plan(dec, 0, 3, Exploration(top_k=4), "use tool_c on alpha beta gamma delta")
     assert k == 0 and len(conts) == 4  # 10 tools and [] offered: the 4 likeliest kept
@@ -75,6 +75,11 @@ def test_candidate_bounds_are_respected(bpe_tokenizer):
     assert (k, conts) == (3, [])
     with pytest.raises(ToolprmError, match="exploration"):
         Exploration("everything")
+    # near the budget only what still fits (with its shortest completion) is offered
+    tight = q.decoder(policy, "any", max_new_tokens=80)
+    tight.feed_forced()
+    k, conts = plan(tight, 0, 3, Exploration(top_k=20), "q")
+    assert k == 0 and len(conts) == 1 and policy.tokenizer.decode(conts[0]).endswith("]")  # []
 
 
 def test_oracle_scorer_needs_a_ground_truth():
