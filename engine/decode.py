@@ -387,6 +387,13 @@ class Decoder:
         for r, i in enumerate(need_sample):
             s = self.rows[i]
             tok = int(toks[r])
+            left = self.max_new_tokens - len(s.tokens) - 1
+            if left <= CLOSE_MARGIN * 10 and len(s.state.advance(tok).completion_tokens(self.canonical)) \
+                    + CLOSE_MARGIN > left:
+                # this token would leave too little room to close (e.g. "," before a call
+                # with many required keys): close the output now instead
+                self._append(s, s.state.completion_tokens(self.canonical), stop)
+                continue
             s.trace.chosen(float(logp[r, tok]))
             self.stats.generated_tokens += 1
             self._append(s, [tok], stop, how="sampled")
