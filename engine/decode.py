@@ -29,8 +29,13 @@ from .kv import cache_kwarg, cache_of
 _CLOSERS = frozenset(b'"]} ')
 
 # Close the output once its shortest completion is within this many tokens of the
-# budget: one sampled token can lengthen the completion by several tokens.
+# budget: one sampled token can lengthen the completion by several tokens. A budget
+# under 128 tokens gets an eighth of itself, so a small budget still fits a call.
 CLOSE_MARGIN = 16
+
+
+def close_margin(max_new_tokens: int) -> int:
+    return min(CLOSE_MARGIN, max(2, max_new_tokens // 8))
 
 
 @dataclass
@@ -148,6 +153,7 @@ class Decoder:
         self.temperature = temperature
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
+        self.margin = close_margin(max_new_tokens)
         self.pad = pad_token_id
         self.want_hidden = want_hidden
         self.jump_forward = jump_forward
@@ -209,7 +215,7 @@ class Decoder:
         for s in self.rows:
             if not s.pending and not s.done:
                 forced = s.state.forced(self.canonical)
-                if forced and len(s.tokens) + len(forced) + CLOSE_MARGIN <= self.max_new_tokens:
+                if forced and len(s.tokens) + len(forced) + self.margin <= self.max_new_tokens:
                     self._append(s, forced, never)
         if any(s.pending for s in self.rows):
             self._feed()
@@ -278,13 +284,13 @@ class Decoder:
         """Whether row ``row`` can take ``tokens`` and stay clear of the budget's closing
         zone (where the loop itself closes the output)."""
         s = self.rows[row]
-        if len(s.tokens) + len(tokens) + CLOSE_MARGIN * 4 >= self.max_new_tokens:
+        if len(s.tokens) + len(tokens) + self.margin * 4 >= self.max_new_tokens:
             return False
         after = s.state
         for t in tokens:
             after = after.advance(t)
         closing = len(after.completion_tokens(self.canonical))
-        return len(s.tokens) + len(tokens) + closing + CLOSE_MARGIN * 4 < self.max_new_tokens
+        return len(s.tokens) + len(tokens) + closing + self.margin * 4 < self.max_new_tokens
 
     def extend(self, items: list[tuple[int, list[int]]], stop: StopFn = never) -> list[int]:
         """For each ``(row, tokens)``: a fork of ``row`` that goes on with ``tokens``,
@@ -350,7 +356,7 @@ class Decoder:
             forced = s.state.forced(self.canonical) if self.jump_forward else []
             # Near the budget, close the output while it still fits; a long closing (a call
             # with many required keys still open) is watched from further away.
-            if left <= CLOSE_MARGIN * 10:
+            if left <= self.margin * 10:
                 closing = s.state.completion_tokens(self.canonical)
                 if len(closing) > left:
                     raise GenerationError(
@@ -361,9 +367,9 @@ class Decoder:
                     after = after.advance(t)
                 # Forced glue counts against the budget too: close now unless it and the
                 # closing that would follow it still leave the margin.
-                if len(closing) + CLOSE_MARGIN >= left or (
+                if len(closing) + self.margin >= left or (
                         forced and len(forced) + len(after.completion_tokens(self.canonical))
-                        + CLOSE_MARGIN >= left):
+                        + self.margin >= left):
                     self._append(s, closing, stop)
                     continue
             if forced:
@@ -388,8 +394,8 @@ class Decoder:
             s = self.rows[i]
             tok = int(toks[r])
             left = self.max_new_tokens - len(s.tokens) - 1
-            if left <= CLOSE_MARGIN * 10 and len(s.state.advance(tok).completion_tokens(self.canonical)) \
-                    + CLOSE_MARGIN > left:
+            if left <= self.margin * 10 and len(s.state.advance(tok).completion_tokens(self.canonical)) \
+                    + self.margin > left:
                 # this token would leave too little room to close (e.g. "," before a call
                 # with many required keys): close the output now instead
                 self._append(s, s.state.completion_tokens(self.canonical), stop)
@@ -397,7 +403,7 @@ class Decoder:
             s.trace.chosen(float(logp[r, tok]))
             self.stats.generated_tokens += 1
             self._append(s, [tok], stop, how="sampled")
-            far = self.max_new_tokens - len(s.tokens) > CLOSE_MARGIN * 4  # else: next round checks
+            far = self.max_new_tokens - len(s.tokens) > self.margin * 4  # else: next round checks
             if self.jump_forward and far and not s.stop_after_feed and not s.done:  # same pass
                 more = s.state.forced(self.canonical)
                 if more:

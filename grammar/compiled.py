@@ -21,10 +21,10 @@ from .normalize import CALL_MODES, Tool, call_list_schema, normalize_tools
 from .vocab import Vocabulary
 
 DEFAULT_MAX_CALLS = 16
-# completion_bytes() tries bytes in this order: ones that close what is open first,
-# then the shortest values, then anything that keeps going (e.g. a string below its
-# minLength).
-_COMPLETION_PRIORITY = b'"]}0,:ntf[{a' + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+# completion_bytes() tries bytes in this order: ones that close what is open first
+# (',' ends a number before another digit could lengthen it), then the shortest
+# values, then anything that keeps going (e.g. a string below its minLength).
+_COMPLETION_PRIORITY = b'"]},0:ntf[{a' + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 _MAX_COMPLETION = 1 << 14
 
 
