@@ -115,7 +115,9 @@ def grounded(state: State, query: str, max_ngram: int = 3, limit: int = 48) -> l
             values.append([float(n) if "." in n else int(n) for n in numbers])
         if "string" in item and len(quoted) > 1:
             values.append(quoted)
-    glue = b" " if state.raw.endswith(b":") else b""
+    # The ":" after the key may still be held back for the model (canonical forcing);
+    # spaced as json.dumps spaces.
+    glue = b" " if state.raw.endswith(b":") else b"" if state.raw.endswith(b": ") else b": "
     out, seen = [], set()
     for v in values:
         key = json.dumps(v, sort_keys=True)

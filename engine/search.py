@@ -19,7 +19,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from toolprm.grammar import StepEvent
+from toolprm.grammar import State, StepEvent
 
 from .decode import Decoder, Seq, Stats, never
 from .explore import Exploration, plan, query_text
@@ -177,18 +177,8 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         first = False
         marks = {id(s): s.state.calls_closed for s in dec.rows}
         rows = dec.run(stop)
-        # One candidate per distinct partial output (keep the likeliest copy).
-        unique: dict[bytes, int] = {}
-        for i, s in enumerate(rows):
-            j = unique.get(s.state.raw)
-            if j is None or s.trace.logprob > rows[j].trace.logprob:
-                unique[s.state.raw] = i
-        keep = sorted(unique.values())
-        # A parent whose samples all agree had a single choice: that step is not scored.
-        children: dict[int, list[int]] = {}
-        for i in keep:
-            children.setdefault(parent_of[i], []).append(i)
-        to_score = [i for i in keep if len(children[parent_of[i]]) > 1 and not parents[parent_of[i]].done]
+        keep, to_score = merge_candidates([s.state for s in rows], [s.trace.logprob for s in rows],
+                                          parent_of, [parents[p].done for p in parent_of])
         if to_score:
             search.score([rows[i] for i in to_score])
         ranked = sorted(keep, key=lambda i: (aggregate(rows[i].trace.score_list(), search.aggregation),
@@ -198,6 +188,31 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             search.on_step(dec.rows)
         if all(s.done for s in dec.rows):
             return dec.rows[0]
+
+
+def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_of: Sequence[int],
+                     parent_done: Sequence[bool]) -> tuple[list[int], list[int]]:
+    """Of one round's candidates: (the indices kept, one per distinct partial output,
+    the likeliest copy; those of them to score).
+
+    Outputs equal up to what the grammar forces next are one (`5}` and `5}}`, where
+    the call's `}` is bound to follow), so copies do not fill the beam. A step is
+    scored only where its parent had a choice: a parent whose candidates all agree
+    had one. Each parent's distinct children are counted before copies merge, since
+    two parents can propose the same output and the copy kept may be the other's."""
+    key = [st.raw + st.forced_bytes() for st in states]
+    unique: dict[bytes, int] = {}
+    for i, k in enumerate(key):
+        j = unique.get(k)
+        if j is None or logprobs[i] > logprobs[j]:
+            unique[k] = i
+    keep = sorted(unique.values())
+    children: dict[int, set[bytes]] = {}
+    for i, k in enumerate(key):
+        if not parent_done[i]:
+            children.setdefault(parent_of[i], set()).add(k)
+    chosen = set().union(*(c for c in children.values() if len(c) > 1))
+    return keep, [i for i in keep if key[i] in chosen]
 
 
 @dataclass(frozen=True)

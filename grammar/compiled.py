@@ -226,6 +226,11 @@ class State:
             return list(self.grammar.stable_forced(self.stacks))
         return self.grammar.vocab.longest_match(self.grammar.index.forced_bytes(self.stacks))
 
+    def forced_bytes(self) -> bytes:
+        """The bytes that must follow, whatever the model does next (``forced()``
+        spells a stable prefix of them as tokens)."""
+        return self.grammar.index.forced_bytes(self.stacks)
+
     def next_steps(self, limit: int = 256, max_bytes: int = 160) -> list[bytes] | None:
         """The distinct byte continuations from here to the next step boundary, when
         every way there is a discrete choice: close the list or begin another call

@@ -76,7 +76,7 @@ def test_candidate_bounds_are_respected(bpe_tokenizer):
     with pytest.raises(ToolprmError, match="exploration"):
         Exploration("everything")
     # near the budget only what still fits (with its shortest completion) is offered
-    tight = q.decoder(policy, "any", max_new_tokens=80)
+    tight = q.decoder(policy, "any", max_new_tokens=24)
     tight.feed_forced()
     k, conts = plan(tight, 0, 3, Exploration(top_k=20), "q")
     assert k == 0 and len(conts) == 1 and policy.tokenizer.decode(conts[0]).endswith("]")  # []
@@ -99,3 +99,36 @@ def test_oracle_fine_beam_finds_both_calls_of_a_parallel_case():
     r = engine.generate(case.messages, case.tools, strategy="fine_beam", m=2, n=2,
                         scorer=OracleScorer(case), max_new_tokens=160)
     assert len(r.calls) == 2, r.calls
+
+
+def test_grounded_proposals_carry_the_bytes_the_grammar_forces_first(smollm2_tokenizer):
+    """Right after a key the ":" may still be held back for the model (canonical
+    forcing); a proposal must write it, or the grammar refuses every one."""
+    g = compile(TOOLS, smollm2_tokenizer, calls="any")
+    s = g.start().advance_bytes(b'[{"name": "get_weather", "arguments": {"city"')
+    assert s.forced_bytes().startswith(b":")
+    got = grounded(s, "Weather in Paris for 3 days")
+    assert got and all(d.startswith(b': "') for d in got)
+    assert "Paris" in [json.loads(d[2:]) for d in got]
+    s = s.advance_bytes(b': "Paris", "days"')
+    assert grounded(s, "Weather in Paris for 3 days") == [b": 3"]
+
+
+def test_merged_candidates_are_scored_where_any_parent_had_a_choice(smollm2_tokenizer):
+    """Regression: two parents propose the same outputs; the copy kept of each may be
+    the other parent's, and each is still a choice among siblings, so it is scored
+    (the unscored `]` of a one-call answer once outranked the right three calls)."""
+    from toolprm.engine.search import merge_candidates
+    g = compile(TOOLS, smollm2_tokenizer, calls="any")
+    base = g.start().advance_bytes(b'[{"name": "get_time", "arguments": {"tz": "UTC"}')
+    close, more = base.advance_bytes(b"}]"), base.advance_bytes(b'}, {"name": "get_time"')
+    states = [close, more, close, more]
+    keep, to_score = merge_candidates(states, [-1.0, -3.0, -2.0, -0.5], [0, 0, 1, 1], [False] * 4)
+    assert keep == [0, 3] and to_score == [0, 3]
+    # `"UTC"}` and `"UTC"}}` differ only by the `}` the grammar forces next: one candidate
+    half, whole = base, base.advance_bytes(b"}")
+    keep, to_score = merge_candidates([half, whole], [-1.0, -0.5], [0, 0], [False, False])
+    assert keep == [1] and to_score == []
+    # a parent with one distinct child had no choice: not scored
+    keep, to_score = merge_candidates([close, close, more], [-1.0, -2.0, -1.0], [0, 0, 1], [False] * 3)
+    assert keep == [0, 2] and to_score == []
