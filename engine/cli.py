@@ -24,6 +24,7 @@ DELEGATES = {
     ("bench", "scaling"): "toolprm.bench.scaling",
     ("bench", "first-step"): "toolprm.bench.first_step",
     ("bench", "canonical"): "toolprm.bench.canonical",
+    ("bench", "ceiling"): "toolprm.bench.ceiling",
     ("train", "data"): "toolprm.train.cli",
     ("train", "prm"): "toolprm.train.cli",
     ("train", "eval"): "toolprm.train.cli",

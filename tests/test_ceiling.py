@@ -1,0 +1,78 @@
+"""bench ceiling: greedy, a scorer's search and the oracle ceiling on the same cases,
+split into what the candidates miss and what is left for the scorer. The runs are
+made by the real harness and BFCL's checker, with scripted outputs."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from toolprm.bench import ceiling
+from toolprm.bench.harness import RunConfig, StrategySpec, run_bench
+from toolprm.bfcl import ground_truth_calls, load_cases
+from toolprm.errors import ToolprmError
+
+LABEL = "fine_beam(m=4,n=2)"
+
+
+@dataclass
+class Out:
+    calls: list | None
+    text: str = ""
+    stats: dict = field(default_factory=dict)
+
+
+def _run(path, scorer: str, right: dict[str, set[int]], cases, seconds: dict[str, float]):
+    """A harness run where strategy s is right on the case indices ``right[s]``."""
+    index = {c.id: i for i, c in enumerate(cases)}
+
+    def runner(case, spec, mode):
+        calls = ground_truth_calls(case)
+        if index[case.id] not in right[spec.name]:
+            calls = [{"name": "no_such_tool", "arguments": {}}]
+        return Out(calls, json.dumps(calls), {"seconds": seconds[spec.name], "generated_tokens": 10})
+
+    specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2)]
+    run_bench(cases, specs, path, RunConfig(scorer=scorer), runner, progress=False, lazy_runner=False)
+    return path
+
+
+def test_ceiling_splits_what_is_lost(tmp_path, capsys):
+    cases = load_cases("simple_python", 4) + load_cases("parallel", 4)
+    greedy = {0, 1, 4}
+    oracle = _run(tmp_path / "oracle", "oracle", {"greedy": greedy, "fine_beam": {0, 1, 2, 3, 4, 5, 6}},
+                  cases, {"greedy": 1.0, "fine_beam": 3.0})
+    policy = _run(tmp_path / "policy", "policy", {"greedy": greedy, "fine_beam": {0, 2, 4, 5}},
+                  cases, {"greedy": 2.0, "fine_beam": 5.0})
+    out = tmp_path / "ceil"
+    assert ceiling.main([f"policy={policy}", f"oracle={oracle}", "--out", str(out)]) == 0
+    s = json.loads((out / ceiling.SUMMARY).read_text())
+    sp, par = s["categories"]["simple_python"], s["categories"]["parallel"]
+    assert (sp["greedy"]["correct"], sp["policy"]["correct"], sp["oracle"]["correct"]) == (2, 2, 4)
+    assert (par["greedy"]["correct"], par["policy"]["correct"], par["oracle"]["correct"]) == (1, 2, 3)
+    lo, hi = par["oracle"]["ci95"]
+    assert lo < 0.75 < hi
+    # policy: right where greedy is wrong on cases 2 and 5, wrong where greedy is right on 1
+    assert s["paired_vs_greedy"]["policy"] == {"only_a": 2, "only_b": 1, "p": 1.0}
+    # each search against greedy of its own run: 5/2 for policy, 3/1 for the oracle
+    assert s["cost_vs_greedy"]["policy"]["seconds_ratio"] == pytest.approx(2.5)
+    assert s["cost_vs_greedy"]["oracle"]["seconds_ratio"] == pytest.approx(3.0)
+    assert sum(s["ceiling_failures"].values()) == 1  # case 7: never proposed
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| parallel |"))
+    # missed by the candidates 1 - 3/4, left for the policy 3/4 - 2/4
+    assert row.endswith("| 25.0 | 25.0 |"), row
+    assert "[ceiling]" in table and (out / ceiling.TABLE).exists()
+
+
+def test_ceiling_refuses_runs_it_cannot_compare(tmp_path):
+    cases = load_cases("simple_python", 2)
+    a = _run(tmp_path / "a", "policy", {"greedy": {0}, "fine_beam": {1}}, cases,
+             {"greedy": 1.0, "fine_beam": 1.0})
+    with pytest.raises(ToolprmError, match="oracle"):
+        ceiling.main([f"policy={a}", "--out", str(tmp_path / "o")])
+    with pytest.raises(ToolprmError, match="NAME=DIR"):
+        ceiling.main([str(a), "--out", str(tmp_path / "o")])
+    with pytest.raises(ToolprmError, match="cases.jsonl"):
+        ceiling.main([f"x={tmp_path / 'nothing'}", "--out", str(tmp_path / "o")])
