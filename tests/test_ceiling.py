@@ -4,9 +4,9 @@ made by the real harness and BFCL's checker, with scripted outputs."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 import pytest
+from test_harness import FakeResult
 
 from toolprm.bench import ceiling
 from toolprm.bench.harness import RunConfig, StrategySpec, run_bench
@@ -14,13 +14,6 @@ from toolprm.bfcl import ground_truth_calls, load_cases
 from toolprm.errors import ToolprmError
 
 LABEL = "fine_beam(m=4,n=2)"
-
-
-@dataclass
-class Out:
-    calls: list | None
-    text: str = ""
-    stats: dict = field(default_factory=dict)
 
 
 def _run(path, scorer: str, right: dict[str, set[int]], cases, seconds: dict[str, float]):
@@ -31,7 +24,7 @@ def _run(path, scorer: str, right: dict[str, set[int]], cases, seconds: dict[str
         calls = ground_truth_calls(case)
         if index[case.id] not in right[spec.name]:
             calls = [{"name": "no_such_tool", "arguments": {}}]
-        return Out(calls, json.dumps(calls), {"seconds": seconds[spec.name], "generated_tokens": 10})
+        return FakeResult(calls, json.dumps(calls), {"seconds": seconds[spec.name], "generated_tokens": 10})
 
     specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2)]
     run_bench(cases, specs, path, RunConfig(scorer=scorer), runner, progress=False, lazy_runner=False)
