@@ -88,8 +88,8 @@ def query_text(messages: list[dict]) -> str:
 def grounded(state: State, query: str, max_ngram: int = 3, limit: int = 48) -> list[bytes]:
     """Byte continuations from ``state`` (which stands at a parameter's value) that
     write a value taken from ``query`` and fitting the parameter: numbers as written,
-    quoted strings and word spans; for arrays, the list of the query's numbers or
-    quoted strings. Each is checked by the grammar; at most ``limit``, in order of
+    quoted strings and word spans; for arrays, lists built from these (``_lists``).
+    Each is checked by the grammar; at most ``limit``, in order of
     preference (quoted, then longer spans)."""
     ev = state.events[-1] if state.events else None
     if ev is None or ev.kind != "key":
@@ -110,11 +110,7 @@ def grounded(state: State, query: str, max_ngram: int = 3, limit: int = 48) -> l
     if "string" in types:
         values += quoted + _spans(query, max_ngram)
     if "array" in types:
-        item = _types(spec.get("items") or {})
-        if item & {"integer", "number"} and len(numbers) > 1:
-            values.append([float(n) if "." in n else int(n) for n in numbers])
-        if "string" in item and len(quoted) > 1:
-            values.append(quoted)
+        values += _lists(_types(spec.get("items") or {}), numbers, quoted, _spans(query, max_ngram))
     # The ":" after the key may still be held back for the model (canonical forcing);
     # spaced as json.dumps spaces.
     glue = b" " if state.raw.endswith(b":") else b"" if state.raw.endswith(b": ") else b": "
@@ -132,6 +128,28 @@ def grounded(state: State, query: str, max_ngram: int = 3, limit: int = 48) -> l
         out.append(data)
         if len(out) >= limit:
             break
+    return out
+
+
+def _lists(item: set[str], numbers: list[str], quoted: list[str], spans: list[str],
+           pairs: int = 6, singles: int = 12) -> list[list]:
+    """Arrays built from the query: all its numbers, each two numbers in a row (a
+    range: "from 2015 to 2021"); for strings, all quoted ones, and one-item lists of
+    a quoted string or a short span. A "number" array's numbers are written as floats
+    (1.0): an integer is a valid JSON number, but BFCL's checker wants floats inside
+    an array of floats."""
+    out: list[list] = []
+    if item & {"integer", "number"}:
+        nums = ([int(n) for n in numbers if "." not in n] if "integer" in item
+                else [float(n) for n in numbers])
+        if len(nums) > 1:
+            out.append(nums)
+        out += [nums[i:i + 2] for i in range(min(pairs, len(nums) - 1))]
+    if "string" in item:
+        if len(quoted) > 1:
+            out.append(quoted)
+        short = [t for t in spans if len(_WORD.findall(t)) <= 2]
+        out += [[t] for t in (quoted + short[::-1])[:singles]]
     return out
 
 

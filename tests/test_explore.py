@@ -132,3 +132,25 @@ def test_merged_candidates_are_scored_where_any_parent_had_a_choice(smollm2_toke
     # a parent with one distinct child had no choice: not scored
     keep, to_score = merge_candidates([close, close, more], [-1.0, -2.0, -1.0], [0, 0, 1], [False] * 3)
     assert keep == [0, 2] and to_score == []
+
+
+def test_array_proposals_are_lists_built_from_the_query(smollm2_tokenizer):
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
+        "years": {"type": "array", "items": {"type": "integer"}},
+        "interval": {"type": "array", "items": {"type": "number"}},
+        "diet": {"type": "array", "items": {"type": "string"}}}}}]
+    g = compile(tools, smollm2_tokenizer, calls="any")
+    q = "Thai places with a vegan menu, from 2015 to 2021, for x from 1.5 to 3"
+
+    def props(key: str) -> list:
+        st = g.start().advance_bytes(b'[{"name": "f", "arguments": {"' + key.encode() + b'"')
+        got = grounded(st, q)
+        for d in got:  # each one valid by construction
+            st.advance_bytes(d)
+        return [json.loads(d[2:]) for d in got]
+
+    years = props("years")
+    assert [2015, 2021] in years and [2015, 2021, 3] in years  # 1.5 is no integer
+    interval = props("interval")
+    assert [1.5, 3.0] in interval and all(isinstance(x, float) for v in interval for x in v)
+    assert ["vegan"] in props("diet")
