@@ -387,3 +387,29 @@ def test_train_with_a_separate_backbone(tmp_path, bpe_tokenizer):
     assert man["metrics"]["steps"]["all"]["n"] > 0
     scorer = load_prm(ckpt)
     assert isinstance(scorer, BackbonePRM)
+
+
+def test_sibling_sets_are_the_candidates_of_one_parent():
+    """Each recorded set holds what fine_beam compares at a step: candidates from the
+    search's own generator, every one extending the same parent by one step; with
+    the ground truth's labels the sets hold right and wrong siblings (a live case)."""
+    from toolprm.engine import get_policy, prepare
+    from toolprm.train.rollout import sibling_sets
+
+    case = next(c for c in load_cases("live_parallel") if c.id == "live_parallel_4-1-0")
+    policy = get_policy()
+    q = prepare(policy.tokenizer, case.messages, case.tools)
+    sets, text = sibling_sets(policy, q, m=2, follow="policy", max_new_tokens=160)
+    assert len(sets) >= 3 and json.loads(text)
+    mixed = 0
+    for s in sets:
+        texts = [c.text for c in s.candidates]
+        assert len(set(texts)) == len(texts) >= 2
+        assert all(t.startswith(s.parent) and len(t) > len(s.parent) for t in texts)
+        labels = [step_labels(case, c.events)[-1] for c in s.candidates]
+        mixed += 0 < sum(labels) < len(labels)
+    assert mixed >= 2
+    # the first set offers [] and the tool names, as the search does
+    assert '[]' in [c.text for c in sets[0].candidates]
+    with pytest.raises(ToolprmError, match="follow"):
+        sibling_sets(policy, q, follow="best")

@@ -10,17 +10,25 @@ step's log-prob and sampled tokens), which the PRM scorer reads.
 (A plain ``run(lambda s, ev: False)`` would append the forced glue after a
 boundary in the same chunk and read the state a few tokens later than the
 search does.)
+
+``sibling_sets`` records what a beam search compares: at each step, every
+candidate the search's own candidate generator proposes for one parent
+(``engine.explore``: the grammar's discrete alternatives, samples and grounded
+proposals), by running the search itself with one beam and a recording scorer.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from toolprm.engine.explore import Exploration
 from toolprm.engine.query import Query
-from toolprm.errors import GenerationError, ToolSchemaError
+from toolprm.engine.search import Candidate, PolicyScorer, Search, beam
+from toolprm.errors import GenerationError, ToolprmError, ToolSchemaError
 from toolprm.grammar import StepEvent
 
 
@@ -118,4 +126,53 @@ def rollouts(policy, query: Query, k: int, *, temperature: float = 0.8, seed: in
     return out
 
 
-__all__ = ["Step", "Rollout", "rollouts", "GenerationError", "ToolSchemaError"]
+@dataclass
+class SiblingSet:
+    """The candidates a beam search scores against each other at one step: each
+    extends ``parent`` (the partial output before the step) by one step."""
+    parent: str
+    candidates: list[Candidate]
+
+
+#: How a sibling-set walk picks the parent of its next step: the candidate the
+#: policy is surest of, or one at random (seeded), so later sets also follow less
+#: likely, often wrong, prefixes.
+FOLLOW = ("policy", "random")
+
+
+class _Recorder:
+    """A scorer that records every scored set and steers the walk."""
+
+    def __init__(self, follow: str, seed: int):
+        if follow not in FOLLOW:
+            raise ToolprmError(f"follow must be one of {FOLLOW}, got {follow!r}")
+        self.follow, self.rng = follow, random.Random(seed)
+        self.parent, self.sets = "", []
+
+    def score(self, context, candidates):
+        self.sets.append(SiblingSet(self.parent, list(candidates)))
+        if self.follow == "policy":
+            return PolicyScorer().score(context, candidates)
+        return [self.rng.random() for _ in candidates]
+
+    def kept(self, rows) -> None:
+        self.parent = rows[0].state.text
+
+
+@torch.inference_mode()
+def sibling_sets(policy, query: Query, *, m: int = 4, exploration: Exploration = Exploration(),
+                 follow: str = "policy", temperature: float = 0.8, seed: int = 0,
+                 max_new_tokens: int = 256, calls: str = "any") -> tuple[list[SiblingSet], str]:
+    """One walk of fine_beam with one beam (``n=1``) over ``query``: the sibling set of
+    every step that had a choice, and the output the walk ended with. The search's
+    own candidate generator, forks and prompt make the sets, so they hold exactly
+    what the search would compare; hidden states are kept for in-loop readers."""
+    rec = _Recorder(follow, seed)
+    dec = query.decoder(policy, calls, temperature=temperature, seed=seed,
+                        max_new_tokens=max_new_tokens, want_hidden=True)
+    best = beam(Search(dec, query, m, 1, rec, "last", dec.stats, rec.kept, exploration))
+    return rec.sets, best.state.text
+
+
+__all__ = ["Step", "Rollout", "rollouts", "SiblingSet", "sibling_sets", "FOLLOW", "GenerationError",
+           "ToolSchemaError"]
