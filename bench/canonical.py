@@ -38,7 +38,7 @@ from toolprm.engine.workers import run_jobs, threads_per_job
 from toolprm.errors import InvalidTokenError, ToolprmError
 
 from .report import replace_block
-from .stats import paired, wilson
+from toolprm.train.stats import paired, wilson
 
 MODES = {"longest": False, "canonical": True}
 LIVE = {"live_simple": 30, "live_multiple": 30, "live_parallel": 16, "live_parallel_multiple": 24,

@@ -22,7 +22,7 @@ from toolprm.bfcl import CATEGORIES
 from toolprm.errors import ToolprmError
 
 from .report import NON_LIVE_AST, RANKING, _read_config, compute, load_records, replace_block
-from .stats import paired, wilson
+from toolprm.train.stats import paired, wilson
 
 GREEDY = "greedy"
 SUMMARY = "ceiling.json"

@@ -29,6 +29,7 @@ DELEGATES = {
     ("train", "prm"): "toolprm.train.cli",
     ("train", "eval"): "toolprm.train.cli",
     ("train", "all"): "toolprm.train.cli",
+    ("train", "siblings"): "toolprm.train.cli",
 }
 
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
              "  generate --tools FILE QUERY   call functions for a query\n"
              "  demo                          a short demonstration on the default model\n"
              "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical}\n"
-             "  train {data,prm,eval,all}\n")
+             "  train {data,prm,eval,all,siblings}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2

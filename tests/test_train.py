@@ -405,7 +405,9 @@ def test_sibling_sets_are_the_candidates_of_one_parent():
     for s in sets:
         texts = [c.text for c in s.candidates]
         assert len(set(texts)) == len(texts) >= 2
-        assert all(t.startswith(s.parent) and len(t) > len(s.parent) for t in texts)
+        # each extends the parent, or ends the list (a repeated call is dropped)
+        assert all(t.startswith(s.parent) and len(t) > len(s.parent) or c.final
+                   for t, c in zip(texts, s.candidates))
         labels = [step_labels(case, c.events)[-1] for c in s.candidates]
         mixed += 0 < sum(labels) < len(labels)
     assert mixed >= 2
@@ -413,3 +415,52 @@ def test_sibling_sets_are_the_candidates_of_one_parent():
     assert '[]' in [c.text for c in sets[0].candidates]
     with pytest.raises(ToolprmError, match="follow"):
         sibling_sets(policy, q, follow="best")
+
+
+def test_sibling_rank_metrics_on_hand_made_sets():
+    from toolprm.train.siblings import rank_metrics
+
+    def c(kind, label, prm, pol):
+        return {"text": "", "kind": kind, "label": label, "scores": {"prm": prm, "policy": pol}}
+
+    records = [
+        {"candidates": [c("name", 1, 0.9, 0.2), c("name", 0, 0.1, 0.8), c("name", 0, 0.9, 0.1)]},
+        {"candidates": [c("end", 0, 0.3, 0.6), c("name", 1, 0.7, 0.4)]},
+        {"candidates": [c("key", 1, 0.5, 0.5), c("key", 1, 0.4, 0.4)]},   # no wrong one: not counted
+        {"candidates": [c("key", 0, 0.5, 0.5), c("key", 0, 0.4, 0.4)]},   # no right one: not counted
+    ]
+    prm, pol = rank_metrics(records, "prm"), rank_metrics(records, "policy")
+    assert prm["all"]["sets"] == 2 and prm["all"]["pairs"] == 3
+    assert prm["all"]["top1"] == 1.0 and pol["all"]["top1"] == 0.0   # prm's tie: the first listed
+    assert prm["all"]["pairwise"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert pol["all"]["pairwise"] == pytest.approx(1 / 3)
+    assert prm["end+name"]["sets"] == 1 and prm["name"]["pairs"] == 2
+
+
+def test_train_siblings_on_held_out_live_queries(tmp_path):
+    """The command end to end on two held-out live queries: sets scored by the
+    shipped PRM and the policy, grouped by parent, none from the PRM's own data."""
+    from toolprm.train import siblings
+    from toolprm.train.data import DataConfig, pick_cases
+
+    cases = siblings.held_out_cases(2)
+    assert not {c.id for c in cases} & {c.id for c in pick_cases(DataConfig())}
+    out = tmp_path / "sib"
+    assert siblings.main(["--queries", "2", "-m", "2", "--follow", "policy", "--max-new-tokens", "96",
+                          "--out", str(out), "--no-progress"]) == 0
+    records = [json.loads(x) for x in (out / siblings.SETS).read_text().splitlines()]
+    sets = [r for r in records if r["candidates"]]
+    assert sets and {r["query"] for r in records} <= {c.id for c in cases}
+    for r in sets:
+        texts = [x["text"] for x in r["candidates"]]
+        assert len(set(texts)) == len(texts) >= 2
+        # each extends the parent, or ends the list (a repeated call is dropped)
+        assert all(t.startswith(r["parent"]) and len(t) > len(r["parent"]) or json.loads(t) is not None
+                   for t in texts)
+        assert all(set(x["scores"]) == {"prm", "policy"} for x in r["candidates"])
+    metrics = json.loads((out / siblings.METRICS).read_text())
+    assert metrics["sets"] == len(sets) and (out / siblings.TABLE).read_text().startswith("Sibling ranking")
+    # resume: nothing left to do, the same sets
+    assert siblings.main(["--queries", "2", "-m", "2", "--follow", "policy", "--max-new-tokens", "96",
+                          "--out", str(out), "--no-progress", "--resume"]) == 0
+    assert [json.loads(x) for x in (out / siblings.SETS).read_text().splitlines()] == records

@@ -7,6 +7,8 @@ argv starts at the subcommand word (``["data", "--queries", "50"]``).
 * ``eval``: metrics of a checkpoint on the data folder's validation queries.
 * ``all``:  the three in a row; with the defaults it regenerates the shipped
   checkpoint (``reward/checkpoint``) from scratch.
+* ``siblings``: how well the PRM and the policy rank the sets of candidates the
+  search compares, on held-out live queries (``train.siblings``).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from toolprm.errors import ToolprmError
 from toolprm.reward.prm import SHIPPED
 
+from . import siblings
 from .data import DataConfig, build
 from .evaluate import evaluate, markdown_table
 from .prm import TrainConfig, train
@@ -87,6 +90,8 @@ def _train_config(a):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["siblings"]:
+        return siblings.main(argv[1:])
     p = argparse.ArgumentParser(prog="toolprm train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
