@@ -161,6 +161,9 @@ def beam(search: Search, coarse: bool = False) -> Seq:
     while True:
         dec.feed_forced()  # once per parent, before forking it into its candidates
         parents = list(dec.rows)
+        # Read now: a parent's row object is reused by one of its candidates, whose
+        # state the run below moves on (it may end the list).
+        was_done = [s.done for s in parents]
         for s in parents:
             if not s.done:
                 s.trace.begin_step()
@@ -178,7 +181,7 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         marks = {id(s): s.state.calls_closed for s in dec.rows}
         rows = dec.run(stop)
         keep, to_score = merge_candidates([s.state for s in rows], [s.trace.logprob for s in rows],
-                                          parent_of, [parents[p].done for p in parent_of])
+                                          parent_of, [was_done[p] for p in parent_of])
         if to_score:
             search.score([rows[i] for i in to_score])
         ranked = sorted(keep, key=lambda i: (aggregate(rows[i].trace.score_list(), search.aggregation),
