@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     usage = ("usage: toolprm {generate,demo,bench,train} ...\n"
              "  generate --tools FILE QUERY   call functions for a query\n"
              "  demo                          a short demonstration on the default model\n"
-             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical}\n"
+             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling}\n"
              "  train {data,prm,eval,all,siblings}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)

@@ -107,10 +107,11 @@ def grounded(state: State, query: str, max_ngram: int = 3, limit: int = 48) -> l
         for n in numbers:
             if "." not in n or "number" in types:
                 values.append(float(n) if "." in n else int(n))
+    spans = _spans(query, max_ngram) if types & {"string", "array"} else []
     if "string" in types:
-        values += quoted + _spans(query, max_ngram)
+        values += quoted + spans
     if "array" in types:
-        values += _lists(_types(spec.get("items") or {}), numbers, quoted, _spans(query, max_ngram))
+        values += _lists(_types(spec.get("items") or {}), numbers, quoted, spans)
     # The ":" after the key may still be held back for the model (canonical forcing);
     # spaced as json.dumps spaces.
     glue = b" " if state.raw.endswith(b":") else b"" if state.raw.endswith(b": ") else b": "

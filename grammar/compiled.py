@@ -224,7 +224,7 @@ class State:
         for comparison)."""
         if canonical:
             return list(self.grammar.stable_forced(self.stacks))
-        return self.grammar.vocab.longest_match(self.grammar.index.forced_bytes(self.stacks))
+        return self.grammar.vocab.longest_match(self.forced_bytes())
 
     def forced_bytes(self) -> bytes:
         """The bytes that must follow, whatever the model does next (``forced()``

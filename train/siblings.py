@@ -119,11 +119,12 @@ def collect(out: Path, cases: list[Case], *, m: int = 4, follow: tuple[str, ...]
             f.flush()
 
 
-def rank_metrics(records: list[dict], scorer: str) -> dict:
-    """Top-1 and pairwise accuracy of ``scorer`` over the sets with a right and a
-    wrong candidate, overall and per decision (the step kinds its candidates end in,
-    e.g. "end+name": close the list or begin another call)."""
-    by: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
+def _judged(records: list[dict], scorer: str) -> list[tuple[str, int, float, int]]:
+    """Per set with a right and a wrong candidate: (its decision, whether ``scorer``'s
+    top candidate is right, the (right, wrong) pairs it orders right, ties half, and
+    the number of such pairs). A decision is the step kinds its candidates end in,
+    e.g. "end+name": close the list or begin another call."""
+    out = []
     for r in records:
         cands = r["candidates"]
         ys = [c["label"] for c in cands]
@@ -134,16 +135,23 @@ def rank_metrics(records: list[dict], scorer: str) -> dict:
         pos = [s for s, y in zip(sc, ys) if y]
         neg = [s for s, y in zip(sc, ys) if not y]
         right = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
-        kind = "+".join(sorted({c["kind"] for c in cands}))
+        out.append(("+".join(sorted({c["kind"] for c in cands})), ys[best], right, len(pos) * len(neg)))
+    return out
+
+
+def rank_metrics(records: list[dict], scorer: str) -> dict:
+    """Top-1 and pairwise accuracy of ``scorer`` over the sets with a right and a
+    wrong candidate, overall and per decision."""
+    by: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
+    for kind, hit, right, pairs in _judged(records, scorer):
         for key in ("all", kind):
-            by[key].append((ys[best], right, len(pos) * len(neg)))
+            by[key].append((hit, right, pairs))
     out = {}
     for key, rows in sorted(by.items(), key=lambda kv: (kv[0] != "all", -len(kv[1]))):
         top1 = sum(r[0] for r in rows)
         pairs = sum(r[2] for r in rows)
         out[key] = {"sets": len(rows), "top1": top1 / len(rows), "top1_ci95": list(wilson(top1, len(rows))),
-                    "pairs": pairs, "pairwise": sum(r[1] for r in rows) / pairs if pairs else None,
-                    "top1_hits": [r[0] for r in rows] if key == "all" else None}
+                    "pairs": pairs, "pairwise": sum(r[1] for r in rows) / pairs if pairs else None}
     return out
 
 
@@ -152,10 +160,7 @@ def summarize(out: Path) -> dict:
     sets = [r for r in records if r["candidates"]]
     scorers = sorted({k for r in sets for c in r["candidates"] for k in c["scores"]})
     metrics = {s: rank_metrics(sets, s) for s in scorers}
-    hits = {s: metrics[s].get("all", {}).pop("top1_hits", None) or [] for s in scorers}
-    for s in scorers:
-        for v in metrics[s].values():
-            v.pop("top1_hits", None)
+    hits = {s: [j[1] for j in _judged(sets, s)] for s in scorers}
     test = paired(hits["prm"], hits["policy"]) if {"prm", "policy"} <= set(hits) else None
     return {"queries": len({r["query"] for r in records}), "sets": len(sets),
             "candidates": sum(len(r["candidates"]) for r in sets),
