@@ -6,15 +6,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
-from toolprm.errors import ToolprmError
+from toolprm.errors import GenerationCancelled, ToolprmError
+from toolprm.grammar import DEFAULT_MAX_CALLS
 from toolprm.reward import prm as reward_prm
 
 from .decode import Stats
 from .explore import Exploration
 from .models import Policy, get_policy
 from .parse import parse_calls
-from .query import Query, prepare
+from .prompts import chat_prompt
+from .query import Query, as_messages, prepare
 from .search import AGGREGATIONS, STRATEGIES, PolicyScorer, Scorer, Search
 
 
@@ -36,7 +39,8 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
              m: int = 8, n: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = "last",
              exploration: str = "structured", top_k: int = 8, proposals: int = 4,
-             on_step: Callable[[dict], None] | None = None) -> Result:
+             on_step: Callable[[dict], None] | None = None, tool: str | None = None,
+             max_calls: int = DEFAULT_MAX_CALLS, cancel=None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
 
     Strategies: the keys of ``engine.search.STRATEGIES``. ``m`` samples per beam
@@ -50,7 +54,10 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     likeliest where there are more; at a free-form value ``m`` samples plus the
     ``proposals`` likeliest grounded proposals from the query) or "sampling" (``m``
     samples only). ``on_step`` is called with each step of the answer as soon as
-    every surviving candidate agrees on it."""
+    every surviving candidate agrees on it. ``tool``: every call must use this tool
+    (the prompt still lists them all). ``max_calls``: at most this many calls.
+    ``cancel``: a ``threading.Event``; once set, generation stops with
+    ``GenerationCancelled``."""
     spec = STRATEGIES.get(strategy)
     if spec is None:
         raise ToolprmError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -62,7 +69,10 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     explore = Exploration(exploration, top_k, proposals)
     policy = get_policy(model)
     q = prepare(policy.tokenizer, query, tools)
-    stats = Stats()
+    if tool is not None:
+        q = q.only(tool)
+    check_context(policy, len(q.prompt_ids), max_new_tokens)
+    stats = Stats(prompt_tokens=len(q.prompt_ids))
     t0 = time.perf_counter()
     if spec.run is None:
         ids = _unconstrained(policy, q, max_new_tokens, stats)
@@ -72,9 +82,9 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
         return Result(parse_calls(text), text, [], stats.as_dict(), strategy, ids)
 
     scorer = _scorer(scorer, spec.ranks, policy)
-    dec = q.decoder(policy, calls, temperature=0.0 if spec.greedy else temperature, top_p=top_p,
-                    seed=seed, max_new_tokens=max_new_tokens,
-                    want_hidden=getattr(scorer, "needs_hidden", False), stats=stats)
+    dec = q.decoder(policy, calls, max_calls, temperature=0.0 if spec.greedy else temperature,
+                    top_p=top_p, seed=seed, max_new_tokens=max_new_tokens,
+                    want_hidden=getattr(scorer, "needs_hidden", False), stats=stats, cancel=cancel)
     reported = [0]
 
     def stream(rows):
@@ -95,6 +105,33 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     stats.seconds = time.perf_counter() - t0
     return Result(best.state.events[-1].value, best.state.text, _steps(best), stats.as_dict(), strategy,
                   list(best.tokens))
+
+
+def chat(query, *, model=None, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+         seed: int = 0, cancel=None) -> Result:
+    """A plain-text reply to ``query`` (a string or chat messages), no tools and no
+    grammar: what ``toolprm serve`` answers when no call is wanted. Sampled (seeded)
+    when ``temperature`` > 0, else greedy."""
+    policy = get_policy(model)
+    ids = policy.tokenizer(chat_prompt(policy.tokenizer, as_messages(query)),
+                           add_special_tokens=False)["input_ids"]
+    check_context(policy, len(ids), max_new_tokens)
+    stats = Stats(prompt_tokens=len(ids))
+    t0 = time.perf_counter()
+    new = _plain(policy, ids, max_new_tokens, stats, temperature=temperature, top_p=top_p, seed=seed,
+                 cancel=cancel)
+    text = policy.tokenizer.decode(new, skip_special_tokens=True)
+    stats.canonical = _is_canonical(policy, text, new)
+    stats.seconds = time.perf_counter() - t0
+    return Result(None, text, [], stats.as_dict(), "chat", new)
+
+
+def check_context(policy: Policy, prompt_tokens: int, max_new_tokens: int) -> None:
+    """Refuse a prompt that, with the token budget, does not fit the model's context."""
+    context = getattr(policy.model.config, "max_position_embeddings", None)
+    if context and prompt_tokens + max_new_tokens > context:
+        raise ToolprmError(f"the prompt ({prompt_tokens} tokens) plus max_new_tokens ({max_new_tokens}) "
+                           f"is longer than the model's context ({context} tokens)")
 
 
 def _is_canonical(policy: Policy, text: str, ids: list[int]) -> bool:
@@ -133,19 +170,40 @@ def _steps(seq) -> list[dict]:
              "score": scores.get(i)} for i, e in enumerate(seq.state.events)]
 
 
-@torch.inference_mode()
 def _unconstrained(policy: Policy, q: Query, max_new_tokens: int, stats: Stats) -> list[int]:
     """Plain greedy generation, no grammar: the baseline that shows what constraints buy."""
-    ids = torch.tensor([q.prompt_ids])
+    return _plain(policy, q.prompt_ids, max_new_tokens, stats)
+
+
+class _Cancelled(StoppingCriteria):
+    def __init__(self, cancel):
+        self.cancel = cancel
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        return bool(self.cancel is not None and self.cancel.is_set())
+
+
+@torch.inference_mode()
+def _plain(policy: Policy, prompt_ids: list[int], max_new_tokens: int, stats: Stats, *,
+           temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, cancel=None) -> list[int]:
+    """transformers' own generation from ``prompt_ids`` up to EOS (greedy, or seeded sampling)."""
+    ids = torch.tensor([prompt_ids])
+    sampled = temperature > 0
+    if sampled:
+        torch.manual_seed(seed)  # transformers samples from the global generator
     t0 = time.perf_counter()
     out = policy.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                do_sample=False, pad_token_id=policy.tokenizer.pad_token_id
-                                or policy.tokenizer.eos_token_id)
-    new = out[0, len(q.prompt_ids):].tolist()
+                                do_sample=sampled, temperature=temperature if sampled else None,
+                                top_p=top_p if sampled else None, top_k=None,
+                                pad_token_id=policy.tokenizer.pad_token_id or policy.tokenizer.eos_token_id,
+                                stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]))
+    if cancel is not None and cancel.is_set():
+        raise GenerationCancelled("generation was cancelled")
+    new = out[0, len(prompt_ids):].tolist()
     eos = policy.tokenizer.eos_token_id
     if eos in new:
         new = new[:new.index(eos)]
     stats.generated_tokens = len(new)
-    stats.forward_passes = out.shape[1] - len(q.prompt_ids)  # the prefill, then one per later token
+    stats.forward_passes = out.shape[1] - len(prompt_ids)  # the prefill, then one per later token
     stats.forward_seconds = time.perf_counter() - t0
     return new

@@ -25,6 +25,7 @@ DELEGATES = {
     ("bench", "first-step"): "toolprm.bench.first_step",
     ("bench", "canonical"): "toolprm.bench.canonical",
     ("bench", "ceiling"): "toolprm.bench.ceiling",
+    ("bench", "serve"): "toolprm.bench.serve_bench",
     ("train", "data"): "toolprm.train.cli",
     ("train", "prm"): "toolprm.train.cli",
     ("train", "eval"): "toolprm.train.cli",
@@ -72,12 +73,22 @@ def _generate(argv: list[str]) -> int:
     return 0
 
 
+def _serve(argv: list[str]) -> int:
+    try:
+        serve = importlib.import_module("toolprm.engine.serve")
+    except ImportError as e:
+        raise ToolprmError(f"toolprm serve needs the serve extra ({e.name} is missing): "
+                           f"pip install 'toolprm[serve]'") from None
+    return serve.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = ("usage: toolprm {generate,demo,bench,train} ...\n"
+    usage = ("usage: toolprm {generate,serve,demo,bench,train} ...\n"
              "  generate --tools FILE QUERY   call functions for a query\n"
+             "  serve [--host H] [--port P]   an OpenAI-compatible chat-completions server\n"
              "  demo                          a short demonstration on the default model\n"
-             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling}\n"
+             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,serve}\n"
              "  train {data,prm,eval,all,siblings}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
@@ -91,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(rest)
         if cmd == "demo":
             return demo.main(rest)
+        if cmd == "serve":
+            return _serve(rest)
         if cmd in ("bench", "train") and rest and (cmd, rest[0]) in DELEGATES:
             mod = importlib.import_module(DELEGATES[(cmd, rest[0])])
             return mod.main(rest[1:]) if cmd == "bench" else mod.main(rest)

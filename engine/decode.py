@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from toolprm.errors import GenerationError, InvalidTokenError
+from toolprm.errors import GenerationCancelled, GenerationError, InvalidTokenError
 from toolprm.grammar import State, StepEvent
 
 from .kv import cache_kwarg, cache_of
@@ -40,6 +40,7 @@ def close_margin(max_new_tokens: int) -> int:
 
 @dataclass
 class Stats:
+    prompt_tokens: int = 0
     generated_tokens: int = 0   # tokens chosen by sampling
     forced_tokens: int = 0      # tokens appended by jump-forward or budget closing
     chosen_tokens: int = 0      # tokens of alternatives a strategy chose (enumerated, proposed)
@@ -144,10 +145,13 @@ class Decoder:
     def __init__(self, model, grammar, prompt_ids: list[int], *, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int = 256,
                  pad_token_id: int = 0, want_hidden: bool = False, jump_forward: bool = True,
-                 end_on_repeat: bool = True, canonical: bool = True, stats: Stats | None = None):
+                 end_on_repeat: bool = True, canonical: bool = True, stats: Stats | None = None,
+                 cancel=None):
         """``canonical``: forced tokens are the tokenizer's own spelling and stop
         before a token the next choice could merge into (``State.forced``); False:
-        longest match of every forced byte (earlier versions; for comparison)."""
+        longest match of every forced byte (earlier versions; for comparison).
+        ``cancel``: an object with ``is_set()`` (a ``threading.Event``); once it is
+        set, the next forward pass raises ``GenerationCancelled``."""
         self.model = model
         self.grammar = grammar
         self.temperature = temperature
@@ -159,6 +163,7 @@ class Decoder:
         self.jump_forward = jump_forward
         self.end_on_repeat = end_on_repeat
         self.canonical = canonical
+        self.cancel = cancel
         self.stats = stats or Stats()
         self.gen = torch.Generator().manual_seed(seed)
         self.device = next(model.parameters()).device
@@ -260,7 +265,7 @@ class Decoder:
         """Log-probabilities of row ``row``'s next token under the grammar-masked policy
         (-inf where the grammar forbids the token), over the grammar's vocabulary."""
         s = self.rows[row]
-        return _masked_log_probs(s.next_logits, s.state)
+        return _masked_log_probs(s.next_logits, s.state, self.canonical)
 
     def continuation_logprob(self, row: int, data: bytes) -> float:
         """The policy's (grammar-masked) log-probability that row ``row`` goes on with
@@ -326,7 +331,7 @@ class Decoder:
             path[-1].advance(toks[-1])  # the last token must be allowed too
             paths.append(path)
         first = {row: self.next_log_probs(row) for row in {row for row, _ in items}}
-        out = [[float(first[row][toks[0]])] for row, toks in items]
+        out = [[self._token_logprob(first[row], paths[j][0], toks[0])] for j, (row, toks) in enumerate(items)]
         n = len(self.rows)
         self.select(list(range(n)) + [row for row, _ in items])
         if not any(len(toks) > 1 for _, toks in items):
@@ -338,9 +343,18 @@ class Decoder:
         for j, (_, toks) in enumerate(items):
             start = width - (len(toks) - 1)  # pending tokens are right-aligned in the chunk
             for i in range(1, len(toks)):
-                lp = _masked_log_probs(logits[n + j, start + i - 1].float(), paths[j][i])
-                out[j].append(float(lp[toks[i]]))
+                lp = _masked_log_probs(logits[n + j, start + i - 1].float(), paths[j][i], self.canonical)
+                out[j].append(self._token_logprob(lp, paths[j][i], toks[i]))
         return out
+
+    def _token_logprob(self, lp: torch.Tensor, state: State, token: int) -> float:
+        """``lp[token]``; where ``token`` is one the tokenizer would not write there (the
+        last token of a prefix cut inside what it joins, as ``"`` of ``"name"`` before
+        ``, "arguments"``), the log-prob of the token it writes instead, which holds
+        the probability moved from ``token`` (``canonical_logits``)."""
+        if self.canonical:
+            token = dict(state.non_canonical()).get(token, token)
+        return float(lp[token])
 
     def _choose(self, stop: StopFn) -> None:
         """Give every row that needs one its next tokens (forced or sampled)."""
@@ -381,6 +395,8 @@ class Decoder:
             return
         logits = torch.stack([self.rows[i].next_logits for i in need_sample])
         t0 = time.perf_counter()
+        if self.canonical:
+            logits = canonical_logits(logits, [self.rows[i].state for i in need_sample])
         masks = np.zeros((len(need_sample), logits.shape[1]), dtype=bool)
         for r, i in enumerate(need_sample):
             m = self.rows[i].state.allowed_mask()
@@ -516,6 +532,8 @@ class Decoder:
 
     @torch.inference_mode()
     def _forward(self, ids, attn, cache, pos, keep: int = 1):
+        if self.cancel is not None and self.cancel.is_set():
+            raise GenerationCancelled("generation was cancelled")
         t0 = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
                          output_hidden_states=self.want_hidden, logits_to_keep=keep,
@@ -525,10 +543,30 @@ class Decoder:
         return out
 
 
-def _masked_log_probs(logits: torch.Tensor, state: State) -> torch.Tensor:
-    """log-softmax of ``logits`` over the tokens ``state`` allows (-inf elsewhere)."""
+def canonical_logits(logits: torch.Tensor, states: list[State]) -> torch.Tensor:
+    """Row ``r`` of ``logits`` (decoding ``states[r]``) with the probability of each
+    token the tokenizer would not write there (``State.non_canonical``) added to
+    the token it writes instead: the model keeps its choice of bytes (this enum
+    value, this key) in the tokenizer's own spelling. A copy where anything moved."""
+    out = logits
+    for r, state in enumerate(states):
+        for t, instead in state.non_canonical():
+            if out is logits:
+                out = logits.float().clone()
+            out[r, instead] = torch.logaddexp(out[r, instead], out[r, t])
+            out[r, t] = float("-inf")
+    return out
+
+
+def _masked_log_probs(logits: torch.Tensor, state: State, canonical: bool = True) -> torch.Tensor:
+    """log-softmax of ``logits`` over the tokens ``state`` allows (-inf elsewhere),
+    the distribution the decoder samples from (with ``canonical``, after
+    ``canonical_logits``)."""
     m = torch.from_numpy(np.array(state.allowed_mask(), dtype=bool)).to(logits.device)
-    return torch.log_softmax(logits[:len(m)].float().masked_fill(~m, float("-inf")), dim=-1)
+    row = logits[:len(m)].float()
+    if canonical:
+        row = canonical_logits(row[None], [state])[0]
+    return torch.log_softmax(row.masked_fill(~m, float("-inf")), dim=-1)
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:

@@ -14,6 +14,8 @@ from transformers import LogitsProcessor
 
 from toolprm.grammar import Grammar, State
 
+from .decode import canonical_logits
+
 
 class GrammarLogitsProcessor(LogitsProcessor):
     def __init__(self, grammar: Grammar):
@@ -32,8 +34,10 @@ class GrammarLogitsProcessor(LogitsProcessor):
         if self.prompt_len is None:
             self.prompt_len = input_ids.shape[1]
         masks = np.zeros(scores.shape, dtype=bool)
-        for row in range(input_ids.shape[0]):
-            generated = tuple(input_ids[row, self.prompt_len:].tolist())
-            m = self.state_of(generated).allowed_mask()
+        states = [self.state_of(tuple(input_ids[row, self.prompt_len:].tolist()))
+                  for row in range(input_ids.shape[0])]
+        for row, state in enumerate(states):
+            m = state.allowed_mask()
             masks[row, :len(m)] = m
+        scores = canonical_logits(scores, states)
         return scores.masked_fill(~torch.from_numpy(masks).to(scores.device), float("-inf"))

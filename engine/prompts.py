@@ -45,6 +45,15 @@ def build_prompt(tokenizer, query: str | list[dict], tools: list[dict]) -> str:
     return _render(tokenizer, _with_system(messages, _system_prompt(tools)))
 
 
+def chat_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt for a plain-text reply to ``messages``: no tools, no call format."""
+    messages = [dict(m) for m in messages]
+    if not getattr(tokenizer, "chat_template", None):
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join([*lines, "Assistant:"]) + " "
+    return _render(tokenizer, messages)
+
+
 def _system_prompt(tools: list[dict]) -> str:
     return (
         f"{TASK_INSTRUCTION}\n\n"

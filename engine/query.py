@@ -9,11 +9,11 @@ the ``Query`` as their context.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from toolprm.errors import ToolprmError
-from toolprm.grammar import Tool, compile, normalize_tools
+from toolprm.grammar import DEFAULT_MAX_CALLS, Tool, compile, normalize_tools
 
 from .decode import Decoder, Stats
 from .prompts import build_prompt
@@ -27,13 +27,24 @@ class Query:
     prompt_ids: list[int]
     normalized: tuple[Tool, ...] = ()
 
-    def decoder(self, policy: Any, calls: str = "any", **options) -> Decoder:
+    def decoder(self, policy: Any, calls: str = "any", max_calls: int = DEFAULT_MAX_CALLS,
+                **options) -> Decoder:
         """A decoder for this query on ``policy`` (an ``engine.models.Policy``), the
         prompt prefilled; ``options`` go to ``Decoder``."""
-        grammar = compile(list(self.normalized) or self.tools, policy.tokenizer, calls=calls)
+        grammar = compile(list(self.normalized) or self.tools, policy.tokenizer, calls=calls,
+                          max_calls=max_calls)
         options.setdefault("pad_token_id", policy.tokenizer.pad_token_id or 0)
         options.setdefault("stats", Stats())
         return Decoder(policy.model, grammar, self.prompt_ids, **options)
+
+    def only(self, name: str) -> "Query":
+        """This query with its calls restricted to the tool ``name`` (the prompt still
+        lists every tool, as OpenAI's named ``tool_choice`` does)."""
+        kept = tuple(t for t in self.normalized if t.name == name)
+        if not kept:
+            raise ToolprmError(f"no tool named {name!r}; the tools are: "
+                               f"{', '.join(t.name for t in self.normalized)}")
+        return replace(self, normalized=kept)
 
 
 def as_messages(query: str | list[dict]) -> list[dict]:

@@ -27,9 +27,14 @@ class GenerationError(ToolprmError, RuntimeError):
     """Decoding could not produce a valid output (e.g. the token budget is too small)."""
 
 
+class GenerationCancelled(GenerationError):
+    """Generation was stopped from outside (``cancel`` was set): a time limit, or a
+    client that went away."""
+
+
 class ModelNotFoundError(ToolprmError, FileNotFoundError):
     """A model could not be found; the message says how to install it."""
 
 
 __all__ = ["ToolprmError", "ToolSchemaError", "InvalidTokenError", "GenerationError",
-           "ModelNotFoundError"]
+           "GenerationCancelled", "ModelNotFoundError"]

@@ -63,6 +63,7 @@ class Grammar:
         self._start = State(self, tuple(tuple([f]) for f in self.root.init()), b"")
         self._stable_forced = _LRU(1 << 14)
         self._next_steps = _LRU(1 << 12)
+        self._short = _LRU(1 << 14)
 
     def stable_forced(self, stacks: tuple) -> tuple[int, ...]:
         """The forced tokens of a configuration, canonical and stable (cached): the
@@ -87,6 +88,70 @@ class Grammar:
                 got = tuple(keep)
             self._stable_forced.put(stacks, got)
         return got
+
+    def short_of_canonical(self, state: "State") -> tuple[tuple[int, int], ...]:
+        """Tokens the grammar allows here but the tokenizer would not write, each
+        with the one token the tokenizer writes instead (its own first token of
+        every way on), at a discrete choice (``State.next_steps``; at a free-form
+        value, the closing quote of a string counts as one):
+        - a token shorter than the tokenizer's own first token of the alternatives
+          it begins (``b`` or ``bl`` where the enum value ``black`` is one token,
+          ``repo`` for the key ``repos``);
+        - a token that spells a whole alternative, or runs on past it, where the
+          tokenizer joins it to every way on (a bare ``"`` or ``"}`` where it writes
+          ``",`` or ``"},``).
+        A model that picks one writes the rest in a spelling it has hardly seen
+        and spends more steps on it; the decoder gives its probability to the
+        token the tokenizer writes instead. Where that is not one token (``[``
+        begins both ``[]`` and ``[{"``), the token is left alone: which one the
+        model meant is not known before its next step. Cached per configuration."""
+        got = self._short.get(state.stacks)
+        if got is None:
+            vocab, mask = self.vocab, state.allowed_mask()
+            alts = state.next_steps()
+            short = self._short_prefixes(alts) if alts is not None else {}
+            for alt in alts if alts is not None else [b'"']:  # free-form: the closing quote
+                for tb in vocab.extensions(alt):
+                    t = vocab.by_bytes[tb]
+                    if mask[t] and t not in short:
+                        instead = self._joined(state, tb)
+                        if instead:
+                            short[t] = instead
+            got = self._short.put(state.stacks, tuple(
+                (t, next(iter(ts))) for t, ts in sorted(short.items()) if len(ts) == 1 and mask[next(iter(ts))]))
+        return got
+
+    def _short_prefixes(self, alts: list[bytes]) -> dict[int, set[int]]:
+        """Tokens that begin alternatives but are shorter than their canonical first
+        tokens (and are not the canonical first token of another alternative), with
+        those first tokens."""
+        vocab, short, keep = self.vocab, {}, set()
+        for alt in alts:
+            first = vocab.canonical(alt)[0]
+            for k in range(1, min(len(alt), vocab.max_len) + 1):
+                t = vocab.by_bytes.get(alt[:k])
+                if t is None:
+                    continue
+                if k < len(vocab.token_bytes[first]):
+                    short.setdefault(t, set()).add(first)
+                else:
+                    keep.add(t)
+        return {t: firsts for t, firsts in short.items() if t not in keep
+                and not any(len(vocab.token_bytes[t]) > len(a) and vocab.token_bytes[t].startswith(a)
+                            for a in alts)}
+
+    def _joined(self, state: "State", tb: bytes) -> set[int]:
+        """Where the tokenizer joins the token ``tb`` to every way on from it (the
+        next few bytes, json.dumps-spaced), the longer tokens it writes instead;
+        else the empty set."""
+        after = advance_stacks(state.stacks, tb, 0)[0]
+        ways = _ways(after, tb[-1:], _JOIN_LOOKAHEAD, _JOIN_LIMIT) if after else None
+        if not ways:
+            return set()
+        firsts = {self.vocab.canonical(tb + w)[0] for w in ways}
+        if any(len(self.vocab.token_bytes[f]) <= len(tb) for f in firsts):
+            return set()
+        return firsts
 
     def _first_merge(self, data: bytes, after: tuple) -> int:
         """The first byte offset ``q`` of ``data`` where a vocabulary token could begin
@@ -153,6 +218,11 @@ class State:
         if self._mask is None:
             self._mask = self.grammar.index.mask(self.stacks, self.is_final)
         return self._mask
+
+    def non_canonical(self) -> tuple[tuple[int, int], ...]:
+        """(token, the token the tokenizer writes instead) for the allowed tokens that
+        are not the tokenizer's own spelling here (``Grammar.short_of_canonical``)."""
+        return self.grammar.short_of_canonical(self)
 
     def allowed_token_ids(self) -> np.ndarray:
         return np.flatnonzero(self.allowed_mask())
@@ -299,6 +369,41 @@ class State:
 
 
 _WHITESPACE = frozenset(b" \t\n\r")
+
+
+#: How far ``Grammar._joined`` looks past an alternative, and how many ways it reads.
+_JOIN_LOOKAHEAD = 3
+_JOIN_LIMIT = 256
+
+
+def _spaced_bytes(stacks: tuple, last: bytes) -> list[int]:
+    """The ASCII bytes the grammar allows next, as json.dumps spaces: one space
+    after "," and ":" (and only there), no other whitespace."""
+    allowed = next_bytes(stacks)
+    if last in (b",", b":") and 0x20 in allowed:
+        return [0x20]
+    return [b for b in allowed if b < 0x80 and b not in _WHITESPACE]
+
+
+def _ways(stacks: tuple, last: bytes, depth: int, limit: int) -> list[bytes] | None:
+    """Every json.dumps-spaced byte string of ``depth`` bytes the grammar allows
+    from ``stacks`` (shorter where the call list ends); None past ``limit`` ways."""
+    out: list[bytes] = []
+    todo = [(stacks, b"", last)]
+    while todo:
+        cur, acc, prev = todo.pop()
+        nexts = _spaced_bytes(cur, prev) if len(acc) < depth else []
+        if not nexts:
+            if acc:
+                out.append(acc)
+                if len(out) > limit:
+                    return None
+            continue
+        for b in nexts:
+            nxt = step_byte(cur, b)
+            if nxt:
+                todo.append((nxt, acc + bytes((b,)), bytes((b,))))
+    return out
 
 
 def _free_form(stacks: tuple) -> bool:

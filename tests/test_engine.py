@@ -12,7 +12,7 @@ import torch
 
 from toolprm import engine
 from toolprm.bfcl import load_cases
-from toolprm.engine.decode import Decoder
+from toolprm.engine.decode import Decoder, canonical_logits
 from toolprm.engine.logits import GrammarLogitsProcessor
 from toolprm.engine.parse import parse_calls
 from toolprm.engine.prompts import build_prompt
@@ -239,8 +239,9 @@ def test_cli_generate(tmp_path, cases):
 
 
 def test_continuation_logprob_is_the_sum_along_its_canonical_tokens(policy):
-    """Decoder.continuation_logprob equals the grammar-masked log-probs of the
-    continuation's canonical tokens, read off one plain forward pass of the model."""
+    """Decoder.continuation_logprob equals the log-probs the decoder samples from
+    (grammar-masked, non-canonical tokens' mass moved to the tokenizer's own) of
+    the continuation's canonical tokens, read off one plain forward pass of the model."""
     tools = [{"name": "get_weather", "description": "Weather in a city", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
     q = engine.prepare(policy.tokenizer, "Weather in Paris and in Rome?", tools)
@@ -256,7 +257,8 @@ def test_continuation_logprob_is_the_sum_along_its_canonical_tokens(policy):
         state, want = dec.grammar.start(), 0.0
         for i, t in enumerate(ids):
             mask = torch.from_numpy(state.allowed_mask().copy())
-            lp = torch.log_softmax(logits[len(q.prompt_ids) + i - 1][:len(mask)].masked_fill(~mask, float("-inf")), -1)
+            row = canonical_logits(logits[len(q.prompt_ids) + i - 1][None, :len(mask)], [state])[0]
+            lp = torch.log_softmax(row.masked_fill(~mask, float("-inf")), -1)
             want += float(lp[t])
             state = state.advance(t)
         assert got == pytest.approx(want, abs=1e-4)

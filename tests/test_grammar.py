@@ -952,3 +952,59 @@ def test_nothing_spanning_the_end_of_a_call_is_forced(smollm2_tokenizer):
     after = s.advance(one)
     assert after.allowed_mask()[vocab.by_bytes[b"},"]]
     assert smollm2_tokenizer.convert_ids_to_tokens(vocab.canonical(b'}}, {"')) == ["}", "},", "\u0120{\""]
+
+
+def test_short_spellings_of_a_choice_are_not_the_tokenizers(smollm2_tokenizer):
+    """At a discrete choice, a token shorter than the tokenizer's own first token
+    of the alternatives it begins ("b", "bl" for the enum value "black") is marked
+    non-canonical, with that first token as what the tokenizer writes instead. A
+    token that begins ways the tokenizer spells differently is left alone: "["
+    ("[]" or '[{"'), and a closing quote inside a nested object ('",' or '"},')."""
+    tools = [{"name": "paint", "parameters": {"type": "object", "properties": {
+        "color": {"type": "string", "enum": ["black", "white"]},
+        "style": {"type": "object", "properties": {"finish": {"type": "string"}, "coats": {"type": "integer"}}},
+        "city": {"type": "string"}}, "required": ["city"]}}]
+    g = G.compile(tools, smollm2_tokenizer, calls="any")
+    ids = g.vocab.by_bytes
+    s = g.start().advance_bytes(b'[{"name": "paint", "arguments": {"color": "')
+    short = dict(s.non_canonical())
+    assert short[ids[b"b"]] == ids[b"black"] and short[ids[b"bl"]] == ids[b"black"]
+    assert ids[b"black"] not in short and ids[b"white"] not in short
+    assert ids[b"["] not in dict(g.start().non_canonical())
+    nested = g.start().advance_bytes(b'[{"name": "paint", "arguments": {"style": {"finish": "matte')
+    assert ids[b'"'] not in dict(nested.non_canonical())
+    assert g.vocab.canonical(b'"}, "')[0] == ids[b'"},'] and g.vocab.canonical(b'", "')[0] == ids[b'",']
+
+
+def test_the_tokenizers_own_first_token_is_never_marked(smollm2_tokenizer):
+    """Soundness of ``non_canonical``: along walks over BFCL tool sets, the
+    tokenizer's own first token of the bytes that actually follow is never marked,
+    and what is written instead extends the marked token and is allowed."""
+    from toolprm.bfcl import load_cases
+    rng = random.Random(1)
+    vocab, marked = None, 0
+    for case in [c for cat in ("live_simple", "live_multiple", "live_parallel") for c in load_cases(cat, 5)]:
+        grammar = G.compile(case.tools, smollm2_tokenizer, calls="any")
+        vocab = grammar.vocab
+        for _ in range(2):
+            path = [grammar.start()]
+            while not path[-1].is_final and len(path) < 120:
+                s = path[-1]
+                forced = s.forced()
+                if forced:
+                    path.append(s.advance(forced[0]))
+                    continue
+                allowed = [t for t in s.allowed_token_ids().tolist() if t not in vocab.eos_ids]
+                tail = s.completion_bytes()
+                path.append(s.advance(rng.choice(allowed) if rng.random() < 0.3 else vocab.canonical(tail)[0]))
+            text = path[-1].raw
+            for s in path[:-1]:
+                short = dict(s.non_canonical())
+                rest = text[len(s.raw):]
+                if short and rest and _own_spelling(vocab, smollm2_tokenizer, rest):
+                    marked += 1
+                    assert vocab.canonical(rest)[0] not in short, (case.id, s.text, rest[:20])
+                for t, u in short.items():
+                    assert s.allowed_mask()[u] and len(vocab.token_bytes[u]) > len(vocab.token_bytes[t]) \
+                        and vocab.token_bytes[u].startswith(vocab.token_bytes[t])
+    assert marked > 20
