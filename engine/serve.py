@@ -208,8 +208,10 @@ class Worker:
             job = self.jobs.get()
             if job is None:
                 return
+            # a request that timed out (or went away) while waiting is dropped unrun
             if job.cancel.is_set():
-                job.future.set_exception(GenerationCancelled("cancelled before it started"))
+                job.future.cancel()
+            if not job.future.set_running_or_notify_cancel():
                 continue
             self.busy_since = time.monotonic()
             try:

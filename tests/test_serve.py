@@ -235,10 +235,14 @@ def test_a_request_past_its_time_limit_answers_504_and_frees_the_worker(slow_ser
     body = {"messages": [{"role": "user", "content": "Weather in Paris, Rome, Oslo, Lima and Cairo, in celsius?"}],
             "tools": TOOLS, "max_tokens": 400}
     t0 = time.monotonic()
-    resp = slow_server.post(body)
-    assert resp.status_code == 504 and resp.json()["error"]["code"] == "timeout", resp.text
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # one runs, one times out while it waits
+        resps = list(pool.map(slow_server.post, [body, body]))
+    for resp in resps:
+        assert resp.status_code == 504 and resp.json()["error"]["code"] == "timeout", resp.text
     assert time.monotonic() - t0 < 30
     assert _freed_within(slow_server, 10)
+    quick = slow_server.post({**body, "strategy": "greedy", "max_tokens": 60})  # the worker serves on
+    assert quick.status_code == 200, quick.text
 
 
 def test_a_client_that_leaves_mid_stream_cancels_its_generation(slow_server):
