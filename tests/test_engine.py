@@ -231,8 +231,16 @@ def test_cli_generate(tmp_path, cases):
                        env={**os.environ, "TOOLPRM_THREADS": "1"})
     assert p.returncode == 0, p.stderr
     calls = json.loads(p.stdout)
-    assert calls and calls[0]["name"] == cases[0].tools[0]["name"] or calls == []
-    assert "end" in p.stderr
+    # simple_python_1: "How much CO2 is produced annually by a gas-fueled car that travels 12,000
+    # miles per year, with fuel efficiency of 25 MPG ?"; greedy calls the one tool with the numbers
+    # of the query (it picks fuel_type "electric", so only these two arguments are pinned)
+    assert len(calls) == 1 and calls[0]["name"] == cases[0].tools[0]["name"] == "calculate_emissions", calls
+    assert {"distance": 12000, "fuel_efficiency": 25}.items() <= calls[0]["arguments"].items(), calls
+    # --trace: one line per step on stderr, the name first and the end of the list last
+    trace = [line.split() for line in p.stderr.splitlines() if line.startswith("  ")]
+    assert trace[0][:3] == ["name", "call", "0"] and trace[0][-1] == '"calculate_emissions"', p.stderr
+    assert trace[-1][:3] == ["end", "call", "1"], p.stderr
+    assert [t[-1] for t in trace if t[0] == "key"] == [json.dumps(k) for k in calls[0]["arguments"]], p.stderr
     bad = subprocess.run([sys.executable, "-m", "toolprm.engine.cli", "generate", "--tools",
                           str(tmp_path / "missing.json"), "q"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "cannot read tools" in bad.stderr

@@ -39,7 +39,28 @@ def test_command_prints_the_table_and_rows(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["id"] for r in rows] == ["irrelevance_0", "simple_python_0"]
     assert rows[1]["first"] == "name" and rows[1]["name"] == "calculate_triangle_area"
-    assert all(0 <= r["prm"] <= 1 and 0 <= r["p_empty"] <= 1 for r in rows)
+    assert all(0 <= r["prm"] <= 1 for r in rows)
+    # P([]) recomputed here: one plain forward pass of the model over the prompt and "[", then a
+    # softmax over the three tokens the grammar allows after "[" (']', '{', '{"'), read at ']'.
+    policy, tok = get_policy(), get_policy().tokenizer
+    bracket, close, brace, brace_quote = (tok.encode(t, add_special_tokens=False) for t in ("[", "]", "{", '{"'))
+    assert all(len(t) == 1 for t in (bracket, close, brace, brace_quote))
+    for row, cat in zip(rows, ("irrelevance", "simple_python")):
+        case = load_cases(cat, 1)[0]
+        q = prepare(tok, case.messages, case.tools)
+        dec = q.decoder(policy, "any", max_new_tokens=64)
+        dec.feed_forced()
+        assert dec.rows[0].tokens == bracket  # the output starts with the forced "["
+        mask = dec.rows[0].state.allowed_mask()
+        assert sorted(i for i in range(len(mask)) if mask[i]) == sorted(close + brace + brace_quote)
+        with torch.inference_mode():
+            logits = policy.model(torch.tensor([q.prompt_ids + bracket])).logits[0, -1].double()
+        want = torch.softmax(logits[close + brace + brace_quote], -1)[0].item()
+        assert 0.001 < want < 0.1  # small: ']' is not what this model writes first
+        assert row["p_empty"] == pytest.approx(want, rel=1e-4), (cat, row["p_empty"], want)
+    # the table's mean P([]) per category (one case each) is that probability
+    assert f"| irrelevance | 1 | {rows[0]['p_empty']:.3f} |" in text
+    assert f"| simple_python | 1 | {rows[1]['p_empty']:.3f} |" in text
     # the [] row is scored by the same PRM: its single step is the end of an empty list
     assert all(0 < r["prm_empty"] < 1 for r in rows) and "AUC of PRM score of []" in text
     with pytest.raises(ToolprmError, match="--limit"):

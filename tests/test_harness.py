@@ -337,7 +337,15 @@ def test_end_to_end_real_model(tmp_path, capsys):
     assert summary["strategies"] == ["greedy", "outlines"]
     assert summary["config"]["max_new_tokens"] == 32
     assert summary["results"]["greedy"]["simple_python"]["n"] == 1
-    assert summary["time_vs_reference"]["outlines"]["seconds_ratio"] == pytest.approx(1.0)
+    # greedy's wall time and compute against the outlines peer on the same case
+    ratio = summary["time_vs_reference"]["greedy"]
+    assert ratio["reference"] == "outlines" and ratio["n_paired"] == 1
+    assert ratio["seconds_ratio"] == pytest.approx(greedy["seconds"] / outl["seconds"], rel=1e-9)
+    work = lambda r: sum(r["stats"].get(k) or 0 for k in ("generated_tokens", "forced_tokens", "chosen_tokens",
+                                                          "scorer_calls"))
+    assert ratio["compute_ratio"] == pytest.approx(work(greedy) / work(outl), rel=1e-9)
+    greedy_row = next(line for line in table.splitlines() if line.startswith("| greedy |"))
+    assert f"| {greedy['seconds'] / outl['seconds']:.2f} (n=1) |" in greedy_row, greedy_row
     for png in (report.PLOT_CATEGORIES, report.PLOT_COMPUTE):
         assert (out / png).stat().st_size > 1000
     assert "| greedy |" in table and "| outlines |" in table and "time ÷ outlines" in table
