@@ -73,7 +73,7 @@ def messages(msgs: list[dict]) -> list[dict]:
     names = {}
     out = []
     for i, m in enumerate(msgs):
-        role, content = m["role"], _text(m.get("content"), i)
+        role, content = m["role"], _text(m.get("content"))
         if role == "developer":
             role = "system"
         if role == "assistant" and m.get("tool_calls"):
@@ -102,7 +102,7 @@ def messages(msgs: list[dict]) -> list[dict]:
     return out
 
 
-def _text(content, i: int) -> str:
+def _text(content) -> str:
     if content is None:
         return ""
     if isinstance(content, str):

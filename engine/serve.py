@@ -19,7 +19,6 @@ import contextlib
 import concurrent.futures
 import hmac
 import json
-import logging
 import os
 import queue
 import threading
@@ -39,9 +38,6 @@ from toolprm.grammar import normalize_tools
 from . import api, openai_format
 from .models import DEFAULT_MODEL, get_policy
 from .search import STRATEGIES
-
-log = logging.getLogger("toolprm.serve")
-
 
 @dataclass
 class ServeConfig:
@@ -343,25 +339,33 @@ def _checked_plan(body: dict, config: ServeConfig, defaults: dict) -> openai_for
         p = openai_format.plan(body, defaults)
         if p.calls is not None:
             normalize_tools(p.tools)
-    except ToolSchemaError as e:
-        raise ApiError(400, f"tools: {e}", param="tools", code="invalid_tool_schema") from None
     except ToolprmError as e:
-        raise ApiError(400, str(e)) from None
+        raise _bad_request(e) from None
     return p
+
+
+def _bad_request(e: ToolprmError, code: str | None = None) -> ApiError:
+    if isinstance(e, ToolSchemaError):
+        return ApiError(400, f"tools: {e}", param="tools", code="invalid_tool_schema")
+    return ApiError(400, str(e), code=code)
+
+
+def _timed_out(timeout: float) -> ApiError:
+    return ApiError(504, f"the request took longer than this server's limit of {timeout:g} s; "
+                         f"its generation was stopped", type_="timeout_error", code="timeout")
 
 
 def _run(policy, p: openai_format.Plan, cancel: threading.Event, seed_offset: int = 0,
          on_step: Callable[[dict], None] | None = None):
     options = dict(p.options)
     options["seed"] = options.get("seed", 0) + seed_offset
+    reply = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "seed") if k in options}
     if p.calls is None:
-        options = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "seed") if k in options}
-        return api.chat(p.messages, model=policy, cancel=cancel, **options)
+        return api.chat(p.messages, model=policy, cancel=cancel, **reply)
     extra = {"max_calls": p.max_calls} if p.max_calls else {}
     result = api.generate(p.messages, p.tools, model=policy, calls=p.calls, tool=p.tool, cancel=cancel,
                           on_step=on_step, **extra, **options)
     if result.calls == []:  # no tool fits: answer in words, as an OpenAI model would
-        reply = {k: options[k] for k in ("max_new_tokens", "temperature", "top_p", "seed") if k in options}
         return api.chat(p.messages, model=policy, cancel=cancel, **reply)
     return result
 
@@ -371,23 +375,24 @@ async def _wait(job: Job, timeout: float):
         return await asyncio.wait_for(asyncio.wrap_future(job.future), timeout)
     except asyncio.TimeoutError:
         job.cancel.set()
-        raise ApiError(504, f"the request took longer than this server's limit of {timeout:g} s; "
-                            f"its generation was stopped", type_="timeout_error", code="timeout") from None
+        raise _timed_out(timeout) from None
     except asyncio.CancelledError:  # the client went away
         job.cancel.set()
         raise
     except GenerationCancelled as e:
         raise ApiError(504, str(e), type_="timeout_error", code="timeout") from None
-    except ToolSchemaError as e:
-        raise ApiError(400, f"tools: {e}", param="tools", code="invalid_tool_schema") from None
     except ToolprmError as e:
-        raise ApiError(400, str(e), code="generation_failed") from None
+        raise _bad_request(e, "generation_failed") from None
 
 
 def _chunk(rid: str, created: int, model: str, delta: dict, reason: str | None = None) -> str:
-    body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
+    return _event({"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "system_fingerprint": None,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]})
+
+
+def _event(body: dict) -> str:
+    """One server-sent event."""
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
@@ -406,10 +411,7 @@ async def _stream(job: Job, events: asyncio.Queue, config: ServeConfig, p: opena
                 kind, item = await asyncio.wait_for(events.get(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 job.cancel.set()
-                err = ApiError(504, f"the request took longer than this server's limit of "
-                                    f"{config.timeout:g} s; its generation was stopped",
-                               type_="timeout_error", code="timeout")
-                yield f"data: {json.dumps(err.body())}\n\n"
+                yield _event(_timed_out(config.timeout).body())
                 break
             if kind == "step":
                 for d in args.deltas(item):
@@ -418,7 +420,7 @@ async def _stream(job: Job, events: asyncio.Queue, config: ServeConfig, p: opena
             try:
                 result = item.result()
             except ToolprmError as e:
-                yield f"data: {json.dumps(ApiError(400, str(e), code='generation_failed').body())}\n\n"
+                yield _event(_bad_request(e, "generation_failed").body())
                 break
             if not result.calls:
                 yield _chunk(rid, created, model, {"content": result.text})
@@ -429,7 +431,7 @@ async def _stream(job: Job, events: asyncio.Queue, config: ServeConfig, p: opena
                 usage = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
                          "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                                                   "total_tokens": prompt + completion}}
-                yield f"data: {json.dumps(usage)}\n\n"
+                yield _event(usage)
             break
         yield "data: [DONE]\n\n"
     finally:

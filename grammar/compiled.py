@@ -320,11 +320,7 @@ class State:
             if _free_form(stacks) or len(acc) > max_bytes:
                 out = None
                 break
-            for b in reversed(next_bytes(stacks)):
-                if b in _WHITESPACE and not (b == 0x20 and last in (b",", b":")):
-                    continue  # json.dumps spacing only: one space after "," and ":", none elsewhere
-                if b != 0x20 and last in (b",", b":") and 0x20 in next_bytes(stacks):
-                    continue
+            for b in reversed(_spaced_bytes(stacks, last)):
                 nxt, ev = advance_stacks(stacks, bytes((b,)), 0)
                 if ev:
                     out.append(acc + bytes((b,)))
@@ -376,13 +372,13 @@ _JOIN_LOOKAHEAD = 3
 _JOIN_LIMIT = 256
 
 
-def _spaced_bytes(stacks: tuple, last: bytes) -> list[int]:
-    """The ASCII bytes the grammar allows next, as json.dumps spaces: one space
-    after "," and ":" (and only there), no other whitespace."""
+def _spaced_bytes(stacks: tuple, last: bytes, ascii_only: bool = False) -> list[int]:
+    """The bytes the grammar allows next, as json.dumps spaces: one space after ","
+    and ":" (and only there), no other whitespace."""
     allowed = next_bytes(stacks)
     if last in (b",", b":") and 0x20 in allowed:
         return [0x20]
-    return [b for b in allowed if b < 0x80 and b not in _WHITESPACE]
+    return [b for b in allowed if b not in _WHITESPACE and (b < 0x80 or not ascii_only)]
 
 
 def _ways(stacks: tuple, last: bytes, depth: int, limit: int) -> list[bytes] | None:
@@ -392,7 +388,7 @@ def _ways(stacks: tuple, last: bytes, depth: int, limit: int) -> list[bytes] | N
     todo = [(stacks, b"", last)]
     while todo:
         cur, acc, prev = todo.pop()
-        nexts = _spaced_bytes(cur, prev) if len(acc) < depth else []
+        nexts = _spaced_bytes(cur, prev, ascii_only=True) if len(acc) < depth else []
         if not nexts:
             if acc:
                 out.append(acc)
