@@ -43,7 +43,9 @@ from toolprm.bench.oracle import OracleScorer
 from toolprm.bench.outlines_peer import OutlinesPeer
 from toolprm.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
 from toolprm.engine.api import generate
+from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.models import get_policy
+from toolprm.engine.workers import run_jobs, threads_per_job
 from toolprm.engine.explore import EXPLORATIONS
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
@@ -103,7 +105,7 @@ class ModelRunner:
 
     def __init__(self, config: RunConfig, model: Any = None) -> None:
         self.config = config
-        self.policy = get_policy(model if model is not None else config.model)
+        self.policy = get_policy(model if model is not None else config.model, dtype=config.dtype)
         self._outlines = None
 
     def __call__(self, case: Case, spec: StrategySpec, calls: str):
@@ -258,6 +260,36 @@ def _categories(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _run_share(cases, specs, out: Path, config: RunConfig, shard: int | None = None,
+               progress: bool = True) -> None:
+    """Run ``cases`` x ``specs`` into ``out``: all of them, or one worker's ``shard``."""
+    run_bench(cases, specs, out, config, lambda: ModelRunner(config), progress=progress,
+              position=0 if shard is None else shard, desc="bfcl" if shard is None else f"shard-{shard}")
+
+
+def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLike, config: RunConfig,
+                jobs: int = 1, threads: int | None = None, progress: bool = True) -> list[dict]:
+    """Run every pair not yet done, in this process (``jobs`` 1: into ``out``) or in
+    ``jobs`` worker processes, each on an interleaved share of the cases in
+    ``out/shard-K`` with ``threads`` torch threads (default: a share of the cores;
+    resume with the same ``jobs``). Returns the records of every pair in the
+    folder(s), one per (case, strategy)."""
+    out = Path(out)
+    if jobs < 1:
+        raise ToolprmError("--jobs must be a positive integer")
+    if jobs == 1:
+        if threads:
+            import torch
+            torch.set_num_threads(threads)
+        _run_share(cases, specs, out, config, progress=progress)
+        return report.load_records(out)
+    shards = [out / f"shard-{k}" for k in range(jobs)]
+    run_jobs(_run_share, [(cases[k::jobs], specs, shards[k], config, k, progress) for k in range(jobs)],
+             threads_per_job(jobs, threads))
+    # Keyed by (case, strategy): a pair run twice (e.g. after --jobs changed) counts once.
+    return list({(r["id"], r["strategy"]): r for d in shards for r in report.load_records(d)}.values())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="toolprm bench bfcl",
@@ -296,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "
                         "oversubscription, which slows decoding many times over)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, each on an interleaved "
+                   "share of the cases in OUT/shard-K, one torch thread each unless --threads says "
+                   "otherwise (resume with the same --jobs)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="the policy's weights: auto (int4 on a CPU with AVX512-BF16 or AMX, else "
+                        "float32), float32, bfloat16 or int4 (see README, Speed)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -308,22 +346,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("m", "n", "max_new_tokens"):
         if getattr(a, name) < 1:
             raise ToolprmError(f"--{name.replace('_', '-')} must be a positive integer")
-    if a.threads is not None:
-        if a.threads < 1:
-            raise ToolprmError("--threads must be a positive integer")
-        import torch
-        torch.set_num_threads(a.threads)
+    if a.threads is not None and a.threads < 1:
+        raise ToolprmError("--threads must be a positive integer")
     categories = _categories(a.category)
     specs = [StrategySpec(s, a.m, a.n, a.exploration) for s in dict.fromkeys(a.strategy or ["greedy"])]
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
                        temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
                        top_k=a.top_k, proposals=a.proposals,
-                       scorer=a.scorer)
+                       scorer=a.scorer, dtype=resolve_dtype(a.dtype))
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()
-    run_bench(cases, specs, a.out, config, lambda: ModelRunner(config), progress=not a.quiet)
+    records = run_sharded(cases, specs, a.out, config, a.jobs, a.threads, progress=not a.quiet)
     wall = time.perf_counter() - t0
-    records = report.load_records(a.out)
     _, table = report.write_outputs(records, a.out, strategies=[s.label for s in specs],
                                     config=asdict(config), plots=not a.no_plots)
     print(table)

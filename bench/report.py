@@ -345,6 +345,7 @@ class RunConfig:
     scorer: str = "default"  # engine.generate's scorer: default (None), "prm", "policy", or "oracle" (a ceiling)
     top_k: int = 8           # structured exploration's bounds (engine.explore)
     proposals: int = 4
+    dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32
 
 
 

@@ -20,11 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from toolprm.bfcl import TEST_CATEGORIES, load_cases
-from toolprm.engine.workers import run_jobs, threads_per_job
+from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.errors import ToolprmError
 
 from . import report
-from .harness import ModelRunner, StrategySpec, run_bench
+from .harness import StrategySpec, run_sharded
 from .report import RunConfig
 
 DEFAULT_MODEL = "smollm2"
@@ -214,12 +214,6 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
             f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: {verdict}.")
 
 
-def _run_share(cases, specs, out: Path, config: RunConfig, shard: int | None = None) -> None:
-    """Run ``cases`` x ``specs`` into ``out``: all of them, or one worker's ``shard``."""
-    run_bench(cases, specs, out, config, lambda: ModelRunner(config),
-              position=0 if shard is None else shard, desc="bfcl" if shard is None else f"shard-{shard}")
-
-
 def update_readme(readme: Path, block: str, model: str = DEFAULT_MODEL) -> None:
     report.replace_block(readme, "scaling-results" if model == DEFAULT_MODEL else f"scaling-results:{model}",
                          block)
@@ -243,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--jobs", type=int, default=1, help="worker processes, each on an interleaved "
                    "share of the cases in OUT/shard-K (resume with the same --jobs)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="the policy's weights (see bench bfcl)")
     p.add_argument("--readme", default=None, help="write the results block into this README")
     a = p.parse_args(argv)
     if a.limit < 1:
@@ -254,21 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     cats = a.category or list(TEST_CATEGORIES)
     cases = [c for cat in cats for c in load_cases(cat, a.limit)]
     per_cat = {cat: sum(1 for c in cases if c.category == cat) for cat in cats}
-    config = RunConfig(model=a.model or DEFAULT_MODEL, max_new_tokens=a.max_new_tokens)
+    config = RunConfig(model=a.model or DEFAULT_MODEL, max_new_tokens=a.max_new_tokens,
+                       dtype=resolve_dtype(a.dtype))
     out = Path(a.out)
     t0 = time.perf_counter()
-    if a.jobs == 1:
-        if a.threads:
-            import torch
-            torch.set_num_threads(a.threads)
-        _run_share(cases, specs, out, config)
-        records = report.load_records(out)
-    else:
-        shards = [out / f"shard-{k}" for k in range(a.jobs)]
-        run_jobs(_run_share, [(cases[k::a.jobs], specs, shards[k], config, k) for k in range(a.jobs)],
-                 threads_per_job(a.jobs, a.threads))
-        # Keyed by (case, strategy): a pair run twice (e.g. after --jobs changed) counts once.
-        records = list({(r["id"], r["strategy"]): r for d in shards for r in report.load_records(d)}.values())
+    records = run_sharded(cases, specs, out, config, a.jobs, a.threads)
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)

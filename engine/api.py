@@ -40,7 +40,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = "last",
              exploration: str = "structured", top_k: int = 8, proposals: int = 4,
              on_step: Callable[[dict], None] | None = None, tool: str | None = None,
-             max_calls: int = DEFAULT_MAX_CALLS, cancel=None) -> Result:
+             max_calls: int = DEFAULT_MAX_CALLS, cancel=None, dtype: str | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
 
     Strategies: the keys of ``engine.search.STRATEGIES``. ``m`` samples per beam
@@ -57,7 +57,10 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     every surviving candidate agrees on it. ``tool``: every call must use this tool
     (the prompt still lists them all). ``max_calls``: at most this many calls.
     ``cancel``: a ``threading.Event``; once set, generation stops with
-    ``GenerationCancelled``."""
+    ``GenerationCancelled``. ``dtype``: the policy's weights when ``model`` is a
+    name (``engine.lean.resolve_dtype``: "auto", "float32", "bfloat16", "int4";
+    None: ``$TOOLPRM_DTYPE``, else "auto"); a ``Policy`` passed as ``model``
+    keeps its own. The unconstrained baseline always runs transformers in fp32."""
     spec = STRATEGIES.get(strategy)
     if spec is None:
         raise ToolprmError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -67,7 +70,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
         if not isinstance(v, int) or v < 1:
             raise ToolprmError(f"{name} must be a positive integer, got {v!r}")
     explore = Exploration(exploration, top_k, proposals)
-    policy = get_policy(model)
+    policy = get_policy(model, dtype)
     q = prepare(policy.tokenizer, query, tools)
     if tool is not None:
         q = q.only(tool)

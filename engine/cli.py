@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from toolprm.engine.lean import DTYPES
 from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES
 
@@ -39,6 +40,9 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("query", help="the user's request")
     p.add_argument("--tools", required=True, help="JSON file with a list of tool specs")
     p.add_argument("--model", default=None, help="model name or path (default: embedded SmolLM2-135M)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="the policy's weights: auto (default; int4 on a CPU with AVX512-BF16 or AMX, "
+                        "else float32), float32, bfloat16 or int4")
     p.add_argument("--strategy", default="fine_beam", choices=STRATEGIES)
     p.add_argument("--calls", default="any", choices=list(CALL_MODES))
     p.add_argument("-m", type=int, default=8, help="samples per beam per step (beam strategies)")
@@ -62,7 +66,7 @@ def _generate(argv: list[str]) -> int:
             tools = json.load(f)
     except (OSError, ValueError) as e:
         raise ToolprmError(f"cannot read tools from {a.tools}: {e}") from None
-    r = api.generate(a.query, tools, model=a.model, strategy=a.strategy, calls=a.calls, m=a.m, n=a.n,
+    r = api.generate(a.query, tools, model=a.model, dtype=a.dtype, strategy=a.strategy, calls=a.calls, m=a.m, n=a.n,
                      temperature=a.temperature, seed=a.seed, max_new_tokens=a.max_new_tokens,
                      aggregation=a.aggregation, exploration=a.exploration, top_k=a.top_k,
                      proposals=a.proposals)

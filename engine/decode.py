@@ -24,7 +24,7 @@ import torch
 from toolprm.errors import GenerationCancelled, GenerationError, InvalidTokenError
 from toolprm.grammar import State, StepEvent
 
-from .kv import cache_kwarg, cache_of
+from .runners import runner_for
 
 _CLOSERS = frozenset(b'"]} ')
 
@@ -166,20 +166,19 @@ class Decoder:
         self.cancel = cancel
         self.stats = stats or Stats()
         self.gen = torch.Generator().manual_seed(seed)
-        self.device = next(model.parameters()).device
         start = grammar.start()
         shortest = len(start.completion_tokens(canonical))
         if shortest > max_new_tokens:
             raise GenerationError(f"max_new_tokens={max_new_tokens} is too small for even the shortest "
                                   f"valid output ({shortest} tokens)")
-        ids = torch.tensor([prompt_ids], device=self.device)
-        out = self._forward(ids, torch.ones_like(ids), None,
-                            torch.arange(len(prompt_ids), device=self.device)[None])
-        self.cache = cache_of(out)
-        self.attn = torch.ones(1, len(prompt_ids), dtype=torch.long, device=self.device)
+        self._check_cancel()
+        t0 = time.perf_counter()
+        self.runner = runner_for(model, prompt_ids, want_hidden)
+        self.stats.forward_passes += 1
+        self.stats.forward_seconds += time.perf_counter() - t0
         self.next_pos = [len(prompt_ids)]
-        root = Seq(start, next_logits=out.logits[0, -1].float(),
-                   hidden=out.hidden_states[-1][0, -1] if want_hidden else None)
+        logits, hidden = self.runner.first
+        root = Seq(start, next_logits=logits, hidden=hidden if want_hidden else None)
         self.rows: list[Seq] = [root]
 
     # ---- batch management -------------------------------------------------
@@ -189,9 +188,7 @@ class Decoder:
             raise GenerationError("no candidate left to decode")
         if picks == list(range(len(self.rows))):
             return
-        idx = torch.tensor(picks, device=self.device)
-        self.cache.reorder_cache(idx)
-        self.attn = self.attn[idx]
+        self.runner.select(torch.tensor(picks))
         self.next_pos = [self.next_pos[i] for i in picks]
         seen: set[int] = set()
         rows = []
@@ -501,21 +498,18 @@ class Decoder:
         width = max(len(s.pending) for s in rows)
         self.stats.fed_slots += width * len(rows)
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
         pos = torch.zeros((len(rows), width), dtype=torch.long)
         for r, s in enumerate(rows):
             n = len(s.pending)
             if n:
                 ids[r, width - n:] = torch.tensor(s.pending)
-                mask[r, width - n:] = 1
+                mask[r, width - n:] = True
                 pos[r, width - n:] = torch.arange(self.next_pos[r], self.next_pos[r] + n)
                 self.next_pos[r] += n
-        self.attn = torch.cat([self.attn, mask.to(self.device)], dim=1)
-        out = self._forward(ids.to(self.device), self.attn, self.cache, pos.to(self.device),
-                            keep=0 if all_logits else 1)
-        self.cache = cache_of(out)
-        last = out.logits[:, -1].float()
-        hid = out.hidden_states[-1][:, -1] if self.want_hidden else None
+        logits, hid = self._forward(ids, mask, pos, keep=0 if all_logits else 1)
+        last = logits[:, -1]
+        hid = hid if self.want_hidden else None
         for r, s in enumerate(rows):
             if s.pending:
                 s.pending = []
@@ -528,16 +522,16 @@ class Decoder:
                     s.hidden = hid[r]
                 if s.stop_after_feed:
                     s.stopped = True
-        return out.logits if all_logits else None
+        return logits if all_logits else None
 
-    @torch.inference_mode()
-    def _forward(self, ids, attn, cache, pos, keep: int = 1):
+    def _check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise GenerationCancelled("generation was cancelled")
+
+    def _forward(self, ids, valid, pos, keep: int = 1):
+        self._check_cancel()
         t0 = time.perf_counter()
-        out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                         output_hidden_states=self.want_hidden, logits_to_keep=keep,
-                         **{cache_kwarg(self.model): cache})
+        out = self.runner.feed(ids, valid, pos, keep)
         self.stats.forward_passes += 1
         self.stats.forward_seconds += time.perf_counter() - t0
         return out

@@ -27,6 +27,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from toolprm.errors import ModelNotFoundError, ToolprmError
 
+from .lean import LeanLM, resolve_dtype, supports
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"
@@ -236,27 +238,65 @@ def _known_names() -> str:
 
 @dataclass
 class Policy:
-    """A causal LM and its tokenizer, loaded once and reused across calls."""
+    """A causal LM and its tokenizer, loaded once and reused across calls.
+
+    ``runtime`` is what decodes: a ``LeanLM`` over the same weights in the
+    policy's ``dtype`` where the architecture is supported, else ``model``
+    (transformers, fp32). ``model`` itself stays fp32 for what reads it directly
+    (the PRM backbone, the unconstrained baseline)."""
     model: Any
     tokenizer: Any
     name: str = "custom"
+    dtype: str = "float32"
+    runtime: Any = None
+
+    def __post_init__(self):
+        if self.runtime is None:
+            self.runtime = self.model
 
 
-_POLICIES: dict[str, Policy] = {}
+_POLICIES: dict[tuple, Policy] = {}
+_MODELS: dict[str, tuple] = {}
+_PAIRS: dict[tuple, Policy] = {}  # (model, tokenizer) pairs a caller passed, by identity (last 4)
 
 
-def get_policy(model: Any = None) -> Policy:
+def make_policy(model: Any, tokenizer: Any, name: str = "custom", dtype: str | None = "auto",
+                lean: bool = True) -> Policy:
+    """A ``Policy`` decoding in ``dtype`` (``engine.lean.resolve_dtype``) through
+    ``LeanLM`` where it supports the model and ``lean`` is set; else through
+    transformers, whose weights stay fp32 (a dtype other than float32 is then
+    refused rather than ignored)."""
+    resolved = resolve_dtype(dtype)
+    why = supports(model) if lean else "lean=False"
+    if why is None:
+        return Policy(model, tokenizer, name, resolved, LeanLM(model, resolved))
+    if resolved != "float32" and dtype not in (None, "auto"):
+        raise ToolprmError(f"dtype={dtype!r} needs the lean runtime, which cannot run this model ({why}); "
+                           f"use dtype='float32'")
+    return Policy(model, tokenizer, name, "float32")
+
+
+def get_policy(model: Any = None, dtype: str | None = None) -> Policy:
     """``model``: None (the default SmolLM2), a name or path for load_model (loaded
-    once per process), a Policy, or a (model, tokenizer) pair."""
+    once per process and dtype), a Policy, or a (model, tokenizer) pair.
+    ``dtype``: "auto" (None: ``$TOOLPRM_DTYPE``, else auto), "float32", "bfloat16"
+    or "int4" (``engine.lean.resolve_dtype``); a Policy passed in keeps its own."""
     if isinstance(model, Policy):
         return model
     if isinstance(model, tuple) and len(model) == 2:
-        return Policy(model[0], model[1])
+        key = (id(model[0]), id(model[1]), resolve_dtype(dtype))
+        if key not in _PAIRS or _PAIRS[key].model is not model[0]:
+            while len(_PAIRS) >= 4:
+                del _PAIRS[next(iter(_PAIRS))]
+            _PAIRS[key] = make_policy(model[0], model[1], dtype=dtype)
+        return _PAIRS[key]
     if model is None or isinstance(model, str):
-        key = model or DEFAULT_MODEL
+        name = model or DEFAULT_MODEL
+        key = (name, resolve_dtype(dtype))
         if key not in _POLICIES:
-            m, tok = load_model(model)
-            _POLICIES[key] = Policy(m, tok, key)
+            if name not in _MODELS:
+                _MODELS[name] = load_model(model)
+            _POLICIES[key] = make_policy(*_MODELS[name], name, dtype)
         return _POLICIES[key]
     raise ToolprmError(f"model must be None, a model name/path, a Policy or a (model, tokenizer) "
                        f"pair, got {type(model).__name__}")

@@ -35,7 +35,7 @@ class Query:
                           max_calls=max_calls)
         options.setdefault("pad_token_id", policy.tokenizer.pad_token_id or 0)
         options.setdefault("stats", Stats())
-        return Decoder(policy.model, grammar, self.prompt_ids, **options)
+        return Decoder(policy.runtime, grammar, self.prompt_ids, **options)
 
     def only(self, name: str) -> "Query":
         """This query with its calls restricted to the tool ``name`` (the prompt still

@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from toolprm.engine.lean import DTYPES
 from toolprm.errors import GenerationCancelled, ToolprmError, ToolSchemaError
 from toolprm.grammar import normalize_tools
 
@@ -42,6 +43,7 @@ from .search import STRATEGIES
 @dataclass
 class ServeConfig:
     model: str | None = None
+    dtype: str | None = None        # the policy's weights (engine.lean; None: $TOOLPRM_DTYPE, else auto)
     strategy: str = "fine_beam"
     m: int = 8
     n: int = 2
@@ -224,7 +226,7 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
     config = config or ServeConfig()
     if config.strategy not in STRATEGIES:
         raise ToolprmError(f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    policy = get_policy(config.model)
+    policy = get_policy(config.model, config.dtype)
     worker = Worker(config.queue_size)
     defaults = {"strategy": config.strategy, "m": config.m, "n": config.n,
                 "max_new_tokens": config.max_new_tokens}
@@ -447,6 +449,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--model", default=None, help="model name or path (default: embedded SmolLM2-135M)")
+    ap.add_argument("--dtype", default=None, choices=DTYPES,
+                    help="the policy's weights: auto (default), float32, bfloat16 or int4")
     ap.add_argument("--strategy", default="fine_beam", choices=STRATEGIES,
                     help="default strategy; a request may set its own (default fine_beam)")
     ap.add_argument("-m", type=int, default=8, help="samples per beam per step (default 8)")
@@ -470,7 +474,7 @@ def main(argv: list[str]) -> int:
             raise ToolprmError(f"--{name.replace('_', '-')} must be positive, got {getattr(a, name)}")
     import uvicorn
 
-    config = ServeConfig(model=a.model, strategy=a.strategy, m=a.m, n=a.n, max_new_tokens=a.max_new_tokens,
+    config = ServeConfig(model=a.model, dtype=a.dtype, strategy=a.strategy, m=a.m, n=a.n, max_new_tokens=a.max_new_tokens,
                          max_tokens_limit=a.max_tokens_limit, queue_size=a.queue_size, timeout=a.timeout,
                          max_body_bytes=a.max_body_bytes, max_tools=a.max_tools, api_key=a.api_key)
     app = create_app(config)

@@ -33,6 +33,11 @@ settings.load_profile("toolprm-ci" if CI else "toolprm-dev")
 # torch's spinning worker threads make every matmul many times slower.
 torch.set_num_threads(int(os.environ.get("TOOLPRM_THREADS", "1")))
 
+# Exact outputs (golden files, named calls) are asserted in fp32, which decodes the
+# same on every CPU; "auto" picks int4 on some CPUs and not others. The tests of the
+# other dtypes ask for them by name (test_lean.py). Subprocesses inherit this.
+os.environ.setdefault("TOOLPRM_DTYPE", "float32")
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

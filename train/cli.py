@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.errors import ToolprmError
 from toolprm.reward.prm import SHIPPED
 
@@ -54,6 +55,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-step-tokens", type=int, default=d.max_step_tokens,
                    help="cut a rollout whose step samples more tokens than this")
     p.add_argument("--model", default=None, help="policy (default: the built-in SmolLM2)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="the policy's weights for the rollouts (see README, Speed; default auto)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted data run")
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes for the rollouts, each on an interleaved share of the "
@@ -80,7 +83,8 @@ def _data_config(a):
                       temperature=a.temperature,
                       mask_share=a.mask_share, val_share=a.val_share, seed=a.seed,
                       max_prompt_tokens=a.max_prompt_tokens, max_new_tokens=a.max_new_tokens,
-                      max_step_tokens=a.max_step_tokens, model=a.model)
+                      max_step_tokens=a.max_step_tokens, model=a.model,
+                      dtype=resolve_dtype(a.dtype))
 
 
 def _train_config(a):

@@ -56,6 +56,7 @@ class DataConfig:
     max_step_tokens: int = 32      # a rollout whose step runs longer is cut there
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
     model: str | None = None       # policy (None: the default SmolLM2)
+    dtype: str = "float32"         # the policy's weights (engine.lean); data before the option were float32
     order_basis: int = 160         # the query order is built for this many (see pick_cases)
 
 
@@ -122,7 +123,7 @@ def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
         return _build_parallel(Path(out_dir), cfg, resume, progress, command, jobs, threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    policy = policy or get_policy(cfg.model)
+    policy = policy or get_policy(cfg.model, dtype=cfg.dtype)
     d = policy.model.config.hidden_size
     done, n_steps = _start_files(out, d, resume)
     mine = [(qi, c) for qi, c in enumerate(pick_cases(cfg)) if qi % share[1] == share[0]]

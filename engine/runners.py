@@ -1,0 +1,83 @@
+"""What runs the model for a ``Decoder``: one prompt's KV cache and its forked rows.
+
+A runner prefills the prompt once (``__init__``), feeds chunks of tokens to every
+row (``feed``: rows x width ids, ``valid`` marking real tokens among the left
+padding, per-row positions) and keeps or forks rows (``select``). Two kinds:
+
+- ``LeanRunner`` over ``engine.lean.LeanLM``: the prompt's KV stored once and
+  shared by every row; the default wherever ``LeanLM`` supports the model;
+- ``TransformersRunner`` over a transformers model: its own cache, which holds a
+  copy of the prompt per row; any architecture.
+
+Both return fp32 logits and the last layer's (normed) hidden states.
+"""
+from __future__ import annotations
+
+import torch
+
+from .kv import cache_kwarg, cache_of
+from .lean import LeanLM
+
+
+def runner_for(model, prompt_ids: list[int], want_hidden: bool):
+    """A runner for ``model`` (a ``LeanLM`` or a transformers model), prompt prefilled."""
+    if isinstance(model, LeanLM):
+        return LeanRunner(model, prompt_ids)
+    return TransformersRunner(model, prompt_ids, want_hidden)
+
+
+class LeanRunner:
+    def __init__(self, lm: LeanLM, prompt_ids: list[int]):
+        self.lm = lm
+        self.cache, logits, hidden = lm.prefill(prompt_ids)
+        self.first = (logits[0, -1], hidden[0, -1])
+
+    def feed(self, ids, valid, pos, keep: int = 1):
+        """Logits (rows x kept positions x vocab, fp32) and the last position's hidden state."""
+        logits, hidden = self.lm.step(self.cache, ids, valid, pos, keep)
+        return logits, hidden[:, -1]
+
+    def select(self, idx: torch.Tensor) -> None:
+        self.cache.select(idx)
+
+    def nbytes(self) -> int:
+        return self.cache.nbytes()
+
+
+class TransformersRunner:
+    def __init__(self, model, prompt_ids: list[int], want_hidden: bool):
+        self.model = model
+        self.want_hidden = want_hidden
+        self.device = next(model.parameters()).device
+        ids = torch.tensor([prompt_ids], device=self.device)
+        self.attn = torch.ones_like(ids)
+        out = self._run(ids, None, torch.arange(len(prompt_ids), device=self.device)[None], 1)
+        self.cache = cache_of(out)
+        self.first = (out.logits[0, -1].float(),
+                      out.hidden_states[-1][0, -1] if want_hidden else None)
+
+    @torch.inference_mode()
+    def _run(self, ids, cache, pos, keep):
+        return self.model(input_ids=ids, attention_mask=self.attn, position_ids=pos, use_cache=True,
+                          output_hidden_states=self.want_hidden, logits_to_keep=keep,
+                          **{cache_kwarg(self.model): cache})
+
+    def feed(self, ids, valid, pos, keep: int = 1):
+        self.attn = torch.cat([self.attn, valid.long().to(self.device)], dim=1)
+        out = self._run(ids.to(self.device), self.cache, pos.to(self.device), keep)
+        self.cache = cache_of(out)
+        hidden = out.hidden_states[-1][:, -1] if self.want_hidden else None
+        return out.logits.float(), hidden
+
+    def select(self, idx: torch.Tensor) -> None:
+        idx = idx.to(self.device)
+        self.cache.reorder_cache(idx)
+        self.attn = self.attn[idx]
+
+    def nbytes(self) -> int:
+        total = 0
+        for layer in getattr(self.cache, "layers", []):
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
+        return total

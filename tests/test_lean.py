@@ -1,0 +1,195 @@
+"""The lean runtime (engine/lean.py): the shared-prompt KV cache against transformers'
+own (a copy of the prompt per row), forks against unforked decoding, the int4
+repacking, and the dtype option from generate() to the CLI and the bench."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from toolprm import engine
+from toolprm.bench import harness
+from toolprm.bench.report import RunConfig
+from toolprm.bfcl import load_cases
+from toolprm.engine.decode import Decoder
+from toolprm.engine.lean import LeanLM, Linear, cpu_flags, resolve_dtype, supports
+from toolprm.engine.models import get_policy, make_policy
+from toolprm.engine.query import prepare
+from toolprm.errors import ToolprmError
+
+DTYPES = ("float32", "bfloat16", "int4")
+
+
+@pytest.fixture(scope="module")
+def hf():
+    p = get_policy(dtype="float32")
+    return p.model, p.tokenizer
+
+
+@pytest.fixture(scope="module")
+def lms(hf):
+    return {d: LeanLM(hf[0], d) for d in DTYPES}
+
+
+@pytest.fixture(scope="module")
+def ids(hf):
+    case = load_cases("live_simple", 1)[0]
+    return prepare(hf[1], case.messages, case.tools).prompt_ids
+
+
+def _feed_plan(lm, cache, tokens, plans, start):
+    """Feed ``tokens`` to every row of ``cache``, row r in chunks ``plans[r]`` (left
+    padded to each chunk's width); the logits of every fed token, per row."""
+    rows = len(plans)
+    done, outs = [0] * rows, [[] for _ in range(rows)]
+    for step in range(len(plans[0])):
+        ns = [p[step] for p in plans]
+        w = max(ns)
+        x = torch.zeros(rows, w, dtype=torch.long)
+        valid = torch.zeros(rows, w, dtype=torch.bool)
+        pos = torch.zeros(rows, w, dtype=torch.long)
+        for r, n in enumerate(ns):
+            if n:
+                x[r, w - n:] = torch.tensor(tokens[done[r]:done[r] + n])
+                valid[r, w - n:] = True
+                pos[r, w - n:] = torch.arange(start + done[r], start + done[r] + n)
+        logits, _ = lm.step(cache, x, valid, pos, keep=0)
+        for r, n in enumerate(ns):
+            if n:
+                outs[r].append(logits[r, w - n:])
+                done[r] += n
+    return [torch.cat(o) for o in outs]
+
+
+def test_shared_prompt_gives_transformers_logits_in_fp32(hf, lms, ids):
+    """Rows forked from one prompt copy, fed in chunks of different widths with left
+    padding, give the logits transformers gives the whole sequence (its cache holds
+    the prompt in every row); and the same final hidden states."""
+    model, _ = hf
+    prompt, tail = ids[:-12], ids[-12:]
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    cache, logits, hidden = lms["float32"].prefill(prompt, keep=0)
+    assert torch.allclose(logits[0], ref.logits[0, :len(prompt)], atol=2e-3)
+    assert torch.allclose(hidden[0], ref.hidden_states[-1][0, :len(prompt)], atol=2e-3)
+    cache.select(torch.tensor([0, 0, 0]))
+    rows = _feed_plan(lms["float32"], cache, tail, [[5, 7], [2, 10], [12, 0]], len(prompt))
+    for got in rows:
+        assert torch.allclose(got, ref.logits[0, len(prompt):], atol=2e-3)
+    # the prompt is held once, whatever the number of rows
+    assert all(k.shape[0] == model.config.num_key_value_heads for k in cache.prefix_k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_fork_gives_the_logits_of_its_parent_alone(lms, ids, dtype):
+    """In every dtype, a row's logits do not depend on the other rows of the batch
+    (forks sharing the prompt, padding beside it, other chunkings) beyond the
+    dtype's rounding: none in fp32; in bf16 a wider batch meets other kernel
+    blockings, whose roundings differ within bf16's precision over 30 layers."""
+    lm = lms[dtype]
+    prompt, tail = ids[:-8], ids[-8:]
+    alone, _, _ = lm.prefill(prompt)
+    one = _feed_plan(lm, alone, tail, [[3, 5]], len(prompt))[0]
+    many, _, _ = lm.prefill(prompt)
+    many.select(torch.tensor([0, 0, 0, 0]))
+    rows = _feed_plan(lm, many, tail, [[3, 5], [8, 0], [1, 7], [3, 5]], len(prompt))
+    tol = 1e-3 if dtype == "float32" else 0.6
+    for r, got in enumerate(rows):
+        assert (got - one).abs().max() < tol, r
+    assert torch.equal(rows[0], rows[3])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forked_rows_decode_the_tokens_of_unforked_decoding(hf, lms, dtype):
+    """Greedy: four forks of the prompt, decoded side by side, each write what one
+    row decoded alone writes."""
+    model, tok = hf
+    case = load_cases("simple_python", 3)[2]
+    q = prepare(tok, case.messages, case.tools)
+    policy = engine.Policy(model, tok, "smollm2", dtype, lms[dtype])
+
+    def decoder():
+        return q.decoder(policy, temperature=0.0, max_new_tokens=96)
+
+    alone = decoder().run(lambda s, ev: False)[0]
+    dec = decoder()
+    dec.select([0, 0, 0, 0])
+    rows = dec.run(lambda s, ev: False)
+    assert alone.done
+    for r in rows:
+        assert r.tokens == alone.tokens and r.state.text == alone.state.text
+
+
+def test_int4_packs_only_what_it_reproduces(hf, lms):
+    lm = lms["int4"]
+    # SmolLM2's GGUF stores every linear layer as Q4_1: all of them repack exactly
+    assert lm.packed_layers == lm.linear_layers == 7 * hf[0].config.num_hidden_layers
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(64, 16, bias=False)  # continuous weights: 4 bits would lose them
+    assert Linear(plain, "int4").packed is None
+    with torch.no_grad():  # 16 levels per group of 32, both ends used (as Q4_1 does): kept in 4 bits
+        codes = torch.randint(0, 16, (16, 64)).float()
+        codes[:, 0::32], codes[:, 1::32] = 0, 15
+        plain.weight.copy_(codes * 0.01 - 0.05)
+    packed = Linear(plain, "int4")
+    x = torch.randn(3, 64)
+    assert packed.packed is not None
+    narrow = torch.nn.Linear(64, 8, bias=False)  # the same kind of weights, 8 outputs: the kernel
+    with torch.no_grad():                       # tiles 16, so they stay dense
+        narrow.weight.copy_(plain.weight[:8])
+    assert Linear(narrow, "int4").packed is None
+    assert torch.allclose(packed(x), plain(x).detach(), atol=0.05)
+
+
+def test_dtype_option_resolves_and_refuses(hf, monkeypatch):
+    auto = resolve_dtype("auto")
+    assert auto == ("int4" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "float32")
+    for d in DTYPES:
+        assert resolve_dtype(d) == d
+    monkeypatch.setenv("TOOLPRM_DTYPE", "bfloat16")
+    assert resolve_dtype(None) == "bfloat16"
+    with pytest.raises(ToolprmError, match="dtype must be one of auto, float32, bfloat16, int4"):
+        resolve_dtype("fp8")
+    model, tok = hf
+    for d in DTYPES:
+        p = make_policy(model, tok, dtype=d)
+        assert p.dtype == d and isinstance(p.runtime, LeanLM) and p.runtime.dtype == d
+    # without the lean runtime only fp32 exists: another dtype is refused, not ignored
+    assert make_policy(model, tok, dtype="float32", lean=False).runtime is model
+    with pytest.raises(ToolprmError, match="needs the lean runtime"):
+        make_policy(model, tok, dtype="int4", lean=False)
+    assert supports(model) is None
+    from transformers import GPT2Config, GPT2LMHeadModel
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64))
+    assert "not Llama or Qwen2" in supports(gpt2)
+
+
+def test_generate_takes_a_dtype(monkeypatch):
+    tools = [{"name": "get_weather", "description": "Weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    r = engine.generate("Weather in Paris?", tools, strategy="greedy", dtype="int4", max_new_tokens=48)
+    assert r.calls and r.calls[0]["name"] == "get_weather"
+    assert get_policy(dtype="int4").runtime.dtype == "int4"
+    with pytest.raises(ToolprmError, match="dtype must be one of"):
+        engine.generate("Weather in Paris?", tools, strategy="greedy", dtype="half")
+
+
+def test_bench_records_the_dtype_and_refuses_to_mix(tmp_path):
+    cases = load_cases("live_simple", 1)
+    spec = harness.StrategySpec("greedy")
+    config = RunConfig(dtype="int4", max_new_tokens=64)
+    harness.run_bench(cases, [spec], tmp_path, config, lambda: harness.ModelRunner(config), progress=False)
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["dtype"] == "int4"
+    with pytest.raises(ToolprmError, match="dtype: 'int4' there, 'float32' now"):
+        harness.run_bench(cases, [spec], tmp_path, RunConfig(dtype="float32", max_new_tokens=64),
+                          lambda: None, progress=False)
+
+
+def test_cli_refuses_an_unknown_dtype():
+    r = subprocess.run([sys.executable, "-m", "toolprm.engine.cli", "bench", "bfcl", "--dtype", "fp8"],
+                       capture_output=True, text=True, env={**os.environ, "TOOLPRM_THREADS": "1"})
+    assert r.returncode == 2 and "invalid choice: 'fp8'" in r.stderr
