@@ -49,6 +49,8 @@ class Stats:
     scorer_calls: int = 0
     grammar_seconds: float = 0.0
     forward_seconds: float = 0.0
+    kv_written_bytes: int = 0   # bytes written into the KV cache (feeds and forks; engine.runners)
+    kv_peak_bytes: int = 0      # the most bytes the KV cache held
     seconds: float = 0.0
     canonical: bool | None = None  # the output's ids are the tokenizer's own encoding of its text
 
@@ -176,6 +178,7 @@ class Decoder:
         self.runner = runner_for(model, prompt_ids, want_hidden)
         self.stats.forward_passes += 1
         self.stats.forward_seconds += time.perf_counter() - t0
+        self._kv_stats()
         self.next_pos = [len(prompt_ids)]
         logits, hidden = self.runner.first
         root = Seq(start, next_logits=logits, hidden=hidden if want_hidden else None)
@@ -189,6 +192,7 @@ class Decoder:
         if picks == list(range(len(self.rows))):
             return
         self.runner.select(torch.tensor(picks))
+        self._kv_stats()
         self.next_pos = [self.next_pos[i] for i in picks]
         seen: set[int] = set()
         rows = []
@@ -534,7 +538,12 @@ class Decoder:
         out = self.runner.feed(ids, valid, pos, keep)
         self.stats.forward_passes += 1
         self.stats.forward_seconds += time.perf_counter() - t0
+        self._kv_stats()
         return out
+
+    def _kv_stats(self) -> None:
+        self.stats.kv_written_bytes = self.runner.kv_written
+        self.stats.kv_peak_bytes = self.runner.kv_peak
 
 
 def canonical_logits(logits: torch.Tensor, states: list[State]) -> torch.Tensor:

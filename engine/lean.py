@@ -8,6 +8,9 @@ prompt's keys and values. ``LeanLM`` runs the same weights with:
 - **the prompt's KV stored once** (``LeanCache``): every row attends to the one
   prompt copy and to its own short suffix; a fork copies only the suffix, and
   the suffix grows in place (capacity doubling), not by concatenation;
+- **the previous prompt's KV kept**: a prompt that begins like it (the system
+  preamble every call shares, a server's repeated tool list) takes the chunks of
+  64 tokens they share whole from there, bit for bit what computing them gives;
 - **weights in the chosen ``dtype``** (``resolve_dtype``): "float32", "bfloat16",
   or "int4", which keeps a linear layer's weights in 4 bits (groups of 32, a
   scale and an offset each) *only where that is lossless*, as it is for weights a
@@ -22,6 +25,7 @@ transformers' in fp32 to float tolerance (tests/test_lean.py).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +36,7 @@ from toolprm.errors import ToolprmError
 DTYPES = ("auto", "float32", "bfloat16", "int4")
 GROUP = 32          # int4 group size (Q4_1's block)
 INT4_MAX_ROWS = 32  # above this many rows (a prefill) a packed layer uses its bf16 copy
+PREFILL_CHUNK = 64  # prompt tokens per prefill pass, at fixed positions (see LeanLM.prefill)
 
 
 def cpu_flags() -> set[str]:
@@ -171,6 +176,9 @@ class LeanLM:
         self.packed_layers = sum(x.packed is not None for x in linears)
         self.linear_layers = len(linears)
         self.vocab_size = self.head.shape[0]
+        self._lock = threading.Lock()
+        self._last: tuple = ((), None, None)  # the previous prompt's ids, keys and values
+        self.reused_tokens = 0                # of the last prefill
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
@@ -193,25 +201,64 @@ class LeanLM:
     @torch.inference_mode()
     def prefill(self, ids: list[int], keep: int = 1) -> tuple["LeanCache", torch.Tensor, torch.Tensor]:
         """Run the prompt ``ids``: its KV cache, the logits of its last ``keep``
-        positions (0: all) and their final (normed) hidden states."""
+        positions (0: all) and their final (normed) hidden states.
+
+        The prompt runs in chunks of ``PREFILL_CHUNK`` tokens at fixed positions, so
+        a chunk's keys and values depend only on the tokens up to it, computed the
+        same way every time. The previous prompt's are kept, and the chunks a new
+        prompt shares with it whole (the system preamble every call shares; a
+        server's repeated tool list) are taken from there: the result is the same
+        to the bit as computing them again."""
         n = len(ids)
-        x = self.embed[torch.tensor(ids)][None]
-        cos, sin = self._rope(torch.arange(n))
-        cos, sin = cos[None, None], sin[None, None]
-        keys, values = [], []
-        for lay in self.layers:
-            h = self._rms(x, lay.norm_attn)
-            q = lay.q(h).view(1, n, self.heads, self.head_dim).transpose(1, 2)
-            k = lay.k(h).view(1, n, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = lay.v(h).view(1, n, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-            att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True, scale=self.scaling)
-            x = x + lay.o(att.transpose(1, 2).reshape(1, n, -1))
-            x = x + self._mlp(lay, x)
-            keys.append(k[0].contiguous())
-            values.append(v[0].contiguous())
+        with self._lock:
+            last_ids, last_k, last_v = self._last
+        same = 0
+        limit = min(n - 1, len(last_ids)) if keep else 0  # keep=0 wants every position's logits
+        while same < limit and ids[same] == last_ids[same]:
+            same += 1
+        reuse = same - same % PREFILL_CHUNK
+        keys = [k[:, :reuse] for k in last_k] if reuse else [None] * len(self.layers)
+        values = [v[:, :reuse] for v in last_v] if reuse else [None] * len(self.layers)
+        x = torch.cat([self._prefill_chunk(ids[start:start + PREFILL_CHUNK], start, keys, values)
+                       for start in range(reuse, n, PREFILL_CHUNK)], dim=1)
         logits, hidden = self._head(x, keep)
+        keys = [k.contiguous() for k in keys]
+        values = [v.contiguous() for v in values]
+        with self._lock:  # read-only from here on: every cache made from it shares it
+            self._last = (tuple(ids), keys, values)
+        self.reused_tokens = reuse
         return LeanCache(self, keys, values), logits, hidden
+
+    def _prefill_chunk(self, ids: list[int], start: int, keys: list, values: list) -> torch.Tensor:
+        """Run ``ids`` at positions ``start``.. after the keys and values already in
+        ``keys``/``values`` (per layer, extended in place); the chunk's last-layer states."""
+        m = len(ids)
+        x = self.embed[torch.tensor(ids)][None]
+        cos, sin = self._rope(torch.arange(start, start + m))
+        cos, sin = cos[None, None], sin[None, None]
+        # query i (position start + i) sees keys 0 .. start + i
+        mask = torch.arange(start + m)[None, :] <= torch.arange(start, start + m)[:, None]
+        for li, lay in enumerate(self.layers):
+            h = self._rms(x, lay.norm_attn)
+            q = lay.q(h).view(1, m, self.heads, self.head_dim).transpose(1, 2)
+            k = lay.k(h).view(1, m, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = lay.v(h).view(1, m, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            if keys[li] is not None:
+                keys[li] = torch.cat([keys[li], k[0]], dim=1)
+                values[li] = torch.cat([values[li], v[0]], dim=1)
+            else:
+                keys[li], values[li] = k[0], v[0]
+            att = F.scaled_dot_product_attention(q, keys[li][None], values[li][None], attn_mask=mask,
+                                                 enable_gqa=True, scale=self.scaling)
+            x = x + lay.o(att.transpose(1, 2).reshape(1, m, -1))
+            x = x + self._mlp(lay, x)
+        return x
+
+    def forget(self) -> None:
+        """Drop the kept prompt (the next prefill computes every token)."""
+        with self._lock:
+            self._last = ((), None, None)
 
     def _mlp(self, lay: _Layer, x: torch.Tensor) -> torch.Tensor:
         h = self._rms(x, lay.norm_mlp)
@@ -319,9 +366,19 @@ class LeanCache:
     def select(self, idx: torch.Tensor) -> None:
         """Keep rows ``idx`` (repeats fork a row): copies only the suffixes."""
         self.valid = self.valid[idx]
-        self._k = [t.index_select(0, idx) for t in self._k]
-        self._v = [t.index_select(0, idx) for t in self._v]
+        self._k = [self._copy_rows(t, idx) for t in self._k]
+        self._v = [self._copy_rows(t, idx) for t in self._v]
         self.rows = len(idx)
+
+    def _copy_rows(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        new = torch.empty(len(idx), *t.shape[1:], dtype=t.dtype)
+        new[:, :, :self.length] = t[idx, :, :self.length]
+        return new
+
+    def slot_bytes(self) -> int:
+        """Bytes of one row's keys and values at one position, over all layers."""
+        kv, d = self._shape
+        return 2 * len(self.prefix_k) * kv * d * self.prefix_k[0].element_size()
 
     def nbytes(self) -> int:
         """Bytes held: the prompt once, plus every row's suffix buffer."""

@@ -9,7 +9,9 @@ padding, per-row positions) and keeps or forks rows (``select``). Two kinds:
 - ``TransformersRunner`` over a transformers model: its own cache, which holds a
   copy of the prompt per row; any architecture.
 
-Both return fp32 logits and the last layer's (normed) hidden states.
+Both return fp32 logits and the last layer's (normed) hidden states, and count
+the KV-cache traffic (``kv_written``: bytes written into the cache, by feeds and
+forks; ``kv_peak``: the most bytes it held) for ``toolprm bench decode``.
 """
 from __future__ import annotations
 
@@ -26,25 +28,40 @@ def runner_for(model, prompt_ids: list[int], want_hidden: bool):
     return TransformersRunner(model, prompt_ids, want_hidden)
 
 
-class LeanRunner:
+class _Counted:
+    kv_written = 0
+    kv_peak = 0
+
+    def _count(self, written: int) -> None:
+        self.kv_written += written
+        self.kv_peak = max(self.kv_peak, self.nbytes())
+
+
+class LeanRunner(_Counted):
     def __init__(self, lm: LeanLM, prompt_ids: list[int]):
         self.lm = lm
         self.cache, logits, hidden = lm.prefill(prompt_ids)
         self.first = (logits[0, -1], hidden[0, -1])
+        self._count(self.nbytes())
 
     def feed(self, ids, valid, pos, keep: int = 1):
         """Logits (rows x kept positions x vocab, fp32) and the last position's hidden state."""
+        before = self.cache.capacity
         logits, hidden = self.lm.step(self.cache, ids, valid, pos, keep)
+        per_slot = self.cache.slot_bytes()
+        # the new slots of every row, plus the old ones where the buffers grew
+        self._count(per_slot * ids.shape[0] * (ids.shape[1] + (before if self.cache.capacity > before else 0)))
         return logits, hidden[:, -1]
 
     def select(self, idx: torch.Tensor) -> None:
         self.cache.select(idx)
+        self._count(self.cache.slot_bytes() * len(idx) * self.cache.length)
 
     def nbytes(self) -> int:
         return self.cache.nbytes()
 
 
-class TransformersRunner:
+class TransformersRunner(_Counted):
     def __init__(self, model, prompt_ids: list[int], want_hidden: bool):
         self.model = model
         self.want_hidden = want_hidden
@@ -55,6 +72,7 @@ class TransformersRunner:
         self.cache = cache_of(out)
         self.first = (out.logits[0, -1].float(),
                       out.hidden_states[-1][0, -1] if want_hidden else None)
+        self._count(self.nbytes())
 
     @torch.inference_mode()
     def _run(self, ids, cache, pos, keep):
@@ -66,6 +84,7 @@ class TransformersRunner:
         self.attn = torch.cat([self.attn, valid.long().to(self.device)], dim=1)
         out = self._run(ids.to(self.device), self.cache, pos.to(self.device), keep)
         self.cache = cache_of(out)
+        self._count(self.nbytes())  # each layer's keys and values are concatenated anew
         hidden = out.hidden_states[-1][:, -1] if self.want_hidden else None
         return out.logits.float(), hidden
 
@@ -73,6 +92,7 @@ class TransformersRunner:
         idx = idx.to(self.device)
         self.cache.reorder_cache(idx)
         self.attn = self.attn[idx]
+        self._count(self.nbytes())  # every row is copied, prompt included
 
     def nbytes(self) -> int:
         total = 0

@@ -17,7 +17,8 @@ LAYERS = {
     "errors": ("toolprm.errors",),
     "grammar": ("toolprm.grammar",),
     "engine core": tuple(f"toolprm.engine.{m}" for m in (
-        "models", "kv", "prompts", "decode", "query", "explore", "search", "parse", "logits", "workers")),
+        "models", "lean", "runners", "kv", "prompts", "decode", "query", "explore", "search", "parse",
+        "logits", "workers")),
     "reward": ("toolprm.reward",),
     "engine front": ("toolprm.engine.api", "toolprm.engine.cli", "toolprm.engine.demo",
                      "toolprm.engine"),

@@ -193,3 +193,26 @@ def test_cli_refuses_an_unknown_dtype():
     r = subprocess.run([sys.executable, "-m", "toolprm.engine.cli", "bench", "bfcl", "--dtype", "fp8"],
                        capture_output=True, text=True, env={**os.environ, "TOOLPRM_THREADS": "1"})
     assert r.returncode == 2 and "invalid choice: 'fp8'" in r.stderr
+
+
+def test_a_prompt_that_begins_like_the_last_reuses_its_keys(hf, lms, ids):
+    """The second prompt shares the first's beginning: the whole chunks they share
+    are taken from the first, and its logits and cache are, to the bit, those of a
+    fresh prefill (so an answer does not depend on the request before it)."""
+    from toolprm.engine.lean import PREFILL_CHUNK
+    for dtype in ("float32", "int4"):
+        lm = lms[dtype]
+        other = ids[:-20] + [ids[-1]] * 5
+        lm.forget()
+        lm.prefill(other)
+        cache, logits, _ = lm.prefill(ids)
+        assert lm.reused_tokens == (len(ids) - 20) // PREFILL_CHUNK * PREFILL_CHUNK > 0
+        lm.forget()
+        fresh, ref, _ = lm.prefill(ids)
+        assert lm.reused_tokens == 0
+        assert torch.equal(logits, ref)
+        assert all(torch.equal(a, b) for a, b in zip(cache.prefix_k + cache.prefix_v,
+                                                     fresh.prefix_k + fresh.prefix_v))
+        _, again, _ = lm.prefill(ids)  # the same prompt again
+        assert lm.reused_tokens == (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+        assert torch.equal(again, ref)
