@@ -216,3 +216,27 @@ def test_a_prompt_that_begins_like_the_last_reuses_its_keys(hf, lms, ids):
         _, again, _ = lm.prefill(ids)  # the same prompt again
         assert lm.reused_tokens == (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
         assert torch.equal(again, ref)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_random_llama_and_qwen2_match_transformers(arch):
+    """The architectures ``supports`` admits, randomly initialised (Qwen2's q/k/v
+    biases and rope base included): the lean forward gives transformers' logits."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    kw = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    torch.manual_seed(0)
+    model = (LlamaForCausalLM(LlamaConfig(**kw)) if arch == "llama"
+             else Qwen2ForCausalLM(Qwen2Config(**kw, rope_theta=1e6, tie_word_embeddings=True))).eval()
+    if arch == "qwen2":
+        assert model.model.layers[0].self_attn.q_proj.bias is not None
+    assert supports(model) is None
+    tokens = torch.randint(0, 300, (90,)).tolist()
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([tokens])).logits[0]
+    lm = LeanLM(model, "float32")
+    cache, logits, _ = lm.prefill(tokens[:80], keep=0)
+    assert torch.allclose(logits[0], ref[:80], atol=1e-4)
+    cache.select(torch.tensor([0, 0]))
+    for got in _feed_plan(lm, cache, tokens[80:], [[4, 6], [10, 0]], 80):
+        assert torch.allclose(got, ref[80:], atol=1e-4)
