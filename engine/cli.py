@@ -26,6 +26,7 @@ DELEGATES = {
     ("bench", "first-step"): "toolprm.bench.first_step",
     ("bench", "canonical"): "toolprm.bench.canonical",
     ("bench", "ceiling"): "toolprm.bench.ceiling",
+    ("bench", "compare"): "toolprm.bench.compare",
     ("bench", "serve"): "toolprm.bench.serve_bench",
     ("train", "data"): "toolprm.train.cli",
     ("train", "prm"): "toolprm.train.cli",
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
              "  generate --tools FILE QUERY   call functions for a query\n"
              "  serve [--host H] [--port P]   an OpenAI-compatible chat-completions server\n"
              "  demo                          a short demonstration on the default model\n"
-             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,serve}\n"
+             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,compare,serve}\n"
              "  train {data,prm,eval,all,siblings}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)

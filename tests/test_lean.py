@@ -199,14 +199,17 @@ def test_a_prompt_that_begins_like_the_last_reuses_its_keys(hf, lms, ids):
     """The second prompt shares the first's beginning: the whole chunks they share
     are taken from the first, and its logits and cache are, to the bit, those of a
     fresh prefill (so an answer does not depend on the request before it)."""
-    from toolprm.engine.lean import PREFILL_CHUNK
+    from toolprm.engine.lean import chunk_starts
+
+    def whole(k):  # the prompt's chunks that lie within its first k tokens
+        return max(b for b in chunk_starts(len(ids)) + [len(ids)] if b <= k)
     for dtype in ("float32", "int4"):
         lm = lms[dtype]
         other = ids[:-20] + [ids[-1]] * 5
         lm.forget()
         lm.prefill(other)
         cache, logits, _ = lm.prefill(ids)
-        assert lm.reused_tokens == (len(ids) - 20) // PREFILL_CHUNK * PREFILL_CHUNK > 0
+        assert lm.reused_tokens == whole(len(ids) - 20) > 0
         lm.forget()
         fresh, ref, _ = lm.prefill(ids)
         assert lm.reused_tokens == 0
@@ -214,7 +217,7 @@ def test_a_prompt_that_begins_like_the_last_reuses_its_keys(hf, lms, ids):
         assert all(torch.equal(a, b) for a, b in zip(cache.prefix_k + cache.prefix_v,
                                                      fresh.prefix_k + fresh.prefix_v))
         _, again, _ = lm.prefill(ids)  # the same prompt again
-        assert lm.reused_tokens == (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+        assert lm.reused_tokens == whole(len(ids) - 1)
         assert torch.equal(again, ref)
 
 
