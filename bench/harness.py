@@ -45,7 +45,7 @@ from toolprm.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, ch
 from toolprm.engine.api import generate
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.models import get_policy
-from toolprm.engine.workers import run_jobs, threads_per_job
+from toolprm.engine.workers import threads_per_job
 from toolprm.engine.explore import EXPLORATIONS
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
@@ -262,18 +262,41 @@ def _categories(values: list[str] | None) -> list[str]:
 
 def _run_share(cases, specs, out: Path, config: RunConfig, shard: int | None = None,
                progress: bool = True) -> None:
-    """Run ``cases`` x ``specs`` into ``out``: all of them, or one worker's ``shard``."""
+    """Run ``cases`` x ``specs`` into ``out`` in this process."""
     run_bench(cases, specs, out, config, lambda: ModelRunner(config), progress=progress,
               position=0 if shard is None else shard, desc="bfcl" if shard is None else f"shard-{shard}")
+
+
+_WORKER: dict = {}
+
+
+def _worker_start(counter) -> None:
+    """Pool initializer: this worker's shard number (its own output folder)."""
+    with counter.get_lock():
+        _WORKER["shard"] = counter.value
+        counter.value += 1
+
+
+def _run_chunk(cases, specs, out: Path, config: RunConfig, threads: int) -> int:
+    """One chunk of cases, in whichever worker is free, into that worker's shard folder."""
+    import torch
+    torch.set_num_threads(threads)
+    _run_share(cases, specs, out / f"shard-{_WORKER['shard']}", config, progress=False)
+    return len(cases)
 
 
 def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLike, config: RunConfig,
                 jobs: int = 1, threads: int | None = None, progress: bool = True) -> list[dict]:
     """Run every pair not yet done, in this process (``jobs`` 1: into ``out``) or in
-    ``jobs`` worker processes, each on an interleaved share of the cases in
-    ``out/shard-K`` with ``threads`` torch threads (default: a share of the cores;
-    resume with the same ``jobs``). Returns the records of every pair in the
-    folder(s), one per (case, strategy)."""
+    ``jobs`` worker processes with ``threads`` torch threads each (default: a share
+    of the cores). Workers take chunks of a few cases as they become free (a worker
+    that drew quick cases takes more), each writing to its own ``out/shard-K``; a
+    resumed run skips the pairs any shard holds, whatever ``jobs`` is. Returns the
+    records of every pair in the folder(s), one per (case, strategy)."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
     out = Path(out)
     if jobs < 1:
         raise ToolprmError("--jobs must be a positive integer")
@@ -283,11 +306,31 @@ def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.Path
             torch.set_num_threads(threads)
         _run_share(cases, specs, out, config, progress=progress)
         return report.load_records(out)
-    shards = [out / f"shard-{k}" for k in range(jobs)]
-    run_jobs(_run_share, [(cases[k::jobs], specs, shards[k], config, k, progress) for k in range(jobs)],
-             threads_per_job(jobs, threads))
-    # Keyed by (case, strategy): a pair run twice (e.g. after --jobs changed) counts once.
-    return list({(r["id"], r["strategy"]): r for d in shards for r in report.load_records(d)}.values())
+
+    def merged() -> dict:
+        return {(r["id"], r["strategy"]): r for d in sorted(out.glob("shard-*"))
+                for r in report.load_records(d)}
+    done = merged()
+    todo = [c for c in cases if any((c.id, s.label) not in done for s in specs)]
+    size = max(1, min(8, len(todo) // (4 * jobs)))  # small enough to even out the ends
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    if chunks:
+        ctx = multiprocessing.get_context("spawn")
+        counter = ctx.Value("i", 0)
+        per = threads_per_job(jobs, threads)
+        with ctx.Pool(jobs, initializer=_worker_start, initargs=(counter,)) as pool, \
+                tqdm(total=len(cases), initial=len(cases) - len(todo), desc="bfcl", unit="case",
+                     disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+            for n in pool.imap_unordered(_run_chunk_args, [(ch, specs, out, config, per) for ch in chunks]):
+                bar.update(n)
+            pool.close()
+            pool.join()
+    # Keyed by (case, strategy): a pair run twice (e.g. in an interrupted chunk) counts once.
+    return list(merged().values())
+
+
+def _run_chunk_args(args: tuple) -> int:
+    return _run_chunk(*args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,9 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "
                         "oversubscription, which slows decoding many times over)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, each on an interleaved "
-                   "share of the cases in OUT/shard-K, one torch thread each unless --threads says "
-                   "otherwise (resume with the same --jobs)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, taking chunks of cases as "
+                   "they become free, each writing to OUT/shard-K; a share of the cores each unless "
+                   "--threads says otherwise")
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="the policy's weights: auto (int4 on a CPU with AVX512-BF16 or AMX, else "
                         "float32), float32, bfloat16 or int4 (see README, Speed)")

@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, each on an interleaved "
-                   "share of the cases in OUT/shard-K (resume with the same --jobs)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes, taking chunks of cases as "
+                   "they become free, each writing to OUT/shard-K")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="the policy's weights (see bench bfcl)")
     p.add_argument("--readme", default=None, help="write the results block into this README")
     a = p.parse_args(argv)

@@ -374,15 +374,22 @@ class LeanCache:
         return self._k[layer][:, :, :self.length], self._v[layer][:, :, :self.length]
 
     def select(self, idx: torch.Tensor) -> None:
-        """Keep rows ``idx`` (repeats fork a row): copies only the suffixes."""
-        self.valid = self.valid[idx]
-        self._k = [self._copy_rows(t, idx) for t in self._k]
-        self._v = [self._copy_rows(t, idx) for t in self._v]
-        self.rows = len(idx)
+        """Keep rows ``idx`` (repeats fork a row): copies only the suffixes, and of
+        them only the slots some kept row uses (a chunk's padding, the tokens of
+        dropped rows go)."""
+        valid = self.valid[idx]
+        used = valid.any(0)
+        cols = None if bool(used.all()) else used.nonzero().squeeze(1)
+        if cols is not None:
+            valid = valid[:, cols]
+        self._k = [self._copy_rows(t, idx, cols, valid.shape[1]) for t in self._k]
+        self._v = [self._copy_rows(t, idx, cols, valid.shape[1]) for t in self._v]
+        self.valid, self.length, self.rows = valid, valid.shape[1], len(idx)
 
-    def _copy_rows(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def _copy_rows(self, t: torch.Tensor, idx: torch.Tensor, cols, length: int) -> torch.Tensor:
         new = torch.empty(len(idx), *t.shape[1:], dtype=t.dtype)
-        new[:, :, :self.length] = t[idx, :, :self.length]
+        rows = t[idx, :, :self.length]
+        new[:, :, :length] = rows if cols is None else rows[:, :, cols]
         return new
 
     def slot_bytes(self) -> int:
