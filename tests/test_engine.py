@@ -211,6 +211,42 @@ def test_bad_arguments_give_clear_errors(policy, cases):
         engine.generate("hi", case.tools, model=policy, m=0)
     with pytest.raises(engine.api.ToolprmError, match="query must be"):
         engine.generate(42, case.tools, model=policy)
+    with pytest.raises(engine.api.ToolprmError, match="aggregation must be one of"):
+        engine.generate("hi", case.tools, model=policy, aggregation="median")
+    with pytest.raises(engine.api.ToolprmError, match="scorer must be None, 'prm', 'policy'"):
+        engine.generate("hi", case.tools, model=policy, scorer="oracle")
+    with pytest.raises(engine.api.ToolprmError, match="model must be None, a model name/path"):
+        engine.generate("hi", case.tools, model=3.5)
+    with pytest.raises(engine.api.ToolprmError, match="did you mean 'smollm2'"):
+        engine.generate("hi", case.tools, model="smollm")
+
+
+def test_nucleus_sampling_keeps_only_the_top_p_mass():
+    """top_p < 1 draws only from the smallest set of likeliest tokens whose mass
+    reaches top_p, renormalised: here tokens 0 and 1 (0.5 + 0.3), at 5:3."""
+    from toolprm.engine.decode import sample
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    draws = sample(logits, 1.0, 0.6, torch.Generator().manual_seed(0))
+    assert set(draws.tolist()) == {0, 1}
+    assert abs((draws == 0).float().mean().item() - 0.625) < 0.03
+    everything = sample(logits, 1.0, 1.0, torch.Generator().manual_seed(0))
+    assert set(everything.tolist()) == {0, 1, 2, 3}
+
+
+def test_unconstrained_text_and_a_result_as_a_dict(policy, cases):
+    """The unconstrained baseline returns the model's own text, parsed afterwards;
+    a Result is plain data (JSON round trip)."""
+    case = cases[0]
+    r = engine.generate(case.messages, case.tools, model=policy, strategy="unconstrained", max_new_tokens=48)
+    assert r.strategy == "unconstrained" and r.text and r.steps == []
+    assert r.text == policy.tokenizer.decode(r.token_ids, skip_special_tokens=True)
+    assert r.calls == parse_calls(r.text)
+    g = engine.generate(case.messages, case.tools, model=policy, strategy="greedy", scorer="policy",
+                        max_new_tokens=96)
+    d = g.as_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert set(d) == {"calls", "text", "steps", "stats", "strategy", "token_ids"}
+    assert d["calls"] == g.calls and d["steps"][-1]["kind"] == "end"
 
 
 def test_parse_calls():
