@@ -1,7 +1,7 @@
 """The batched, grammar-constrained decoding loop.
 
 One ``Decoder`` owns one prompt: the prompt is prefilled once and every candidate
-forks from its KV cache. Rows of the batch are ``Seq``s; each carries its grammar
+forks from its KV cache (held by a runner, ``engine.runners``). Rows of the batch are ``Seq``s; each carries its grammar
 state. A tick feeds every row its pending tokens in one forward pass (rows with
 fewer pending tokens are left-padded inside the chunk and the padding is masked
 out), then samples the next token of every row from the grammar-masked logits and
@@ -149,7 +149,9 @@ class Decoder:
                  pad_token_id: int = 0, want_hidden: bool = False, jump_forward: bool = True,
                  end_on_repeat: bool = True, canonical: bool = True, stats: Stats | None = None,
                  cancel=None):
-        """``canonical``: forced tokens are the tokenizer's own spelling and stop
+        """``model``: an ``engine.lean.LeanLM`` or a transformers causal LM (see
+        ``engine.runners``); the prompt is prefilled here.
+        ``canonical``: forced tokens are the tokenizer's own spelling and stop
         before a token the next choice could merge into (``State.forced``); False:
         longest match of every forced byte (earlier versions; for comparison).
         ``cancel``: an object with ``is_set()`` (a ``threading.Event``); once it is

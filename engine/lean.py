@@ -1,9 +1,10 @@
 """A lean CPU forward pass for Llama-family policies, with forks that share the prompt.
 
-transformers' generic forward spends most of a small-batch decoding step moving
-bytes it need not move: every step concatenates each layer's whole KV cache
-(prompt included) onto itself, and every forked row carries its own copy of the
-prompt's keys and values. ``LeanLM`` runs the same weights with:
+transformers' generic forward moves bytes a beam need not move: every step
+concatenates each layer's whole KV cache (prompt included) onto itself, half of
+a batch-16 step on SmolLM2, and every forked row carries its own copy of the
+prompt's keys and values. A batch-1 step is bound by reading the weights. ``LeanLM``
+runs the same weights with:
 
 - **the prompt's KV stored once** (``LeanCache``): every row attends to the one
   prompt copy and to its own short suffix; a fork copies only the suffix, and
