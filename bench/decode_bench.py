@@ -47,9 +47,9 @@ BATCHES = (1, 8, 16)
 
 def _configs(policy) -> dict:
     model, tok = policy.model, policy.tokenizer
-    out = {BASE: make_policy(model, tok, "smollm2", "float32", lean=False)}
+    out = {BASE: make_policy(model, tok, policy.name, "float32", lean=False)}
     for d in ("float32", "bfloat16", "int4"):
-        out[f"lean/{d}"] = make_policy(model, tok, "smollm2", d)
+        out[f"lean/{d}"] = make_policy(model, tok, policy.name, d)
     return out
 
 

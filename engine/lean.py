@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -48,16 +49,17 @@ def chunk_starts(n: int) -> list[int]:
     return [0] + list(range(FIRST_CHUNK, n, PREFILL_CHUNK)) if n > FIRST_CHUNK else [0]
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags Linux reports (empty elsewhere)."""
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere); read once."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def resolve_dtype(dtype: str | None) -> str:
@@ -161,7 +163,6 @@ class LeanLM:
             raise ToolprmError(f"LeanLM cannot run this model: {why}")
         self.dtype = resolve_dtype(dtype)
         cfg = model.config
-        self.config = cfg
         base = model.model
         self.heads = cfg.num_attention_heads
         self.kv_heads = cfg.num_key_value_heads
@@ -184,7 +185,6 @@ class LeanLM:
         linears = [x for lay in self.layers for x in (lay.q, lay.k, lay.v, lay.o, lay.gate, lay.up, lay.down)]
         self.packed_layers = sum(x.packed is not None for x in linears)
         self.linear_layers = len(linears)
-        self.vocab_size = self.head.shape[0]
         self._lock = threading.Lock()
         self._last: tuple = ((), None, None)  # the previous prompt's ids, keys and values
         self.reused_tokens = 0                # of the last prefill
@@ -282,7 +282,6 @@ class LeanLM:
         padding) at positions ``pos`` to the rows of ``cache``; returns the logits of
         the last ``keep`` positions of each row (0: all) and their hidden states."""
         rows, width = ids.shape
-        g = self.heads // self.kv_heads
         d = self.head_dim
         x = self.embed[ids]
         cos, sin = self._rope(pos)
@@ -351,21 +350,21 @@ class LeanCache:
         start = self.length
         need = start + width
         if need > self.capacity:
-            cap = max(64, 2 * self.capacity, need)
-            kv, d = self._shape
-            for store in (self._k, self._v):
-                for i in range(len(self.prefix_k)):
-                    new = torch.empty(self.rows, kv, cap, d)
-                    if store and start:
-                        new[:, :, :start] = store[i][:, :, :start]
-                    if len(store) > i:
-                        store[i] = new
-                    else:
-                        store.append(new)
-            self.capacity = cap
+            self.capacity = max(64, 2 * self.capacity, need)
+            layers = range(len(self.prefix_k))
+            self._k = [self._moved(self._k[i] if self._k else None, start) for i in layers]
+            self._v = [self._moved(self._v[i] if self._v else None, start) for i in layers]
         self.valid = torch.cat([self.valid, valid.bool()], dim=1)
         self.length = need
         return start
+
+    def _moved(self, old: torch.Tensor | None, keep: int) -> torch.Tensor:
+        """A buffer of the current capacity holding the first ``keep`` slots of ``old``."""
+        kv, d = self._shape
+        new = torch.empty(self.rows, kv, self.capacity, d)
+        if old is not None and keep:
+            new[:, :, :keep] = old[:, :, :keep]
+        return new
 
     def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         self._k[layer][:, :, start:start + k.shape[2]] = k
