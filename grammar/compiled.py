@@ -436,16 +436,21 @@ _CACHE = _LRU(64)
 _CACHE_LOCK = threading.Lock()
 
 
-def compile(tools, tokenizer, calls: str = "one_or_more", max_calls: int = DEFAULT_MAX_CALLS) -> Grammar:
+def compile(tools, tokenizer, calls: str = "one_or_more", max_calls: int = DEFAULT_MAX_CALLS,
+            lenient: bool = False) -> Grammar:
     """Compile tool signatures into a token-level grammar for ``tokenizer``.
 
     ``calls``: "one", "one_or_more" or "any" (zero or more; ``[]`` means no tool fits).
+    ``lenient``: read a oneOf whose alternatives may overlap as anyOf (a value matching
+    several alternatives is accepted, which JSON Schema rejects) instead of raising
+    ToolSchemaError; off by default. A oneOf of provably disjoint alternatives is
+    exact either way.
     Compiled grammars are cached per (tools, vocabulary, calls, max_calls)."""
     if calls not in CALL_MODES:
         raise ToolSchemaError(f"calls must be one of {sorted(CALL_MODES)}, got {calls!r}")
     if not isinstance(max_calls, int) or max_calls < 1:
         raise ToolSchemaError(f"max_calls must be a positive integer, got {max_calls!r}")
-    norm = normalize_tools(tools)
+    norm = normalize_tools(tools, lenient)
     vocab = tokenizer if isinstance(tokenizer, Vocabulary) else Vocabulary.from_tokenizer(tokenizer)
     key = (json.dumps([t.spec() for t in norm], sort_keys=True), vocab.key, calls, max_calls)
     with _CACHE_LOCK:

@@ -5,6 +5,16 @@ Accepted: OpenAI style ``{"type": "function", "function": {...}}``, bare
 ``tuple``, ``any``; a property's ``optional`` flag). Anything the grammar cannot
 express raises ToolSchemaError naming the tool and the JSON path; nothing is
 silently relaxed.
+
+Semantics kept exact (README, "Schema coverage"):
+- a type-specific keyword constrains only its own type, so a schema without
+  ``type`` becomes the union over the JSON types (TYPE_KEYWORDS);
+- keywords beside anyOf/oneOf are merged into every alternative;
+- const/enum values are filtered by the schema's other keywords;
+- oneOf is enforced as anyOf only where its alternatives are provably disjoint
+  (``disjoint.py``), else refused unless ``lenient``.
+The normalized form may be stricter than the input (e.g. declared properties
+close an object), never looser.
 """
 from __future__ import annotations
 
@@ -13,8 +23,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
+
 from toolprm.errors import ToolSchemaError
 
+from .disjoint import disjoint, shape
 from .numbers import MAX_FRAC_DIGITS, MAX_INT_DIGITS, NumberNode
 
 #: How many calls an output may hold: mode -> (least, most or None for any number).
@@ -33,6 +46,19 @@ SUPPORTED = ANNOTATIONS | {
     "type", "enum", "const", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
     "exclusiveMaximum", "items", "minItems", "maxItems", "properties", "required",
     "additionalProperties", "anyOf", "oneOf", "$ref", "$defs", "definitions"}
+
+# Type-specific keywords. Per JSON Schema each constrains only instances of its own
+# type: {"maxLength": 2} means "any non-string, or a string of at most 2 characters".
+# A schema without "type" that has any of them becomes the union over ALL_TYPES,
+# each branch with its own type's keywords (see _Normalizer.schema).
+TYPE_KEYWORDS = {
+    "string": ("minLength", "maxLength"),
+    "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"),
+    "array": ("items", "minItems", "maxItems"),
+    "object": ("properties", "required", "additionalProperties"),
+}
+ALL_TYPES = ["string", "number", "boolean", "null", "array", "object"]
+_TYPED = {k for kws in TYPE_KEYWORDS.values() for k in kws}
 
 MAX_DEPTH = 32          # nesting deeper than this is rejected, not recursed into
 MAX_REF_EXPANSIONS = 4  # a recursive $ref is unrolled at most this many times
@@ -53,8 +79,11 @@ class Tool:
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
 
-def normalize_tools(tools: Any) -> list[Tool]:
-    """Validate and normalize a list of tool specs; raises ToolSchemaError on bad input."""
+def normalize_tools(tools: Any, lenient: bool = False) -> list[Tool]:
+    """Validate and normalize a list of tool specs; raises ToolSchemaError on bad input.
+
+    ``lenient``: a oneOf whose alternatives may overlap is read as anyOf (accepting a
+    value that matches several alternatives) instead of being refused."""
     if isinstance(tools, dict):
         tools = [tools]
     if not isinstance(tools, (list, tuple)):
@@ -64,7 +93,7 @@ def normalize_tools(tools: Any) -> list[Tool]:
     out: list[Tool] = []
     seen: set[str] = set()
     for i, spec in enumerate(tools):
-        tool = spec if isinstance(spec, Tool) else _normalize_tool(spec, f"$[{i}]")
+        tool = spec if isinstance(spec, Tool) else _normalize_tool(spec, f"$[{i}]", lenient)
         if tool.name in seen:
             raise ToolSchemaError("duplicate tool name", tool.name, f"$[{i}].name")
         seen.add(tool.name)
@@ -72,7 +101,7 @@ def normalize_tools(tools: Any) -> list[Tool]:
     return out
 
 
-def _normalize_tool(spec: Any, path: str) -> Tool:
+def _normalize_tool(spec: Any, path: str, lenient: bool = False) -> Tool:
     if not isinstance(spec, dict):
         raise ToolSchemaError(f"a tool spec must be an object, got {type(spec).__name__}", None, path)
     if spec.get("type") == "function" and isinstance(spec.get("function"), dict):
@@ -91,7 +120,10 @@ def _normalize_tool(spec: Any, path: str) -> Tool:
         params = {"type": "object", "properties": {}}
     if not isinstance(params, dict):
         raise ToolSchemaError("parameters must be an object schema", name, path + ".parameters")
-    norm = _Normalizer(name, params).schema(params, path + ".parameters", 0)
+    if "type" not in params and any(k in params for k in TYPE_KEYWORDS["object"]):
+        # Arguments are always an object: the root's object keywords need no type.
+        params = {"type": "object", **params}
+    norm = _Normalizer(name, params, lenient).schema(params, path + ".parameters", 0)
     if norm.get("type") != "object":
         raise ToolSchemaError("parameters must have type object (or dict)", name,
                               path + ".parameters.type")
@@ -101,8 +133,9 @@ def _normalize_tool(spec: Any, path: str) -> Tool:
 
 
 class _Normalizer:
-    def __init__(self, tool: str, root: dict):
+    def __init__(self, tool: str, root: dict, lenient: bool = False):
         self.tool = tool
+        self.lenient = lenient
         self.defs = {}
         for key in ("$defs", "definitions"):
             if isinstance(root.get(key), dict):
@@ -123,6 +156,8 @@ class _Normalizer:
                              "(after expanding $ref)", path)
         if s is True or s == {}:
             return {}
+        if s is False:
+            raise self.error("schema false matches no value", path)
         if not isinstance(s, dict):
             raise self.error(f"a schema must be an object, got {type(s).__name__}", path)
         for key in s:
@@ -131,48 +166,100 @@ class _Normalizer:
         if "$ref" in s:
             return self.ref(s, path, depth)
         out: dict = self.annotations(s, path)
+        if "anyOf" in s and "oneOf" in s:
+            raise self.error("anyOf and oneOf in one schema are not supported (nest one inside "
+                             "the other)", f"{path}.oneOf")
         for kw in ("anyOf", "oneOf"):
             if kw in s:
-                alts = s[kw]
-                if not isinstance(alts, list) or not alts:
-                    raise self.error(f"{kw} must be a non-empty list", f"{path}.{kw}")
-                rest = {k: v for k, v in s.items() if k not in (kw, *ANNOTATIONS)}
-                if rest:  # sibling constraints apply to every alternative
-                    alts = [{**rest, **a} if isinstance(a, dict) else a for a in alts]
-                out["anyOf"] = [self.schema(a, f"{path}.{kw}[{i}]", depth + 1)
-                                for i, a in enumerate(alts)]
+                out["anyOf"] = self.alternatives(s, kw, path, depth)
                 return out
-        if "const" in s:
-            out["enum"] = [self.json_value(s["const"], f"{path}.const")]
-            return out
-        if "enum" in s:
-            vals = s["enum"]
-            if not isinstance(vals, list) or not vals:
-                raise self.error("enum must be a non-empty list", f"{path}.enum")
-            if len(vals) > MAX_ENUM:
-                raise self.error(f"enum has {len(vals)} values, more than {MAX_ENUM}", f"{path}.enum")
-            vals = [self.json_value(v, f"{path}.enum[{i}]") for i, v in enumerate(vals)]
-            types = self.types(s, path)
-            if types is not None:  # enum values must also match the declared type
-                vals = [v for v in vals if _json_type_ok(v, types)]
-                if not vals:
-                    raise self.error(f"no enum value matches type {s['type']!r}", f"{path}.enum")
-            out["enum"] = list({json.dumps(v, sort_keys=True): v for v in vals}.values())
+        if "const" in s or "enum" in s:
+            out["enum"] = self.literals(s, path, depth)
             return out
         types = self.types(s, path)
         if types is None:
-            if any(k in s for k in ("properties", "required", "additionalProperties")):
-                types = ["object"]
-            elif any(k in s for k in ("items", "minItems", "maxItems")):
-                types = ["array"]
-            else:
+            if not any(k in s for k in _TYPED):
                 return out  # any JSON value
+            types = ALL_TYPES  # see TYPE_KEYWORDS
         variants = [self.typed(t, s, path, depth) for t in types]
         if len(variants) == 1:
             out.update(variants[0])
             return out
         out["anyOf"] = variants
         return out
+
+    def alternatives(self, s: dict, kw: str, path: str, depth: int) -> list[dict]:
+        """The normalized alternatives of anyOf/oneOf, each with the keywords beside the
+        anyOf/oneOf merged in (they apply to every alternative). A oneOf must have
+        pairwise disjoint alternatives (then it equals anyOf), unless lenient."""
+        alts = s[kw]
+        if not isinstance(alts, list) or not alts:
+            raise self.error(f"{kw} must be a non-empty list", f"{path}.{kw}")
+        rest = {k: v for k, v in s.items() if k not in (kw, "$defs", "definitions", *ANNOTATIONS)}
+        merged = [(i, self.merge(rest, a, f"{path}.{kw}[{i}]")) for i, a in enumerate(alts)]
+        merged = [(i, a) for i, a in merged if a is not False]  # false matches nothing
+        if not merged:
+            raise self.error(f"no alternative of {kw} can match a value", f"{path}.{kw}")
+        if kw == "oneOf" and not self.lenient:
+            shapes = [(i, shape(a, self.defs.get)) for i, a in merged]
+            for n, (i, a) in enumerate(shapes):
+                for j, b in shapes[n + 1:]:
+                    if not disjoint(a, b):
+                        raise self.error(
+                            f"oneOf alternatives {i} and {j} may both match a value, and the grammar "
+                            "cannot enforce that exactly one matches (alternatives of different types "
+                            "or different const/enum values can); compile with lenient=True to read "
+                            "this oneOf as anyOf", f"{path}.oneOf")
+        return [self.schema(a, f"{path}.{kw}[{i}]", depth + 1) for i, a in merged]
+
+    def merge(self, rest: dict, alt: Any, path: str) -> Any:
+        """``alt`` with the sibling keywords ``rest`` added (both must hold). A keyword in
+        both must agree, except ``required``, whose lists are joined."""
+        if alt is True or not rest:
+            return rest if alt is True else alt
+        if not isinstance(alt, dict):
+            return alt  # false, or malformed (reported by schema())
+        out = {**rest, **alt}
+        for a, b in ((rest, alt), (alt, rest)):
+            # additionalProperties covers the keys outside its own schema's properties:
+            # merging in other properties would change what it covers.
+            if "additionalProperties" in a and b.get("properties", a.get("properties")) != a.get("properties"):
+                raise self.error("additionalProperties beside the alternatives with properties inside "
+                                 "one (or the reverse) is not supported", path)
+        for k in rest.keys() & alt.keys():
+            if k == "required" and isinstance(rest[k], list) and isinstance(alt[k], list):
+                out[k] = list(dict.fromkeys(rest[k] + alt[k]))
+            elif rest[k] != alt[k]:
+                raise self.error(f"{k!r} is given both beside the alternatives and inside this one, "
+                                 "with different values; combining them is not supported", f"{path}.{k}")
+        return out
+
+    def literals(self, s: dict, path: str, depth: int) -> list:
+        """The values of const/enum that also satisfy the schema's other keywords."""
+        if "const" in s:
+            vals = [self.json_value(s["const"], f"{path}.const")]
+        else:
+            vals = s["enum"]
+            if not isinstance(vals, list) or not vals:
+                raise self.error("enum must be a non-empty list", f"{path}.enum")
+            if len(vals) > MAX_ENUM:
+                raise self.error(f"enum has {len(vals)} values, more than {MAX_ENUM}", f"{path}.enum")
+            vals = [self.json_value(v, f"{path}.enum[{i}]") for i, v in enumerate(vals)]
+        rest = {k: v for k, v in s.items() if k not in ("const", "$defs", "definitions", *ANNOTATIONS)}
+        if "const" not in s:
+            rest.pop("enum")
+        kw = "const" if "const" in s else "enum"
+        types = self.types(s, path)
+        if types is not None:
+            vals = [v for v in vals if _json_type_ok(v, types)]
+            if not vals:
+                raise self.error(f"no {kw} value matches type {s['type']!r}", f"{path}.{kw}")
+        if set(rest) - {"type"}:  # keep the values the other keywords (normalized: no $ref left) accept
+            check = jsonschema.Draft202012Validator(self.schema(rest, path, depth + 1))
+            vals = [v for v in vals if check.is_valid(v)]
+            if not vals:
+                raise self.error(f"no {kw} value satisfies the schema's other keywords", f"{path}.{kw}")
+        return list({json.dumps(v, sort_keys=True): v for v in vals}.values())
 
     def ref(self, s: dict, path: str, depth: int) -> dict:
         ref = s["$ref"]
@@ -270,6 +357,8 @@ class _Normalizer:
         return out
 
     def count(self, v: Any, path: str) -> int:
+        if isinstance(v, float) and v.is_integer():  # JSON Schema: 2.0 is the integer 2
+            v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise self.error("must be a non-negative integer", path)
         return v
