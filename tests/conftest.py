@@ -58,6 +58,15 @@ def missing_model_wheel() -> None:
     pytest.skip(msg)
 
 
+def missing_download(what: str, how: str) -> None:
+    """Skip a test whose downloaded input (``what``) is absent; under CI=true fail
+    instead, since ``make test`` downloads it (a skip there would hide the test)."""
+    msg = f"{what} is missing ({how})"
+    if CI:
+        pytest.fail(f"{msg}; CI=true downloads it, so its tests must run, not skip", pytrace=False)
+    pytest.skip(msg)
+
+
 @pytest.fixture
 def smollm2_wheel() -> str:
     """The SmolLM2 wheel's folder, for tests that run the real default policy."""
