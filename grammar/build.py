@@ -7,6 +7,7 @@ from .literals import LiteralNode
 from .nodes import Node, Union
 from .normalize import CALL_MODES, Tool
 from .numbers import NumberNode
+from .pattern_strings import string_node
 from .strings import DEFAULT_MAX_STRING, StringNode
 
 ANY_DEPTH = 3  # nesting allowed inside a schema-less ("any") value
@@ -41,6 +42,8 @@ class NodeBuilder:
         if t is None:
             return self.any_value()
         if t == "string":
+            if "pattern" in s or "format" in s:
+                return string_node(s)
             lo = s.get("minLength", 0)
             return StringNode(lo, s.get("maxLength", max(DEFAULT_MAX_STRING, lo)))
         if t in ("integer", "number"):

@@ -16,6 +16,7 @@ from .containers import ArrayNode, ObjectNode
 from .index import TokenIndex, _LRU, next_bytes
 from .nodes import advance_stacks, step_byte
 from .numbers import NumberNode
+from .pattern_strings import PatternStringNode
 from .strings import StringNode
 from .normalize import CALL_MODES, Tool, call_list_schema, normalize_tools
 from .vocab import Vocabulary
@@ -407,7 +408,7 @@ def _free_form(stacks: tuple) -> bool:
     object nested in the arguments (stack depth: list, call, arguments, value)."""
     for s in stacks:
         node = s[-1][0]
-        if isinstance(node, (StringNode, NumberNode, ArrayNode)) or len(s) > 4 or (
+        if isinstance(node, (StringNode, PatternStringNode, NumberNode, ArrayNode)) or len(s) > 4 or (
                 isinstance(node, ObjectNode) and len(s) > 3):
             return True
     return False

@@ -28,6 +28,9 @@ import jsonschema
 from toolprm.errors import ToolSchemaError
 
 from .disjoint import disjoint, shape
+from .pattern_strings import string_node
+from .regex import FORMAT_CHECKER, RegexError, format_fsm, pattern_fsm
+from .strings import DEFAULT_MAX_STRING
 from .numbers import MAX_FRAC_DIGITS, MAX_INT_DIGITS, NumberNode
 
 #: How many calls an output may hold: mode -> (least, most or None for any number).
@@ -40,19 +43,19 @@ TYPE_ALIASES = {
     "dict": "object", "float": "number", "tuple": "array", "any": None,
 }
 # Keywords kept only for prompts or ignored as annotations.
-ANNOTATIONS = {"description", "title", "default", "examples", "format", "deprecated", "readOnly",
+ANNOTATIONS = {"description", "title", "default", "examples", "deprecated", "readOnly",
                "writeOnly", "$comment", "$schema", "$id", "optional"}
 SUPPORTED = ANNOTATIONS | {
     "type", "enum", "const", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
     "exclusiveMaximum", "items", "minItems", "maxItems", "properties", "required",
-    "additionalProperties", "anyOf", "oneOf", "$ref", "$defs", "definitions"}
+    "additionalProperties", "anyOf", "oneOf", "$ref", "$defs", "definitions", "pattern", "format"}
 
 # Type-specific keywords. Per JSON Schema each constrains only instances of its own
 # type: {"maxLength": 2} means "any non-string, or a string of at most 2 characters".
 # A schema without "type" that has any of them becomes the union over ALL_TYPES,
 # each branch with its own type's keywords (see _Normalizer.schema).
 TYPE_KEYWORDS = {
-    "string": ("minLength", "maxLength"),
+    "string": ("minLength", "maxLength", "pattern", "format"),
     "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"),
     "array": ("items", "minItems", "maxItems"),
     "object": ("properties", "required", "additionalProperties"),
@@ -255,7 +258,8 @@ class _Normalizer:
             if not vals:
                 raise self.error(f"no {kw} value matches type {s['type']!r}", f"{path}.{kw}")
         if set(rest) - {"type"}:  # keep the values the other keywords (normalized: no $ref left) accept
-            check = jsonschema.Draft202012Validator(self.schema(rest, path, depth + 1))
+            check = jsonschema.Draft202012Validator(self.schema(rest, path, depth + 1),
+                                                    format_checker=FORMAT_CHECKER)
             vals = [v for v in vals if check.is_valid(v)]
             if not vals:
                 raise self.error(f"no {kw} value satisfies the schema's other keywords", f"{path}.{kw}")
@@ -304,6 +308,7 @@ class _Normalizer:
                     out[k] = self.count(s[k], f"{path}.{k}")
             if out.get("minLength", 0) > out.get("maxLength", math.inf):
                 raise self.error("minLength is greater than maxLength", path)
+            self.regular(s, out, path)
         elif t in ("integer", "number"):
             for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
                 if k in s:
@@ -355,6 +360,21 @@ class _Normalizer:
             else:
                 out["additionalProperties"] = self.schema(extra, f"{path}.additionalProperties", depth + 1)
         return out
+
+    def regular(self, s: dict, out: dict, path: str) -> None:
+        """pattern / format: kept when the grammar can enforce them exactly (regex.py)."""
+        for k in ("pattern", "format"):
+            if k in s:
+                if not isinstance(s[k], str):
+                    raise self.error(f"{k} must be a string", f"{path}.{k}")
+                try:
+                    (pattern_fsm if k == "pattern" else format_fsm)(s[k])
+                except RegexError as e:
+                    raise self.error(f"pattern {s[k]!r}: {e}" if k == "pattern" else str(e), f"{path}.{k}") from None
+                out[k] = s[k]
+        if ("pattern" in out or "format" in out) and not string_node(out).satisfiable():
+            raise self.error("no string within minLength/maxLength (or the default cap of "
+                             f"{DEFAULT_MAX_STRING} characters) matches the pattern/format", path)
 
     def count(self, v: Any, path: str) -> int:
         if isinstance(v, float) and v.is_integer():  # JSON Schema: 2.0 is the integer 2

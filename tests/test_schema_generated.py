@@ -44,6 +44,13 @@ HAND_WRITTEN = [
         "e": {"enum": [1, "a", None, [1, 2]], "maxItems": 1}},
      "additionalProperties": False},
     {"type": "object", "properties": {"a": {"type": "boolean"}}, "additionalProperties": {"type": "integer"}},
+    {"type": "object", "properties": {  # hypothesis-jsonschema has no uuid strategy: not here
+        "when": {"type": "string", "format": "date-time"}, "day": {"format": "date"},
+        "at": {"type": "string", "format": "time"}, "mail": {"type": "string", "format": "email"},
+        "ip": {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]},
+        "site": {"type": "string", "format": "uri"}, "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2,4}$"},
+        "tag": {"type": "string", "pattern": "ab+", "maxLength": 12}},
+     "required": ["code"], "additionalProperties": False},
 ]
 
 
