@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from dataclasses import dataclass, field
 
+import jsonschema
+
 from toolprm import grammar as G
 from toolprm.errors import InvalidTokenError, ToolSchemaError
+from toolprm.grammar.regex import FORMATS
 
 JSONSCHEMA_SDIST_VERSION = "4.26.0"  # keep in step with the Makefile's JSONSCHEMA_SDIST
 SDIST = os.path.join(os.path.dirname(__file__), "..", ".cache", "sdist",
@@ -25,6 +29,12 @@ _DIR = f"jsonschema-{JSONSCHEMA_SDIST_VERSION}/json/tests/draft2020-12/"
 
 # A vocabulary of the 256 single bytes plus EOS: the byte walk needs no tokenizer.
 BYTES_VOCAB = G.Vocabulary([bytes((b,)) for b in range(256)] + [None], [256])
+
+# jsonschema asserting the formats the grammar enforces, written out here from their
+# regexes (by default jsonschema treats format as an annotation).
+FORMAT_CHECKER = jsonschema.FormatChecker(formats=())
+for _name, _rx in FORMATS.items():
+    FORMAT_CHECKER.checks(_name)(lambda v, rx=_rx: not isinstance(v, str) or re.fullmatch(rx, v) is not None)
 
 
 def load_groups(path: str = SDIST) -> list[tuple[str, dict]]:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schema_suite import BYTES_VOCAB, accepts, tool_for
+from schema_suite import BYTES_VOCAB, FORMAT_CHECKER, accepts, tool_for
 from toolprm import grammar as G
 from toolprm.grammar import ToolSchemaError
 
@@ -164,11 +164,14 @@ _KEYWORDS = {
     "items": st.sampled_from([{"type": "integer"}, {"maxLength": 1}, {}]),
     "required": st.sampled_from([["a"], ["a", "b"]]),
     "properties": st.sampled_from([{"a": {"type": "string"}}, {"a": {"minimum": 0}, "b": {}}]),
+    "pattern": st.sampled_from(["^a", "b$", "^(?:ab)*$", "[0-9]"]),
+    "format": st.sampled_from(["date", "ipv4", "email"]),
+    "enum": st.lists(st.sampled_from(["a", "ab", "2024-01-01", 1, 2.5, None, [1]]), min_size=1, max_size=3),
 }
 _TYPES = ["string", "integer", "number", "boolean", "null", "array", "object"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-9, 9) | st.sampled_from([-1.5, 0.5, 2.25, 1.0])
-    | st.text("ab", max_size=4),
+    | st.text("ab", max_size=4) | st.sampled_from(["2024-01-01", "a@b.c", "1.2.3.4", "ab\n", "a1"]),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
     max_leaves=6)
 
@@ -193,7 +196,7 @@ def test_random_keyword_schemas_accept_only_valid_values(schema, values):
         g = compiled(schema)
     except ToolSchemaError:
         return  # refusing is allowed; accepting an invalid value is not
-    check = jsonschema.Draft202012Validator(schema)
+    check = jsonschema.Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
     for v in values:
         if accepts(g, v):
             assert check.is_valid(v), (schema, v)

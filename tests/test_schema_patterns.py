@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import json
 import random
-import re
 
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from schema_suite import BYTES_VOCAB, tool_for
+from schema_suite import BYTES_VOCAB, FORMAT_CHECKER, tool_for
 from toolprm import grammar as G
 from toolprm.errors import InvalidTokenError
 from toolprm.grammar import ToolSchemaError
-from toolprm.grammar.regex import FORMATS
-
-# jsonschema asserting the grammar's formats (by default it treats format as an annotation).
-FORMAT_CHECKER = jsonschema.FormatChecker(formats=())
-for _name, _rx in FORMATS.items():
-    FORMAT_CHECKER.checks(_name)(lambda v, rx=_rx: not isinstance(v, str) or re.fullmatch(rx, v) is not None)
-
 
 def valid(schema, v) -> bool:
     return jsonschema.Draft202012Validator(schema, format_checker=FORMAT_CHECKER).is_valid(v)
