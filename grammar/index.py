@@ -26,6 +26,7 @@ import numpy as np
 
 from .calls import CallListNode, CallListPhase
 from .nodes import QUOTE, SPACE, advance_stacks, stack_cands, step_byte
+from .pattern_strings import PatternStringNode
 from .strings import S_CLEAN, StringNode, StringPhase
 from .vocab import Vocabulary
 
@@ -102,9 +103,11 @@ class TokenIndex:
         if isinstance(node, StringNode) and top[1] == StringPhase.INSIDE:
             return self._string_mask(stack)
         key = (stack,)
+        if isinstance(node, PatternStringNode):  # masks shared across string lengths
+            key = (stack[:-1] + (node.mask_frame(top, self.vocab.max_len),),)
         ids = self._ids.get(key)
         if ids is None:
-            ids = self._ids.put(key, self._walk(key))
+            ids = self._ids.put(key, self._walk((stack,)))
         m = np.zeros(self.vocab.size, dtype=bool)
         m[ids] = True
         return _frozen(m)

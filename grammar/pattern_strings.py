@@ -59,6 +59,16 @@ class PatternStringNode(Node):
     def cands(self, frame):
         return (_QUOTE_SET if frame[1] == StringPhase.BEFORE_QUOTE else ALL), False
 
+    def mask_frame(self, frame, lookahead: int):
+        """A frame that allows the same tokens of up to ``lookahead`` bytes as ``frame``,
+        for caching their mask: while minLength is met and more than the DFA's depth
+        plus ``lookahead`` characters are left, the count changes nothing."""
+        _, phase, count, esc, buf, q = frame
+        if phase == StringPhase.INSIDE and count >= self.min and \
+                self.max - count - lookahead > self.dfa.depth:
+            return (self, phase, -1, esc, buf, q)
+        return frame
+
     def step(self, frame, b):
         _, phase, count, esc, buf, q = frame
         if phase == StringPhase.BEFORE_QUOTE:

@@ -264,6 +264,9 @@ class CharDFA:
                 break
             reach = new
         self.reach = reach
+        # The longest of the shortest ways to acceptance: past it, how many characters
+        # are left no longer matters to liveness (see PatternStringNode.mask_frame).
+        self.depth = max(((r & -r).bit_length() - 1 for r in reach.values() if r), default=0)
         by_sym: dict = {}
         for ch, sym in self.alphabet._symbol_mapping.items():
             if ch is not anything_else:

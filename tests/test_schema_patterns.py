@@ -23,6 +23,7 @@ from schema_suite import BYTES_VOCAB, FORMAT_CHECKER, tool_for
 from toolprm import grammar as G
 from toolprm.errors import InvalidTokenError
 from toolprm.grammar import ToolSchemaError
+from toolprm.grammar.nodes import advance_stacks
 
 def valid(schema, v) -> bool:
     return jsonschema.Draft202012Validator(schema, format_checker=FORMAT_CHECKER).is_valid(v)
@@ -184,3 +185,27 @@ def test_strings_generated_from_the_regex_are_accepted(request, tok_name, data):
         assert state.allowed_mask()[t], (text, state.text)
         state = state.advance(t)
     assert state.is_final, text
+
+
+# ------------------------------------------------------------------ token masks (cached across lengths) are exact
+MASK_SCHEMAS = [
+    {"type": "string", "pattern": "ab", "maxLength": 14},
+    {"type": "string", "pattern": "^[a-z ]+x?$", "minLength": 3, "maxLength": 20},
+    {"type": "string", "format": "date-time"},
+    {"type": "string", "pattern": "^(?:ab|c{8})+$", "maxLength": 26},  # 7 more characters after a 'c'
+]
+
+
+@pytest.mark.parametrize("schema", MASK_SCHEMAS, ids=[json.dumps(s) for s in MASK_SCHEMAS])
+def test_masks_agree_with_advancing_every_token(bpe_tokenizer, schema):
+    """Pattern-string masks are cached across string lengths (mask_frame); each must
+    still equal the tokens that advancing accepts, up to and past maxLength."""
+    g = compiled(schema, bpe_tokenizer)
+    vocab, rng = g.vocab, random.Random(1)
+    for _ in range(12):
+        state = g.start().advance_bytes(b'[{"name": "t", "arguments": {"x": "')
+        while not state.is_final:
+            mask = state.allowed_mask()
+            brute = [t for t, tb in enumerate(vocab.token_bytes) if tb and advance_stacks(state.stacks, tb, 0)[0]]
+            assert mask.nonzero()[0].tolist() == brute, state.text
+            state = state.advance(int(rng.choice(brute)))
