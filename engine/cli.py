@@ -27,6 +27,7 @@ DELEGATES = {
     ("bench", "canonical"): "toolprm.bench.canonical",
     ("bench", "ceiling"): "toolprm.bench.ceiling",
     ("bench", "compare"): "toolprm.bench.compare",
+    ("bench", "bounds"): "toolprm.bench.bounds",
     ("bench", "serve"): "toolprm.bench.serve_bench",
     ("train", "data"): "toolprm.train.cli",
     ("train", "prm"): "toolprm.train.cli",
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
              "  generate --tools FILE QUERY   call functions for a query\n"
              "  serve [--host H] [--port P]   an OpenAI-compatible chat-completions server\n"
              "  demo                          a short demonstration on the default model\n"
-             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,compare,serve}\n"
+             "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,compare,bounds,serve}\n"
              "  train {data,prm,eval,all,siblings}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)

@@ -52,32 +52,41 @@ class Exploration:
             raise ToolprmError(f"proposals must be a non-negative integer, got {self.proposals!r}")
 
 
-def plan(dec: Decoder, row: int, m: int, ex: Exploration, query: str) -> tuple[int, list[list[int]]]:
+def plan(dec: Decoder, row: int, m: int, ex: Exploration, query: str) -> tuple[int, list[list[int]], int]:
     """The candidates of row ``row``'s next step: (how many samples to draw, token
-    continuations to add as chosen alternatives)."""
+    continuations to add as chosen alternatives, how many of those to keep: the
+    likeliest, once ``Decoder.extend`` has read their log-probs, by ``likeliest``)."""
     s = dec.rows[row]
     if s.done:
-        return 1, []
+        return 1, [], 0
     if ex.mode == "sampling":
-        return m, []
+        return m, [], 0
     vocab = dec.grammar.vocab
     steps = s.state.next_steps()
     if steps is not None:
         conts = [t for t in (vocab.canonical(d) for d in steps) if dec.room_for(row, t)]
         if conts:
-            return 0, _likeliest(dec, row, conts, ex.top_k)
-        return m, []  # near the budget: the loop's own closing takes over
+            return 0, conts, ex.top_k
+        return m, [], 0  # near the budget: the loop's own closing takes over
+    if not ex.proposals:
+        return m, [], 0
     props = [t for t in (vocab.canonical(d) for d in grounded(s.state, query, ex.max_ngram))
              if dec.room_for(row, t)]
-    return m, _likeliest(dec, row, props, ex.proposals)
+    return m, props, ex.proposals
 
 
-def _likeliest(dec: Decoder, row: int, conts: list[list[int]], k: int) -> list[list[int]]:
-    if len(conts) <= k or k == 0:
-        return conts[:k] if k == 0 else conts
-    lps = dec.continuations_logprob(row, conts)
-    order = sorted(range(len(conts)), key=lambda i: -lps[i])[:k]
-    return [conts[i] for i in sorted(order)]
+def likeliest(dec: Decoder, added: list[int], parents: list[int], bounds: dict[int, int]) -> list[int]:
+    """Of the rows ``added`` (chosen alternatives, of parents ``parents``), the
+    ``bounds[parent]`` likeliest of each parent under the policy, in their order.
+    Ranking the forks ``extend`` made reads their log-probs in the pass that feeds
+    them, rather than in one more pass before."""
+    by_parent: dict[int, list[int]] = {}
+    for r, p in zip(added, parents):
+        by_parent.setdefault(p, []).append(r)
+    keep = set()
+    for p, rows in by_parent.items():
+        keep.update(sorted(rows, key=lambda r: -dec.rows[r].trace.step_logprob)[:bounds[p]])
+    return [r for r in added if r in keep]
 
 
 def query_text(messages: list[dict]) -> str:

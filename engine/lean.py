@@ -203,7 +203,14 @@ class LeanLM:
         rot = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rot * sin
 
-    def _head(self, x: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _head(self, x: torch.Tensor, keep) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and normed hidden states of the last ``keep`` positions (0: all);
+        with a mask (rows x width) for ``keep``, the logits of the marked positions
+        only, packed row by row (count x vocab), and each row's last hidden state:
+        the output head is the largest matrix, and padding needs none of it."""
+        if isinstance(keep, torch.Tensor):
+            h = self._rms(x, self.norm)
+            return F.linear(h[keep], self.head), h[:, -1:]
         h = self._rms(x[:, -keep:] if keep else x, self.norm)
         return F.linear(h, self.head), h
 
@@ -277,33 +284,42 @@ class LeanLM:
 
     @torch.inference_mode()
     def step(self, cache: "LeanCache", ids: torch.Tensor, valid: torch.Tensor, pos: torch.Tensor,
-             keep: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+             keep: int | torch.Tensor = 1, which: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed ``ids`` (rows x width; ``valid`` marks real tokens, the rest is
-        padding) at positions ``pos`` to the rows of ``cache``; returns the logits of
-        the last ``keep`` positions of each row (0: all) and their hidden states."""
+        padding) at positions ``pos`` to the rows ``which`` of ``cache`` (default:
+        all; the others get a padding slot and no compute); returns the logits of the
+        last ``keep`` positions of each fed row (0: all; a mask: those marked,
+        packed; see ``_head``) and their hidden states."""
         rows, width = ids.shape
         d = self.head_dim
         x = self.embed[ids]
         cos, sin = self._rope(pos)
         cos, sin = cos[:, None], sin[:, None]
-        start = cache.grow(width, valid)
+        if which is not None:
+            full = torch.zeros(cache.rows, width, dtype=torch.bool)
+            full[which] = valid.bool()
+            start = cache.grow(width, full)
+        else:
+            start = cache.grow(width, valid)
         # key slot t of the suffix is visible to chunk position j if it holds a real
         # token and comes no later than j
         slots = torch.arange(cache.length, dtype=torch.long)
-        visible = cache.valid[:, None, :] & (slots[None, None, :] <= (start + torch.arange(width))[None, :, None])
+        seen = cache.valid if which is None else cache.valid[which]
+        visible = seen[:, None, :] & (slots[None, None, :] <= (start + torch.arange(width))[None, :, None])
         bias = torch.zeros(rows, 1, 1, width, cache.length).masked_fill_(~visible[:, None, None], float("-inf"))
         for li, lay in enumerate(self.layers):
             h = self._rms(x, lay.norm_attn)
             q = self._rotate(lay.q(h).view(rows, width, self.heads, d).transpose(1, 2), cos, sin)
             k = self._rotate(lay.k(h).view(rows, width, self.kv_heads, d).transpose(1, 2), cos, sin)
             v = lay.v(h).view(rows, width, self.kv_heads, d).transpose(1, 2)
-            cache.write(li, start, k, v)
-            att = self._attend(cache, li, q, bias)
+            cache.write(li, start, k, v, which)
+            att = self._attend(cache, li, q, bias, which)
             x = x + lay.o(att)
             x = x + self._mlp(lay, x)
         return self._head(x, keep)
 
-    def _attend(self, cache: "LeanCache", li: int, q: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _attend(self, cache: "LeanCache", li: int, q: torch.Tensor, bias: torch.Tensor,
+                which: torch.Tensor | None = None) -> torch.Tensor:
         """Attention of ``q`` (rows x heads x width x dim) over the shared prompt and
         each row's own suffix, merged by their softmax normalizers."""
         rows, _, width, d = q.shape
@@ -319,7 +335,7 @@ class LeanLM:
         to_rows = lambda t: t.view(kv, rows, g, width, -1).permute(1, 0, 2, 3, 4)  # noqa: E731
         op, lp, mp = to_rows(op), to_rows(lp), to_rows(mp)
         # the row's own suffix
-        ks, vs = cache.suffix(li)                                    # rows x kv x S x d
+        ks, vs = cache.suffix(li, which)                             # rows x kv x S x d
         ss = torch.matmul(q.reshape(rows, kv, g * width, d), ks.transpose(-1, -2))
         ss = ss.view(rows, kv, g, width, -1) + bias
         ms = torch.maximum(ss.amax(-1, keepdim=True), mp)
@@ -361,17 +377,28 @@ class LeanCache:
     def _moved(self, old: torch.Tensor | None, keep: int) -> torch.Tensor:
         """A buffer of the current capacity holding the first ``keep`` slots of ``old``."""
         kv, d = self._shape
-        new = torch.empty(self.rows, kv, self.capacity, d)
+        # zeros, not empty: a row not fed in a step leaves its slot unwritten, and
+        # masked garbage (NaN) would still poison the attention's matmul
+        new = torch.zeros(self.rows, kv, self.capacity, d)
         if old is not None and keep:
             new[:, :, :keep] = old[:, :, :keep]
         return new
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        self._k[layer][:, :, start:start + k.shape[2]] = k
-        self._v[layer][:, :, start:start + v.shape[2]] = v
+    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor,
+              which: torch.Tensor | None = None) -> None:
+        """Store the keys and values of rows ``which`` (default: all) at slots ``start``..."""
+        end = start + k.shape[2]
+        if which is None:
+            self._k[layer][:, :, start:end] = k
+            self._v[layer][:, :, start:end] = v
+        else:
+            self._k[layer][which, :, start:end] = k
+            self._v[layer][which, :, start:end] = v
 
-    def suffix(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._k[layer][:, :, :self.length], self._v[layer][:, :, :self.length]
+    def suffix(self, layer: int, which: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The suffix keys and values of rows ``which`` (default: all; else a copy)."""
+        k, v = self._k[layer][:, :, :self.length], self._v[layer][:, :, :self.length]
+        return (k, v) if which is None else (k[which], v[which])
 
     def select(self, idx: torch.Tensor) -> None:
         """Keep rows ``idx`` (repeats fork a row): copies only the suffixes, and of
@@ -387,7 +414,7 @@ class LeanCache:
         self.valid, self.length, self.rows = valid, valid.shape[1], len(idx)
 
     def _copy_rows(self, t: torch.Tensor, idx: torch.Tensor, cols, length: int) -> torch.Tensor:
-        new = torch.empty(len(idx), *t.shape[1:], dtype=t.dtype)
+        new = torch.zeros(len(idx), *t.shape[1:], dtype=t.dtype)  # zeros: see _moved
         rows = t[idx, :, :self.length]
         new[:, :, :length] = rows if cols is None else rows[:, :, cols]
         return new

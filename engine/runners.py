@@ -44,13 +44,16 @@ class LeanRunner(_Counted):
         self.first = (logits[0, -1], hidden[0, -1])
         self._count(self.nbytes())
 
-    def feed(self, ids, valid, pos, keep: int = 1):
-        """Logits (rows x kept positions x vocab, fp32) and the last position's hidden state."""
+    def feed(self, ids, valid, pos, keep: int | torch.Tensor = 1, which: torch.Tensor | None = None):
+        """Feed the rows ``which`` (default: all; the others wait, at no compute).
+        Logits (rows x the last ``keep`` positions x vocab, fp32; with a mask for
+        ``keep``, the marked positions', packed row by row) and each row's last hidden
+        state, for the rows fed."""
         before = self.cache.capacity
-        logits, hidden = self.lm.step(self.cache, ids, valid, pos, keep)
+        logits, hidden = self.lm.step(self.cache, ids, valid, pos, keep, which)
         per_slot = self.cache.slot_bytes()
         # the new slots of every row, plus the old ones where the buffers grew
-        self._count(per_slot * ids.shape[0] * (ids.shape[1] + (before if self.cache.capacity > before else 0)))
+        self._count(per_slot * self.cache.rows * (ids.shape[1] + (before if self.cache.capacity > before else 0)))
         return logits, hidden[:, -1]
 
     def select(self, idx: torch.Tensor) -> None:
@@ -80,13 +83,23 @@ class TransformersRunner(_Counted):
                           output_hidden_states=self.want_hidden, logits_to_keep=keep,
                           **{cache_kwarg(self.model): cache})
 
-    def feed(self, ids, valid, pos, keep: int = 1):
+    def feed(self, ids, valid, pos, keep: int | torch.Tensor = 1, which: torch.Tensor | None = None):
+        if which is not None:  # transformers' cache takes every row: the others get padding
+            ids, valid, pos, keep = (_spread(t, which, self.attn.shape[0]) for t in (ids, valid, pos, keep))
         self.attn = torch.cat([self.attn, valid.long().to(self.device)], dim=1)
-        out = self._run(ids.to(self.device), self.cache, pos.to(self.device), keep)
+        out = self._run(ids.to(self.device), self.cache, pos.to(self.device),
+                        0 if isinstance(keep, torch.Tensor) else keep)
         self.cache = cache_of(out)
         self._count(self.nbytes())  # each layer's keys and values are concatenated anew
         hidden = out.hidden_states[-1][:, -1] if self.want_hidden else None
-        return out.logits.float(), hidden
+        logits = out.logits.float()
+        if isinstance(keep, torch.Tensor):
+            logits = logits[keep.to(self.device)]
+        elif which is not None:
+            logits = logits[which.to(self.device)]
+        if which is not None and hidden is not None:
+            hidden = hidden[which.to(self.device)]
+        return logits, hidden
 
     def select(self, idx: torch.Tensor) -> None:
         idx = idx.to(self.device)
@@ -101,3 +114,13 @@ class TransformersRunner(_Counted):
                 if isinstance(t, torch.Tensor):
                     total += t.numel() * t.element_size()
         return total
+
+
+def _spread(t, which: torch.Tensor, rows: int):
+    """``t`` (one line per row of ``which``) laid out over all ``rows`` rows, zeros
+    (padding, position 0, not kept) elsewhere; an int ``keep`` passes through."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    out = torch.zeros((rows,) + tuple(t.shape[1:]), dtype=t.dtype)
+    out[which] = t
+    return out

@@ -22,7 +22,7 @@ import torch
 from toolprm.grammar import State, StepEvent
 
 from .decode import Decoder, Seq, Stats, never
-from .explore import Exploration, plan, query_text
+from .explore import Exploration, likeliest, plan, query_text
 from .query import Query
 
 #: How a partial output's step scores become the one number a beam ranks it by.
@@ -168,10 +168,12 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             if not s.done:
                 s.trace.begin_step()
         plans = [plan(dec, i, m, ex, query) for i in range(len(parents))]
-        items = [(i, toks) for i, (_, conts) in enumerate(plans) for toks in conts]
+        items = [(i, toks) for i, (_, conts, _) in enumerate(plans) for toks in conts]
         added = dec.extend(items, stop)  # chosen alternatives, after the parents
-        picks = [i for i, (k, _) in enumerate(plans) for _ in range(k)]
-        parent_of = picks + [i for i, _ in items]
+        parent_at = dict(zip(added, (i for i, _ in items)))
+        added = likeliest(dec, added, [i for i, _ in items], {i: p[2] for i, p in enumerate(plans)})
+        picks = [i for i, (k, _, _) in enumerate(plans) for _ in range(k)]
+        parent_of = picks + [parent_at[r] for r in added]
         if first and ex.mode == "sampling":
             if dec.fork(picks + added, empty=True):  # one more row that answers []
                 parent_of.append(0)

@@ -8,7 +8,7 @@ import json
 import pytest
 from test_harness import FakeResult
 
-from toolprm.bench import ceiling
+from toolprm.bench import bounds, ceiling
 from toolprm.bench.harness import RunConfig, StrategySpec, run_bench
 from toolprm.bfcl import ground_truth_calls, load_cases
 from toolprm.errors import ToolprmError
@@ -69,3 +69,44 @@ def test_ceiling_refuses_runs_it_cannot_compare(tmp_path):
         ceiling.main([str(a), "--out", str(tmp_path / "o")])
     with pytest.raises(ToolprmError, match="cases.jsonl"):
         ceiling.main([f"x={tmp_path / 'nothing'}", "--out", str(tmp_path / "o")])
+
+
+def _bounds_run(path, right: set[int], cases, seconds: float, top_k: int, scorer: str = "oracle"):
+    index = {c.id: i for i, c in enumerate(cases)}
+
+    def runner(case, spec, mode):
+        ok = spec.name == "greedy" or index[case.id] in right
+        calls = ground_truth_calls(case) if ok else [{"name": "no_such_tool", "arguments": {}}]
+        return FakeResult(calls, json.dumps(calls), {"seconds": 1.0 if spec.name == "greedy" else seconds})
+
+    specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2)]
+    run_bench(cases, specs, path, RunConfig(scorer=scorer, top_k=top_k), runner, progress=False,
+              lazy_runner=False)
+    return path
+
+
+def test_bounds_choose_the_cheapest_that_keeps_the_ceiling(tmp_path):
+    """bench bounds: the cheapest run within one case of the best ceiling is chosen;
+    one that loses more, or is slower, is not; the test set is refused."""
+    cases = load_cases("live_simple", 4) + load_cases("live_parallel", 4)
+    wide = _bounds_run(tmp_path / "wide", set(range(8)), cases, 6.0, 16)
+    mid = _bounds_run(tmp_path / "mid", set(range(7)), cases, 3.0, 8)
+    slow = _bounds_run(tmp_path / "slow", set(range(7)), cases, 4.0, 8)
+    narrow = _bounds_run(tmp_path / "narrow", {0, 1, 2, 4, 5}, cases, 2.0, 4)
+    out = tmp_path / "b"
+    runs = [f"wide={wide}", f"mid={mid}", f"slow={slow}", f"narrow={narrow}"]
+    assert bounds.main(runs + ["--out", str(out)]) == 0
+    s = json.loads((out / bounds.SUMMARY).read_text())
+    assert s["best"] == "wide" and s["chosen"] == "mid"
+    assert s["runs"]["mid"]["seconds_ratio"] == pytest.approx(3.0)
+    assert s["runs"]["narrow"]["bounds"] == {"m": 4, "n": 2, "top_k": 4, "proposals": 4}
+    assert s["runs"]["narrow"]["paired_vs_best"] == {"only_a": 0, "only_b": 3, "p": 0.25}
+    assert s["runs"]["wide"]["categories"]["live_simple"]["correct"] == 4
+    assert bounds.main(runs + ["--out", str(out), "--within", "0"]) == 0
+    assert json.loads((out / bounds.SUMMARY).read_text())["chosen"] == "wide"
+    test_set = _bounds_run(tmp_path / "t", {0}, load_cases("simple_python", 2), 2.0, 8)
+    with pytest.raises(ToolprmError, match="live categories only"):
+        bounds.main([f"t={test_set}", "--out", str(out)])
+    policy = _bounds_run(tmp_path / "p", {0}, cases, 2.0, 8, scorer="policy")
+    with pytest.raises(ToolprmError, match="oracle"):
+        bounds.main([f"p={policy}", "--out", str(out)])

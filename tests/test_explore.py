@@ -9,7 +9,7 @@ import pytest
 from toolprm import engine
 from toolprm.bench.oracle import OracleScorer
 from toolprm.bfcl import Case, load_cases
-from toolprm.engine.explore import Exploration, grounded, plan
+from toolprm.engine.explore import Exploration, grounded, likeliest, plan
 from toolprm.errors import ToolprmError
 from toolprm.grammar import compile
 
@@ -67,18 +67,24 @@ def test_candidate_bounds_are_respected(bpe_tokenizer):
     q = engine.prepare(policy.tokenizer, "use tool_c on alpha beta gamma delta", tools)
     dec = q.decoder(policy, "any", max_new_tokens=256)
     dec.feed_forced()
-    k, conts = plan(dec, 0, 3, Exploration(top_k=4), "use tool_c on alpha beta gamma delta")
-    assert k == 0 and len(conts) == 4  # 10 tools and [] offered: the 4 likeliest kept
-    k, conts = plan(dec, 0, 3, Exploration(top_k=20), "q")
-    assert k == 0 and len(conts) == 11
-    k, conts = plan(dec, 0, 3, Exploration("sampling"), "q")
-    assert (k, conts) == (3, [])
+    k, conts, bound = plan(dec, 0, 3, Exploration(top_k=4), "use tool_c on alpha beta gamma delta")
+    assert (k, len(conts), bound) == (0, 11, 4)  # 10 tools and [] offered, 4 to keep
+    lps = dec.continuations_logprob(0, conts)
+    added = dec.extend([(0, t) for t in conts])
+    kept = likeliest(dec, added, [0] * len(added), {0: 4})
+    assert len(kept) == 4 and kept == sorted(kept)
+    assert sorted(lps[r - 1] for r in kept) == sorted(lps)[-4:]  # the 4 likeliest
+    assert [dec.rows[r].trace.step_logprob for r in kept] == pytest.approx([lps[r - 1] for r in kept],
+                                                                           abs=1e-4)
+    dec.select([0])
+    assert plan(dec, 0, 3, Exploration(top_k=20), "q")[2] == 20
+    assert plan(dec, 0, 3, Exploration("sampling"), "q") == (3, [], 0)
     with pytest.raises(ToolprmError, match="exploration"):
         Exploration("everything")
     # near the budget only what still fits (with its shortest completion) is offered
     tight = q.decoder(policy, "any", max_new_tokens=24)
     tight.feed_forced()
-    k, conts = plan(tight, 0, 3, Exploration(top_k=20), "q")
+    k, conts, _ = plan(tight, 0, 3, Exploration(top_k=20), "q")
     assert k == 0 and len(conts) == 1 and policy.tokenizer.decode(conts[0]).endswith("]")  # []
 
 

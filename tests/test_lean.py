@@ -15,9 +15,10 @@ from toolprm import engine
 from toolprm.bench import harness
 from toolprm.bench.report import RunConfig
 from toolprm.bfcl import load_cases
-from toolprm.engine.decode import Decoder
+from toolprm.engine.decode import Decoder, buckets
 from toolprm.engine.lean import LeanLM, Linear, cpu_flags, resolve_dtype, supports
 from toolprm.engine.models import get_policy, make_policy
+from toolprm.engine.runners import LeanRunner, TransformersRunner
 from toolprm.engine.query import prepare
 from toolprm.errors import ToolprmError
 
@@ -101,6 +102,51 @@ def test_a_fork_gives_the_logits_of_its_parent_alone(lms, ids, dtype):
     for r, got in enumerate(rows):
         assert (got - one).abs().max() < tol, r
     assert torch.equal(rows[0], rows[3])
+
+
+@pytest.mark.parametrize("runner", ["lean", "transformers"])
+def test_rows_left_out_of_a_step_are_untouched(hf, ids, runner):
+    """Feeding only some rows (``which``; the decoder leaves out rows stopped at a
+    step boundary) gives them the logits a step over every row gives, packed where
+    a mask asks for every position; the rows left out read on as if they had been
+    fed padding."""
+    model, _ = hf
+    prompt, tail = ids[:-6], ids[-6:]
+
+    def make():
+        r = (LeanRunner(LeanLM(model, "float32"), prompt) if runner == "lean"
+             else TransformersRunner(model, prompt, want_hidden=True))
+        r.select(torch.tensor([0, 0, 0]))
+        return r
+
+    x = torch.tensor([tail[:3], tail[:3], tail[:3]])
+    valid = torch.tensor([[True] * 3, [False] * 3, [False, True, True]])
+    x[2, 0] = 0
+    pos = torch.arange(len(prompt), len(prompt) + 3).repeat(3, 1)
+    every, part = make(), make()
+    want, want_h = every.feed(x, valid, pos, keep=0)
+    which = torch.tensor([0, 2])
+    got, got_h = part.feed(x[which], valid[which], pos[which], keep=valid[which], which=which)
+    assert got.shape[0] == 5 and torch.allclose(got, want[which][valid[which]], atol=1e-4)
+    assert torch.allclose(got_h, want_h[which], atol=1e-4)
+    # the next step over every row: the row left out reads as if it had been fed padding
+    nxt = torch.tensor([[tail[3]]] * 3)
+    after = torch.full((3, 1), len(prompt) + 3)
+    a, _ = every.feed(nxt, torch.ones(3, 1, dtype=torch.bool), after)
+    b, _ = part.feed(nxt, torch.ones(3, 1, dtype=torch.bool), after)
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_continuations_are_fed_in_passes_that_cost_least():
+    """``buckets``: every continuation with a token to feed is in one pass, none
+    twice; lengths far apart go to separate passes, close ones share one."""
+    lengths = [1, 1, 2, 0, 12, 11, 2, 1]
+    groups = buckets(lengths)
+    flat = sorted(i for g in groups for i in g)
+    assert flat == [i for i, n in enumerate(lengths) if n]
+    assert sorted(map(sorted, groups)) == [[0, 1, 2, 6, 7], [4, 5]]
+    assert buckets([3, 3, 4]) == [[0, 1, 2]]  # one slot of padding costs less than a pass
+    assert buckets([0, 0]) == []
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
