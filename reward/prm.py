@@ -209,16 +209,17 @@ def _prefix_scores(prm: "PRM", rows: list[list[list[float]]]) -> list[float]:
 
 
 class _IndexCache:
-    """One ToolIndex per query (the search scores many candidates of one context)."""
+    """One ToolIndex per query (the search scores many candidates of one context).
+    The context itself is held, not its ``id``: a freed query's id can be reused by
+    the next one, which would then read the old query's tools."""
 
     def __init__(self):
-        self._key = None
+        self._context = None
         self._index = None
 
     def get(self, context) -> ToolIndex:
-        key = (id(context), len(context.messages), len(context.tools))
-        if self._key != key:
-            self._key, self._index = key, ToolIndex(context.messages, context.tools)
+        if self._context is not context:
+            self._context, self._index = context, ToolIndex(context.messages, context.tools)
         return self._index
 
 

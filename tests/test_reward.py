@@ -110,6 +110,25 @@ def test_score_is_the_product_of_the_step_scores():
         load(d)
 
 
+def test_one_scorer_reads_each_querys_own_tools():
+    """A scorer reused across queries indexes each query's tools, even when the
+    next query object takes the freed one's id (same message and tool counts):
+    with nothing allocated between freeing one and making the next, CPython hands
+    the next the same address."""
+    s = PRMScorer(_prm())
+    specs = [([{"role": "user", "content": f"use {n}"}],
+              [{"name": n, "description": n, "parameters": {"type": "object", "properties": {}}}])
+             for n in ("alpha", "beta", "gamma")]
+    cand = _cand(hidden=torch.zeros(D))
+    seen = []
+    for messages, tools in specs:
+        ctx = Query(messages, tools, [])
+        s.score(ctx, [cand])
+        seen.append((id(ctx), list(s._index.get(ctx).tools)))
+        del ctx
+    assert [t for _, t in seen] == [["alpha"], ["beta"], ["gamma"]]
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(ToolprmError, match="no PRM checkpoint"):
         load(tmp_path)
