@@ -189,3 +189,59 @@ def test_shipped_checkpoint():
     assert all(0 <= v <= 1 for v in out)
     # metrics quoted in the manifest are the validation metrics of this checkpoint
     assert "steps" in man["metrics"] and "all" in man["metrics"]["steps"]
+
+
+def test_text_features_on_a_hand_made_query():
+    """reward/features.py's values, worked out by hand for one query and two tools."""
+    from types import SimpleNamespace as Ev
+
+    from toolprm.reward.features import TEXT_FEATURES, ToolIndex, text_features
+    tools = [
+        {"name": "get_weather", "description": "Current weather for a city", "parameters": {
+            "type": "object", "required": ["city"], "properties": {
+                "city": {"type": "string", "description": "The city name"},
+                "unit": {"type": "string", "description": "Temperature unit", "default": "celsius"},
+                "days": {"type": "integer", "description": "Number of days"}}}},
+        {"name": "book_flight", "description": "Book a flight", "parameters": {
+            "type": "object", "required": ["origin"], "properties": {
+                "origin": {"type": "string", "description": "Origin city"}}}}]
+    index = ToolIndex([{"role": "user", "content": "What's the weather in San Diego for 3 days?"}], tools)
+    # the query's words (stop words and one-letter words dropped): weather, san, diego, days;
+    # get_weather's words meet two of them, book_flight's none
+    assert index.sim == {"get_weather": 0.5, "book_flight": 0.0}
+
+    def feats(*events):
+        return dict(zip(TEXT_FEATURES, text_features(index, [Ev(kind=k, call=0, key=key, value=v)
+                                                             for k, key, v in events])))
+
+    name = ("name", None, "get_weather")
+    city = [("key", "city", "city"), ("value", "city", "San Diego")]
+    f = feats(name, *city)
+    assert f["value_grounded"] == 1.0 and f["key_required"] == 1.0
+    assert f["string_length"] == pytest.approx(0.09)
+    assert (f["value_word_share"], f["value_is_phrase"]) == (1.0, 1.0)
+    assert f["unused_query_numbers"] == 0.25                    # "3" not used yet
+    assert f["optional_count"] == pytest.approx(2 / 6)
+    assert f["optional_unset_share"] == 1.0                    # unit and days unset
+    assert f["optional_unset_mentioned"] == 0.25               # "days" is in the query
+    assert (f["tool_similarity"], f["tool_is_best"], f["tool_margin"]) == (0.5, 1.0, 0.0)
+    assert f["one_over_tools"] == 0.5 and f["calls_so_far"] == 0.25
+    f = feats(name, *city, ("key", "days", "days"), ("value", "days", 3))
+    assert f["value_grounded"] == 1.0 and f["key_required"] == 0.0
+    assert f["values_so_far"] == 0.25 and f["unused_query_numbers"] == 0.0
+    assert f["optional_unset_share"] == 0.5 and f["optional_unset_mentioned"] == 0.0
+    assert (f["value_word_share"], f["string_length"]) == (0.0, 0.0)
+    f = feats(name, ("key", "city", "city"), ("value", "city", "Diego San"))
+    assert (f["value_word_share"], f["value_is_phrase"]) == (1.0, 0.0)  # the words, not the phrase
+    assert f["value_grounded"] == 0.0
+    f = feats(name, ("key", "unit", "unit"), ("value", "unit", "celsius"))
+    assert f["value_is_default"] == 1.0 and f["value_grounded"] == 0.0
+    f = feats(("name", None, "book_flight"))
+    assert (f["tool_similarity"], f["tool_is_best"], f["tool_margin"]) == (0.0, 0.0, -0.5)
+    f = feats(name, *city, ("end", None, None))
+    assert f["closed_calls_complete"] == 1.0 and f["empty_list"] == 0.0
+    f = feats(name, ("end", None, None))   # get_weather closed without its required city
+    assert f["closed_calls_complete"] == 0.0
+    f = feats(("end", None, None))
+    assert f["empty_list"] == 1.0 and f["calls_so_far"] == 0.0
+    assert feats(("name", None, "nope"))["unknown_tool"] == 1.0

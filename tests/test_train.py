@@ -536,3 +536,20 @@ def test_train_siblings_on_held_out_live_queries(tmp_path):
     assert siblings.main(["--queries", "2", "-m", "2", "--follow", "policy", "--max-new-tokens", "96",
                           "--out", str(out), "--no-progress", "--resume"]) == 0
     assert [json.loads(x) for x in (out / siblings.SETS).read_text().splitlines()] == records
+
+
+def test_auc_and_balanced_accuracy_on_hand_computed_examples():
+    """The README's PRM metrics: AUC is the share of (right, wrong) pairs ranked
+    right, ties counting half; balanced accuracy is the mean of the per-class
+    recalls; both None when a class is absent."""
+    from toolprm.train.evaluate import auc, balanced_accuracy
+    y = np.array([1, 1, 0, 0, 0])
+    # pairs (pos, neg): 0.9>0.1, 0.9>0.4, 0.9>0.4 ; 0.4>0.1, 0.4=0.4 (half), 0.4=0.4 (half) -> 5/6
+    assert auc(y, np.array([0.9, 0.4, 0.1, 0.4, 0.4])) == pytest.approx(5 / 6)
+    assert auc(y, np.array([0.1, 0.2, 0.3, 0.4, 0.5])) == 0.0
+    assert auc(y, np.full(5, 0.7)) == 0.5
+    assert auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
+    # recall on positives 1/2, on negatives 3/3 -> 0.75 (plain accuracy would be 0.8)
+    assert balanced_accuracy(y, np.array([1, 0, 0, 0, 0])) == pytest.approx(0.75)
+    assert balanced_accuracy(np.array([0, 0, 0]), np.array([0, 1, 0])) == pytest.approx(2 / 3)
+    assert balanced_accuracy(np.array([], dtype=bool), np.array([], dtype=bool)) is None
