@@ -172,3 +172,56 @@ def test_prompt_without_chat_template(first):
     prompt = build_prompt(tokenizer, "Add 2 and 3.", TOOLS)
     assert all(tool["name"] in prompt for tool in TOOLS)
     assert "User: Add 2 and 3." in prompt and prompt.endswith("Assistant:\n")
+
+
+def _embedded_gguf():
+    from toolprm.engine.models import _locate_parts
+    return _locate_parts(BUILTIN_MODELS["smollm2"])[0]
+
+
+def test_a_gguf_in_parts_is_joined_checked_and_loaded(first, tmp_path):
+    """A GGUF split over several files (as the Qwen models ship) is joined in order,
+    its sha256 checked, and loads to the same logits as the whole file; a wrong
+    sha256 is refused by name, leaving no temporary folder; a temporary folder left
+    by a killed first load is removed once it is an hour old, a younger one kept."""
+    import hashlib
+    import os
+    import time
+
+    from toolprm.engine.models import GgufSource, _load_gguf
+    data = _embedded_gguf().read_bytes()
+    cuts = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    parts = []
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        (tmp_path / f"part{i}.bin").write_bytes(data[a:b])
+        parts.append((None, str(tmp_path / f"part{i}.bin")))
+    digest = hashlib.sha256(data).hexdigest()
+    assert digest == SMOLLM2_SHA256
+    root = tmp_path / "cache"
+    root.mkdir()
+    bad = GgufSource("split", "x.gguf", "0" * 64, tuple(parts), "reinstall the parts")
+    stale, young = root / ".split-000000000000.tmp-old", root / ".split-000000000000.tmp-new"
+    stale.mkdir()
+    young.mkdir()
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    with pytest.raises(ToolprmError, match="sha256 is " + digest):
+        _load_gguf(bad, root, torch.float32)
+    assert sorted(p.name for p in root.iterdir()) == [young.name]  # stale one gone, no new leftovers
+    # the parts in the wrong order are another file
+    swapped = GgufSource("split", "x.gguf", digest, (parts[1], parts[0], parts[2]), "")
+    with pytest.raises(ToolprmError, match="expected " + digest):
+        _load_gguf(swapped, root, torch.float32)
+    model, tokenizer = _load_gguf(GgufSource("split", "x.gguf", digest, tuple(parts), ""), root, torch.float32)
+    assert torch.equal(_logits(*first), _logits(model, tokenizer))
+    assert (root / f"split-{digest[:12]}" / "model.safetensors").is_file()
+
+
+def test_a_local_gguf_file_loads(first, tmp_path):
+    """A .gguf path given by the user is checked (its own sha256 names its cache
+    folder), de-quantized once, cached, and gives the built-in's logits."""
+    import shutil
+    path = tmp_path / "mine.gguf"
+    shutil.copyfile(_embedded_gguf(), path)
+    model, tokenizer = load_model(str(path), cache_dir=tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"mine-{SMOLLM2_SHA256[:12]}"]
+    assert torch.equal(_logits(*first), _logits(model, tokenizer))
