@@ -26,7 +26,7 @@ from toolprm.bfcl import CATEGORIES
 from toolprm.errors import ToolprmError
 from toolprm.train.stats import paired, wilson
 
-from .ceiling import GREEDY, _runs
+from .ceiling import GREEDY, _runs, ratio_text
 from .report import _read_config, compute, load_records, replace_block
 
 SUMMARY = "bounds.json"
@@ -108,10 +108,6 @@ def _cell(b: dict) -> str:
     return f"{b['correct']}/{b['n']} = {100 * b['accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
-def _ratio(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}x"
-
-
 def markdown(s: dict) -> str:
     head = ["run", "m", "n", "top_k", "proposals", *s["categories"], "all [ceiling]", "greedy",
             "wall / greedy", "compute / greedy", "vs best (McNemar p)"]
@@ -122,7 +118,7 @@ def markdown(s: dict) -> str:
         lines.append("| " + " | ".join(
             [name + (" **chosen**" if name == s["chosen"] else ""), *(str(b[k]) for k in BOUNDS),
              *(_cell(r["categories"][c]) for c in s["categories"]), _cell(r["all"]), _cell(r["greedy"]),
-             _ratio(r["seconds_ratio"]), _ratio(r["compute_ratio"]), vs]) + " |")
+             ratio_text(r["seconds_ratio"]), ratio_text(r["compute_ratio"]), vs]) + " |")
     return "\n".join([
         f"{s['cases']} live cases, the same for every run, each searched by fine_beam with the oracle "
         "scorer (it reads the ground truth: a ceiling of what a perfect scorer could pick from the "

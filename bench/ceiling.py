@@ -115,6 +115,11 @@ def summarize(runs: dict[str, list[Path]]) -> dict:
             "paired_vs_greedy": tests, "cost_vs_greedy": costs, "ceiling_failures": dict(missed)}
 
 
+def ratio_text(x: float | None) -> str:
+    """A cost ratio as a table shows it; n/a where the reference cost nothing."""
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
 def _cell(b: dict) -> str:
     lo, hi = b["ci95"]
     return f"{b['correct']}/{b['n']} = {100 * b['accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
@@ -147,7 +152,7 @@ def markdown(s: dict) -> str:
         t, cost = s["paired_vs_greedy"][n], s["cost_vs_greedy"][n]
         out.append(f"- {s['strategy']}, {n}: right where greedy is wrong {t['only_a']}, wrong where greedy "
                    f"is right {t['only_b']} (McNemar exact p = {t['p']:.3g}); wall time "
-                   f"{cost['seconds_ratio']:.2f}x greedy's, compute {cost['compute_ratio']:.2f}x.")
+                   f"{ratio_text(cost['seconds_ratio'])} greedy's, compute {ratio_text(cost['compute_ratio'])}.")
     fails = ", ".join(f"{k} {v}" for k, v in sorted(s["ceiling_failures"].items(), key=lambda kv: -kv[1]))
     out += ["", "Right answer not among the candidates (the ceiling's failures, by what BFCL's checker "
             f"found): {fails or 'none'}."]

@@ -1,0 +1,47 @@
+"""The `toolprm` command itself (engine/cli.py:main): its usage, the dispatch of
+`bench` and `train` subcommands to their modules, errors as one line with exit
+code 1, and `generate` with a beam strategy on the real model."""
+from __future__ import annotations
+
+import json
+
+from test_ceiling import _bounds_run
+
+from toolprm.bfcl import load_cases
+from toolprm.engine.cli import main
+
+
+def test_usage_and_unknown_commands(capsys):
+    assert main([]) == 2 and "usage: toolprm" in capsys.readouterr().out
+    assert main(["--help"]) == 0 and "bench {" in capsys.readouterr().out
+    for argv in (["nonsense"], ["bench"], ["bench", "nonsense"], ["train", "nonsense"]):
+        assert main(argv) == 2, argv
+        assert "usage: toolprm" in capsys.readouterr().err
+
+
+def test_bench_subcommands_are_dispatched_and_errors_are_one_line(tmp_path, capsys):
+    cases = load_cases("live_simple", 2)
+    run = _bounds_run(tmp_path / "run", {0}, cases, 2.0, 8)
+    assert main(["bench", "bounds", f"only={run}", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "bounds.json").read_text())["chosen"] == "only"
+    assert main(["bench", "ceiling", f"oracle={run}", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "ceiling.json").exists()
+    capsys.readouterr()
+    assert main(["bench", "bounds", str(run), "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("toolprm: error: a run is NAME=DIR") and err.count("\n") == 1
+    assert main(["bench", "bfcl", "--limit", "0"]) == 1
+    assert "--limit must be a positive integer" in capsys.readouterr().err
+
+
+def test_generate_with_fine_beam(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TOOLPRM_THREADS", "1")
+    tools = [{"name": "get_weather", "description": "Current weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+    f = tmp_path / "tools.json"
+    f.write_text(json.dumps(tools))
+    assert main(["generate", "--tools", str(f), "--strategy", "fine_beam", "-m", "2", "-n", "1",
+                 "--max-new-tokens", "64", "What is the weather in Paris?"]) == 0
+    calls = json.loads(capsys.readouterr().out)
+    # the one tool, with a city the query names: the structured candidates offer "Paris"
+    assert calls == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
