@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from toolprm.engine.explore import Exploration
 from toolprm.bfcl import CATEGORIES
 from toolprm.errors import ToolprmError
 
@@ -343,8 +344,8 @@ class RunConfig:
     seed: int = 0
     aggregation: str = "last"
     scorer: str = "default"  # engine.generate's scorer: default (None), "prm", "policy", or "oracle" (a ceiling)
-    top_k: int = 8           # structured exploration's bounds (engine.explore)
-    proposals: int = 4
+    top_k: int = Exploration.top_k  # structured exploration's bounds (engine.explore)
+    proposals: int = Exploration.proposals
     dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32
 
 

@@ -38,7 +38,8 @@ class Result:
 def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: str = "any",
              m: int = 8, n: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = "last",
-             exploration: str = "structured", top_k: int = 8, proposals: int = 4,
+             exploration: str = "structured", top_k: int = Exploration.top_k,
+             proposals: int = Exploration.proposals,
              on_step: Callable[[dict], None] | None = None, tool: str | None = None,
              max_calls: int = DEFAULT_MAX_CALLS, cancel=None, dtype: str | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).

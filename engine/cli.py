@@ -12,7 +12,7 @@ from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES
 
 from . import api, demo
-from .explore import EXPLORATIONS
+from .explore import EXPLORATIONS, Exploration
 from .search import AGGREGATIONS, STRATEGIES
 
 # Subcommands implemented elsewhere: (module, function taking argv) - imported lazily
@@ -58,9 +58,10 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (every discrete choice, samples plus "
                         "grounded proposals at free values; default) or sampling (m samples only)")
-    p.add_argument("--top-k", type=int, default=8, help="discrete alternatives kept per step (default 8)")
-    p.add_argument("--proposals", type=int, default=4,
-                   help="grounded proposals kept per free-form value (default 4)")
+    p.add_argument("--top-k", type=int, default=Exploration.top_k,
+                   help=f"discrete alternatives kept per step (default {Exploration.top_k})")
+    p.add_argument("--proposals", type=int, default=Exploration.proposals,
+                   help=f"grounded proposals kept per free-form value (default {Exploration.proposals})")
     p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
     a = p.parse_args(argv)
     try:
