@@ -63,13 +63,36 @@ def mask_case(case: Case, rng: random.Random) -> tuple[Case, dict]:
         (name, args), = answer.items()
         pm = par_map.get(name, {})
         truth.append({fn_map.get(name, name): {pm.get(k, k): copy.deepcopy(v) for k, v in args.items()}})
+    values = [v for answer in case.ground_truth for args in answer.values() for v in _strings(args)]
     messages = copy.deepcopy(case.messages)
     for m in messages:
         if isinstance(m.get("content"), str):
             text = m["content"]
             for old in sorted(fn_map, key=len, reverse=True):
                 if len(old) >= 4:
-                    text = re.sub(r"(?<![\w.])" + re.escape(old) + r"(?![\w])", fn_map[old], text)
+                    text = _rename(text, old, fn_map[old], [v for v in values if old in v])
             m["content"] = text
     return (Case(case.id, case.category, messages, tools, truth),
             {"functions": fn_map, "params": par_map})
+
+
+def _rename(text: str, old: str, new: str, values: list[str]) -> str:
+    """``old`` renamed ``new`` where it stands as a whole name in ``text``, except
+    inside a span the answer copies as a value ("Remove the 'todo random' item",
+    answered with content "todo random", keeps its words though a tool is named todo)."""
+    kept = [(m.start(), m.end()) for v in values for m in re.finditer(re.escape(v), text)]
+
+    def swap(m: re.Match) -> str:
+        return m.group() if any(a <= m.start() and m.end() <= b for a, b in kept) else new
+    return re.sub(r"(?<![\w.])" + re.escape(old) + r"(?![\w])", swap, text)
+
+
+def _strings(v) -> list[str]:
+    """The strings among a ground-truth value's leaves (lists of acceptable values, dicts)."""
+    if isinstance(v, str):
+        return [v] if v else []
+    if isinstance(v, dict):
+        return [x for val in v.values() for x in _strings(val)]
+    if isinstance(v, list):
+        return [x for val in v for x in _strings(val)]
+    return []
