@@ -245,3 +245,28 @@ def test_text_features_on_a_hand_made_query():
     f = feats(("end", None, None))
     assert f["empty_list"] == 1.0 and f["calls_so_far"] == 0.0
     assert feats(("name", None, "nope"))["unknown_tool"] == 1.0
+
+
+def test_default_scorer_reads_the_policy_it_was_trained_on(bpe_tokenizer):
+    """generate()'s default scorer: for the default SmolLM2 policy the shipped head
+    reads the policy's own hidden states (PRMScorer, no extra pass); for any other
+    policy it runs the shipped backbone itself (BackbonePRM over SmolLM2), whatever
+    the other policy's hidden size. load_prm(backbone=name) loads that backbone by name."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from toolprm.engine.models import get_policy, make_policy
+    from toolprm.reward.prm import default_scorer
+    smollm2 = get_policy()
+    assert isinstance(default_scorer(), PRMScorer) and isinstance(default_scorer(smollm2), PRMScorer)
+    cfg = LlamaConfig(vocab_size=len(bpe_tokenizer), hidden_size=D, intermediate_size=16,
+                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    other = make_policy(LlamaForCausalLM(cfg).eval(), bpe_tokenizer, "tiny", "float32")
+    scorer = default_scorer(other)
+    assert isinstance(scorer, BackbonePRM)
+    assert scorer.model is smollm2.model and scorer.prm.hidden_size == smollm2.model.config.hidden_size
+    named = load_prm(SHIPPED, backbone="smollm2")
+    assert isinstance(named, BackbonePRM) and named.prm.hidden_size == smollm2.model.config.hidden_size
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}}]
+    ctx = Query([{"role": "user", "content": "call f"}], tools, [])
+    (a,), (b,) = scorer.score(ctx, [_cand(text='[{"name": "f"')]), named.score(ctx, [_cand(text='[{"name": "f"')])
+    assert 0 < a < 1 and a == pytest.approx(b, abs=1e-5)  # one backbone, one head: one score
