@@ -45,3 +45,35 @@ def test_generate_with_fine_beam(tmp_path, capsys, monkeypatch):
     calls = json.loads(capsys.readouterr().out)
     # the one tool, with a city the query names: the structured candidates offer "Paris"
     assert calls == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+
+
+def test_train_all_on_a_tiny_slice_then_resume(tmp_path, capsys):
+    """`toolprm train all` through the command: data (with the --max-step-tokens cut),
+    a head and its metrics; `train eval --report` writes the table; `train data
+    --resume` after an interruption (the last query's lines lost) rebuilds the data
+    the uninterrupted run made."""
+    import numpy as np
+    data, ckpt, report = tmp_path / "data", tmp_path / "ckpt", tmp_path / "metrics.md"
+    slice_ = ["--queries", "3", "--rollouts", "2", "--max-new-tokens", "48", "--max-prompt-tokens", "600",
+              "--max-step-tokens", "3", "--val-share", "0.5", "--seed", "3", "--no-progress"]
+    assert main(["train", "all", "--data", str(data), "--out", str(ckpt), "--epochs", "2", *slice_]) == 0
+    out = capsys.readouterr().out
+    assert "n_steps" in out and "| kind |" in out
+    steps = [json.loads(line) for line in (data / "steps.jsonl").read_text().splitlines()]
+    assert steps and max(s["sampled"] for s in steps) <= 3  # a longer step was cut, not recorded
+    assert (ckpt / "model.safetensors").exists()
+    assert main(["train", "eval", "--data", str(data), "--out", str(ckpt), "--report", str(report),
+                 "--no-progress"]) == 0
+    assert report.read_text().startswith("PRM on val queries")
+    whole = {f: (data / f).read_bytes() for f in ("queries.jsonl", "steps.jsonl")}
+    hidden = np.fromfile(data / "hidden.f32", dtype=np.float32)
+    queries = whole["queries.jsonl"].decode().splitlines()
+    first = json.loads(queries[0])["key"]
+    kept = [line for line in whole["steps.jsonl"].decode().splitlines() if json.loads(line)["query"] == first]
+    marked = json.dumps({**json.loads(kept[0]), "kept": True}, ensure_ascii=False)  # not recomputed
+    (data / "queries.jsonl").write_text(queries[0] + "\n")
+    (data / "steps.jsonl").write_text("\n".join([marked] + kept[1:]) + "\n" + '{"query": "broken')
+    assert main(["train", "data", "--data", str(data), "--resume", *slice_]) == 0
+    assert (data / "queries.jsonl").read_bytes() == whole["queries.jsonl"]
+    assert (data / "steps.jsonl").read_text() == whole["steps.jsonl"].decode().replace(kept[0], marked, 1)
+    assert np.allclose(np.fromfile(data / "hidden.f32", dtype=np.float32), hidden, atol=1e-4)
