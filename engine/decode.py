@@ -502,7 +502,7 @@ class Decoder:
         """One forward pass over the pending tokens of the rows that have some (the
         others, stopped at a step boundary, wait at no compute); with ``all_logits``
         the logits of every pending token, packed row by row (count x vocab), and
-        where each row's begin in them (by row index of the batch)."""
+        where each fed row's tokens begin in them (keyed by the row's index)."""
         rows = self.rows
         fed = [r for r, s in enumerate(rows) if s.pending]
         width = max(len(rows[r].pending) for r in fed)
@@ -560,8 +560,9 @@ def buckets(lengths: list[int], pass_cost: int = 6) -> list[list[int]]:
     """The indices of the non-empty ``lengths``, grouped into forward passes: rows
     are right-aligned to the longest of their pass, so each pass costs its rows x
     that width in slots, and a pass itself about ``pass_cost`` slots (reading the
-    weights once; measured on the lean runtime, a pass of 16 rows costs about as
-    much as 3.5 of one row). The grouping of the sorted lengths that costs least."""
+    weights once: on the lean int4 runtime a step of one row took 25 ms and one of
+    16 rows 88 ms, about 21 ms fixed and 4 ms a row). The grouping of the sorted
+    lengths that costs least."""
     order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: lengths[i])
     best = [0.0] + [math.inf] * len(order)  # best[k]: cost of the k shortest
     cut = [0] * (len(order) + 1)
