@@ -6,6 +6,8 @@ SmolLM2 vocabulary, measured in one run.
   (``build_regex_from_schema`` on ``grammar.schema``) and its first allowed-token
   list; the ratio ours / outlines-core per tool set, median over tool sets;
 - cached re-compile: ``compile`` again on the same tools (the cache hit);
+- with ``--peers``: ours against XGrammar, llguidance and outlines-core, on these tool
+  sets and the JSON-Schema-Test-Suite, per vocabulary (see grammar_peers);
 - per decoding step: ``allowed_mask()`` + ``advance()`` over real token walks (BFCL's
   answers serialized by json.dumps and tokenized by SmolLM2; plus random walks),
   cold (a fresh grammar: every configuration is new) and warm (the same walk again,
@@ -186,10 +188,128 @@ def parse_args(argv: list[str] | None):
                    help="torch CPU threads for the forward step (default 1: on a machine shared "
                         "with other jobs, more threads spin and make it many times slower)")
     p.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("peers", "grammar engines side by side (toolprm.bench.grammar_peers): "
+                                      "with --peers, this table instead of the one above")
+    g.add_argument("--peers", default=None, metavar="LIST",
+                   help="comma-separated: xgrammar, llguidance, outlines-core, or all; ours is always "
+                        "measured with them")
+    g.add_argument("--vocab", default="smollm2", metavar="LIST",
+                   help="comma-separated built-in models whose vocabularies to use (default smollm2; "
+                        "qwen2.5-coder-0.5b after `make qwen`)")
+    g.add_argument("--suite", default=None, metavar="TAR",
+                   help="the jsonschema sdist holding the JSON-Schema-Test-Suite (default: the one "
+                        "`make suite` caches in .cache/sdist)")
+    g.add_argument("--no-suite", action="store_true", help="skip the test-suite part")
+    g.add_argument("--suite-limit", type=int, default=None,
+                   help="test-suite groups, spread evenly (default: all)")
+    g.add_argument("--from-json", default=None, metavar="FILE",
+                   help="print the peer table of an earlier run's --out file instead of measuring")
+    g.add_argument("--readme", default=None, help="also put the peer table into this file's block")
+    g.add_argument("--tag", default="grammar-peers", help="the README block's marker (default grammar-peers)")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error("--threads must be a positive integer")
+    for name in ("limit", "suite_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer")
     return args
+
+
+def tokenizer_for(name: str):
+    """The tokenizer of a built-in model: SmolLM2's from its GGUF, another's from the
+    engine's model cache (filled by its first load)."""
+    from toolprm.engine.models import BUILTIN_MODELS, default_cache_dir
+
+    if name == "smollm2":
+        return _load_tokenizer(False)[0]
+    source = BUILTIN_MODELS.get(name)
+    if source is None:
+        raise SystemExit(f"--vocab: unknown built-in model {name!r}; choose from {', '.join(BUILTIN_MODELS)}")
+    from transformers import AutoTokenizer
+
+    cached = default_cache_dir() / f"{source.name}-{source.sha256[:12]}"
+    if (cached / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cached))
+    return load_model(name)[1]  # converts the GGUF once and caches it
+
+
+def run_peers(args) -> int:
+    """``--peers``: ours against the peers on BFCL's non-live tool sets and the test suite,
+    per vocabulary; the table, and the measurements as JSON (``--out``)."""
+    from toolprm.bench import grammar_peers as P
+    from toolprm.bench.report import replace_block
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            result = json.load(f)
+    else:
+        names = list(P.PEERS) if args.peers.strip() == "all" else [
+            x.strip() for x in args.peers.split(",") if x.strip()]
+        for n in names:
+            if n not in P.PEERS:
+                raise SystemExit(f"--peers: unknown engine {n!r}; choose from {', '.join(P.PEERS)} or all")
+        import shlex
+
+        result = {"command": "toolprm bench grammar " + " ".join(shlex.quote(a) for a in args.argv),
+                  "notes": [P.__doc__.split("\n\n", 1)[1]], "vocabularies": {}}
+        groups = None
+        if not args.no_suite:
+            from toolprm.bench.suite import SDIST, load_groups
+
+            groups = load_groups(args.suite or SDIST)
+            if args.suite_limit is not None and args.suite_limit < len(groups):
+                groups = [groups[i * len(groups) // args.suite_limit] for i in range(args.suite_limit)]
+        per_cat = None if args.limit is None else max(1, args.limit // len(TEST_CATEGORIES))
+        cases = [c for cat in TEST_CATEGORIES for c in load_cases(cat, limit=per_cat)][:args.limit]
+        n_out = min(len(cases), max(0, args.outlines_limit)) if "outlines-core" in names else 0
+        slow = {cases[i * len(cases) // n_out].id for i in range(n_out)} if n_out else set()
+        for vname in [x.strip() for x in args.vocab.split(",") if x.strip()]:
+            tok = tokenizer_for(vname)
+            vocab = G.Vocabulary.from_tokenizer(tok)
+            engines = P.make_engines(names, tok, vocab)
+            rows = []
+            for case in tqdm(cases, desc=f"tool sets ({vname})", file=sys.stderr):
+                try:
+                    g = G.compile(case.tools, vocab, calls=args.calls, max_calls=args.max_calls)
+                except G.ToolSchemaError:
+                    rows.append({"id": case.id, "ours": {"error": "ToolSchemaError"}})
+                    continue
+                tokens = None
+                if case.category != "irrelevance":
+                    calls = ground_truth_calls(case)
+                    try:
+                        jsonschema.validate(calls, g.schema)
+                    except jsonschema.ValidationError:
+                        calls = None  # BFCL's answer lies outside its own schema
+                    if calls is not None:
+                        text = json.dumps(P.schema_ordered(calls, g.schema))
+                        tokens = tok.encode(text, add_special_tokens=False)
+                task = P.Task(case.tools, g.schema, args.calls, args.max_calls)
+                row = P.measure_tool_set(engines, task, tokens, case.id in slow)
+                row["id"] = case.id
+                rows.append(row)
+            suite = None
+            if groups is not None:
+                suite = P.suite_run({k: e for k, e in engines.items() if k != "outlines-core"}, tok, groups)
+            result["vocabularies"][vname] = {
+                "vocab_size": vocab.size, "engines": list(engines),
+                "setup_s": {k: e.setup_s for k, e in engines.items()},
+                "bfcl": P.summarize_bfcl(rows, list(engines)),
+                "suite": P.summarize_suite(suite) if suite else None,
+                "suite_lists": {k: {"unsound": v["unsound"], "incomplete": v["incomplete"]}
+                                for k, v in suite.items()} if suite else None,
+                "tool_sets": [{"id": r["id"], **{k: {kk: vv for kk, vv in v.items() if kk not in ("cold", "warm")}
+                                                  for k, v in r.items() if k != "id"}} for r in rows],
+            }
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+    text = P.table(result)
+    print(text)
+    if args.readme:
+        replace_block(args.readme, args.tag, f"Written by `{result['command']}` "
+                      f"(one thread; ratios within one run).\n\n{text}".rstrip())
+    return 0
 
 
 def measure_tool_set(case, vocab, tok, args, ovocab, with_outlines: set, rng, steps: dict) -> dict:
@@ -330,6 +450,9 @@ def table(s: dict, fwd: float | None, vocab_size: int, outlines: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.peers or args.from_json:
+        return run_peers(args)
     if not args.no_forward:
         torch.set_num_threads(args.threads)
     tok, model = _load_tokenizer(not args.no_forward)

@@ -3,7 +3,9 @@
 Every strategy sees the same cases, the same model object and the same prompt
 (:func:`toolprm.engine.prompts.build_prompt`); the engine's strategies run
 through :func:`toolprm.engine.generate`, the ``outlines`` peer through
-:class:`toolprm.bench.outlines_peer.OutlinesPeer`. Each output is scored by
+:class:`toolprm.bench.outlines_peer.OutlinesPeer`, the ``xgrammar`` and ``llguidance``
+peers through their transformers logits processors
+(:mod:`toolprm.bench.processor_peers`). Each output is scored by
 :func:`toolprm.bfcl.check` (BFCL's own ``ast_checker``).
 
 Output folder (``--out DIR``, default ``out/bfcl``):
@@ -41,6 +43,7 @@ from toolprm.bench.report import RunConfig
 from toolprm.bench.oracle import LABEL as ORACLE_LABEL
 from toolprm.bench.oracle import OracleScorer
 from toolprm.bench.outlines_peer import OutlinesPeer
+from toolprm.bench.processor_peers import PROCESSOR_PEERS
 from toolprm.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
 from toolprm.engine.api import generate
 from toolprm.engine.lean import DTYPES, resolve_dtype
@@ -54,7 +57,7 @@ from toolprm.grammar import CALL_MODES
 __all__ = ["STRATEGY_CHOICES", "BENCH_CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
            "run_bench", "ModelRunner", "main"]
 
-PEERS = ("outlines",)
+PEERS = ("outlines", "xgrammar", "llguidance")
 STRATEGY_CHOICES = tuple(STRATEGIES) + PEERS
 #: The grammar's call-count modes, plus "oracle": each category's own answer shape.
 BENCH_CALL_MODES = tuple(CALL_MODES) + ("oracle",)
@@ -107,6 +110,7 @@ class ModelRunner:
         self.config = config
         self.policy = get_policy(model if model is not None else config.model, dtype=config.dtype)
         self._outlines = None
+        self._peers: dict = {}
 
     def __call__(self, case: Case, spec: StrategySpec, calls: str):
         c = self.config
@@ -115,6 +119,11 @@ class ModelRunner:
                 self._outlines = OutlinesPeer(self.policy)
             return self._outlines.generate(case.messages, case.tools, calls=calls,
                                            max_new_tokens=c.max_new_tokens)
+        if spec.name in PROCESSOR_PEERS:
+            if spec.name not in self._peers:
+                self._peers[spec.name] = PROCESSOR_PEERS[spec.name](self.policy)
+            return self._peers[spec.name].generate(case.messages, case.tools, calls=calls,
+                                                   max_new_tokens=c.max_new_tokens)
         scorer = {"default": None, "oracle": OracleScorer(case) if c.scorer == "oracle" else None}.get(
             c.scorer, c.scorer)
         return generate(case.messages, case.tools, model=self.policy, strategy=spec.name, calls=calls,

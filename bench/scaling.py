@@ -47,13 +47,16 @@ def _ints(text: str) -> list[int]:
 
 
 BASELINES = ("unconstrained", "outlines", "greedy", "majority", "best_of_n", "coarse_beam")
+#: Run only when --baselines names them: the other grammar engines' constrained greedy.
+EXTRA_BASELINES = ("xgrammar", "llguidance")
 
 
 def baselines_arg(text: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [x for x in names if x not in BASELINES]
+    unknown = [x for x in names if x not in BASELINES + EXTRA_BASELINES]
     if unknown:
-        raise ToolprmError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+        raise ToolprmError(f"unknown baseline {unknown[0]!r}; choose from "
+                           f"{', '.join(BASELINES + EXTRA_BASELINES)}")
     return names
 
 
@@ -62,7 +65,7 @@ def specs_for(m: int, n: int, grid_m: list[int], grid_n: list[int],
     """The baselines (at the matched budget of m x n rows), then the fine_beam grid."""
     budget = {"majority": StrategySpec("majority", m, m * n), "best_of_n": StrategySpec("best_of_n", m, m * n),
               "coarse_beam": StrategySpec("coarse_beam", m, n)}
-    specs = [budget.get(b, StrategySpec(b)) for b in BASELINES if b in baselines]
+    specs = [budget.get(b, StrategySpec(b)) for b in BASELINES + EXTRA_BASELINES if b in baselines]
     specs += [StrategySpec("fine_beam", gm, gn) for gm in grid_m for gn in grid_n]
     if StrategySpec("fine_beam", m, n) not in specs:
         specs.append(StrategySpec("fine_beam", m, n))
@@ -231,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-m", default="2,4,8,16")
     p.add_argument("--grid-n", default="1,2,4")
     p.add_argument("--baselines", default=",".join(BASELINES),
-                   help="comma-separated baselines to run beside fine_beam ('' for none; default: all)")
+                   help="comma-separated baselines to run beside fine_beam ('' for none; default: "
+                        f"{','.join(BASELINES)}; also {', '.join(EXTRA_BASELINES)})")
     p.add_argument("--model", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")

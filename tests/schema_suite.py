@@ -11,21 +11,18 @@ through the compiled grammar. Run ``python tests/schema_suite.py`` for the figur
 from __future__ import annotations
 
 import json
-import os
 import re
-import tarfile
 from dataclasses import dataclass, field
 
 import jsonschema
 
 from toolprm import grammar as G
 from toolprm.errors import InvalidTokenError, ToolSchemaError
+from toolprm.bench import suite
+from toolprm.bench.suite import JSONSCHEMA_SDIST_VERSION, load_groups, tool_for  # noqa: F401 (re-exported)
 from toolprm.grammar.regex import FORMATS
 
-JSONSCHEMA_SDIST_VERSION = "4.26.0"  # keep in step with the Makefile's JSONSCHEMA_SDIST
-SDIST = os.path.join(os.path.dirname(__file__), "..", ".cache", "sdist",
-                     f"jsonschema-{JSONSCHEMA_SDIST_VERSION}.tar.gz")
-_DIR = f"jsonschema-{JSONSCHEMA_SDIST_VERSION}/json/tests/draft2020-12/"
+SDIST = suite.SDIST
 
 # A vocabulary of the 256 single bytes plus EOS: the byte walk needs no tokenizer.
 BYTES_VOCAB = G.Vocabulary([bytes((b,)) for b in range(256)] + [None], [256])
@@ -35,30 +32,6 @@ BYTES_VOCAB = G.Vocabulary([bytes((b,)) for b in range(256)] + [None], [256])
 FORMAT_CHECKER = jsonschema.FormatChecker(formats=())
 for _name, _rx in FORMATS.items():
     FORMAT_CHECKER.checks(_name)(lambda v, rx=_rx: not isinstance(v, str) or re.fullmatch(rx, v) is not None)
-
-
-def load_groups(path: str = SDIST) -> list[tuple[str, dict]]:
-    """(``file/description``, group) for every group of the suite's draft 2020-12 files
-    (not ``optional/``), in file order."""
-    out = []
-    with tarfile.open(path) as tar:
-        names = sorted(m.name for m in tar.getmembers()
-                       if m.name.startswith(_DIR) and m.name.endswith(".json") and "/" not in m.name[len(_DIR):])
-        for name in names:
-            for group in json.load(tar.extractfile(name)):
-                out.append((f"{name[len(_DIR):-5]}/{group['description']}", group))
-    return out
-
-
-def tool_for(schema) -> dict:
-    """A tool whose one required parameter ``x`` has ``schema``; the schema's $defs are
-    hoisted to the parameters' root so that ``#/$defs/...`` still resolves."""
-    params: dict = {"type": "object", "properties": {"x": schema}, "required": ["x"]}
-    if isinstance(schema, dict):
-        for key in ("$defs", "definitions"):
-            if key in schema:
-                params[key] = schema[key]
-    return {"name": "t", "parameters": params}
 
 
 def accepts(g: G.Grammar, instance) -> bool:
