@@ -35,8 +35,12 @@ from tqdm import tqdm
 from toolprm import grammar as G
 from toolprm.bfcl import TEST_CATEGORIES, ground_truth_calls, load_cases
 from toolprm.engine.kv import cache_kwarg, cache_of
-from toolprm.engine.models import load_model
+from toolprm.engine.models import BUILTIN_MODELS, default_cache_dir, load_model
 from toolprm.grammar import CALL_MODES, compiled
+
+from . import grammar_peers as P
+from .report import replace_block
+from .suite import SDIST, load_groups
 
 
 NOTES = [
@@ -218,8 +222,6 @@ def parse_args(argv: list[str] | None):
 def tokenizer_for(name: str):
     """The tokenizer of a built-in model: SmolLM2's from its GGUF, another's from the
     engine's model cache (filled by its first load)."""
-    from toolprm.engine.models import BUILTIN_MODELS, default_cache_dir
-
     if name == "smollm2":
         return _load_tokenizer(False)[0]
     source = BUILTIN_MODELS.get(name)
@@ -236,9 +238,6 @@ def tokenizer_for(name: str):
 def run_peers(args) -> int:
     """``--peers``: ours against the peers on BFCL's non-live tool sets and the test suite,
     per vocabulary; the table, and the measurements as JSON (``--out``)."""
-    from toolprm.bench import grammar_peers as P
-    from toolprm.bench.report import replace_block
-
     if args.from_json:
         with open(args.from_json) as f:
             result = json.load(f)
@@ -254,8 +253,6 @@ def run_peers(args) -> int:
                   "notes": [P.__doc__.split("\n\n", 1)[1]], "vocabularies": {}}
         groups = None
         if not args.no_suite:
-            from toolprm.bench.suite import SDIST, load_groups
-
             groups = load_groups(args.suite or SDIST)
             if args.suite_limit is not None and args.suite_limit < len(groups):
                 groups = [groups[i * len(groups) // args.suite_limit] for i in range(args.suite_limit)]

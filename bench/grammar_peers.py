@@ -43,6 +43,8 @@ from toolprm import grammar as G
 from toolprm.errors import InvalidTokenError, ToolprmError, ToolSchemaError
 from toolprm.grammar import compiled
 
+from .suite import tool_for
+
 PEERS = ("xgrammar", "llguidance", "outlines-core")
 LABELS = {"ours": "ours", "xgrammar": "XGrammar", "llguidance": "llguidance", "outlines-core": "outlines-core"}
 INSTALL = {"xgrammar": "xgrammar==0.2.8", "llguidance": "llguidance==1.9.1", "outlines-core": "outlines-core"}
@@ -414,7 +416,6 @@ def suite_run(engines: dict, tokenizer, groups: list[tuple[str, dict]], progress
     accepted) and incomplete (valid rejected) ones, against the suite's verdicts."""
     from tqdm import tqdm
 
-    from .suite import tool_for
 
     out = {name: {"groups": len(groups), "compiled": 0, "compiled_sound": 0, "instances": 0, "unsound": [],
                   "incomplete": [], "compile_s": 0.0} for name in engines}
