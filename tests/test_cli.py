@@ -77,3 +77,34 @@ def test_train_all_on_a_tiny_slice_then_resume(tmp_path, capsys):
     assert (data / "queries.jsonl").read_bytes() == whole["queries.jsonl"]
     assert (data / "steps.jsonl").read_text() == whole["steps.jsonl"].decode().replace(kept[0], marked, 1)
     assert np.allclose(np.fromfile(data / "hidden.f32", dtype=np.float32), hidden, atol=1e-4)
+
+
+def test_demo_through_the_command(capsys, monkeypatch):
+    """`toolprm demo` (what `make demo` runs, fine_beam with the shipped PRM): every
+    query answered, the weather one with get_weather for Paris, the triangle with
+    its numbers, the joke with no call."""
+    monkeypatch.setenv("TOOLPRM_THREADS", "1")
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    calls = [json.loads(line[len("calls: "):]) for line in out.splitlines() if line.startswith("calls: ")]
+    assert len(calls) == 4
+    assert calls[0][0]["name"] == "get_weather" and calls[0][0]["arguments"]["city"] == "Paris"
+    assert calls[1][0]["name"] == "calculate_triangle_area"
+    assert {"base": 10, "height": 5}.items() <= calls[1][0]["arguments"].items()
+    assert calls[3] == []
+
+
+def test_bench_decode_through_the_command(tmp_path, monkeypatch):
+    """`toolprm bench decode` on one prompt: every runtime and dtype is timed and
+    its figures written (speed itself is the benchmark's business, not a test's)."""
+    monkeypatch.setenv("TOOLPRM_THREADS", "1")
+    out = tmp_path / "decode.json"
+    assert main(["bench", "decode", "--prompts", "1", "--steps", "1", "--cases", "1", "--beam-cases", "0",
+                 "--thread-counts", "1", "--out", str(out)]) == 0
+    s = json.loads(out.read_text())
+    summary = s["summary"]
+    assert {"transformers/float32", "lean/float32"} <= set(summary)
+    for name, row in summary.items():
+        if not name.startswith("_"):
+            assert row["prefill_tok_s"] > 0 and row["step_ms_b1"] > 0 and row["greedy_s_case"] > 0, name
+    assert summary["_default"]["config"] in summary and [r[0] for r in s["threads"]] == [1]
