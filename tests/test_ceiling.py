@@ -80,7 +80,8 @@ def _bounds_run(path, right: set[int], cases, seconds: float, top_k: int, scorer
         return FakeResult(calls, json.dumps(calls), {"seconds": 1.0 if spec.name == "greedy" else seconds})
 
     specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2)]
-    run_bench(cases, specs, path, RunConfig(scorer=scorer, top_k=top_k), runner, progress=False,
+    config = RunConfig(scorer=scorer, top_k=top_k, proposals=top_k // 2)
+    run_bench(cases, specs, path, config, runner, progress=False,
               lazy_runner=False)
     return path
 
@@ -99,7 +100,7 @@ def test_bounds_choose_the_cheapest_that_keeps_the_ceiling(tmp_path):
     s = json.loads((out / bounds.SUMMARY).read_text())
     assert s["best"] == "wide" and s["chosen"] == "mid"
     assert s["runs"]["mid"]["seconds_ratio"] == pytest.approx(3.0)
-    assert s["runs"]["narrow"]["bounds"] == {"m": 4, "n": 2, "top_k": 4, "proposals": 4}
+    assert s["runs"]["narrow"]["bounds"] == {"m": 4, "n": 2, "top_k": 4, "proposals": 2}
     assert s["runs"]["narrow"]["paired_vs_best"] == {"only_a": 0, "only_b": 3, "p": 0.25}
     assert s["runs"]["wide"]["categories"]["live_simple"]["correct"] == 4
     assert bounds.main(runs + ["--out", str(out), "--within", "0"]) == 0
