@@ -17,17 +17,15 @@ defaults are never chosen on the test set.
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import sys
 from pathlib import Path
 
 from toolprm.bfcl import CATEGORIES
 from toolprm.errors import ToolprmError
 from toolprm.train.stats import paired, wilson
 
-from .ceiling import GREEDY, _runs, ratio_text
-from .report import _read_config, compute, load_records, replace_block
+from .ceiling import GREEDY, _runs, ratio_text, write_results
+from .report import _read_config, compute, load_records
 
 SUMMARY = "bounds.json"
 TABLE = "bounds.md"
@@ -139,13 +137,5 @@ def main(argv: list[str] | None = None) -> int:
     if a.within < 0:
         raise ToolprmError("--within must be a non-negative number of cases")
     s = summarize(_runs(a.runs), a.within)
-    table = markdown(s)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SUMMARY).write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
-    (out / TABLE).write_text(table + "\n", encoding="utf-8")
-    if a.readme:
-        cmd = "toolprm bench bounds " + " ".join(argv if argv is not None else sys.argv[1:])
-        replace_block(a.readme, a.tag, f"Written by `{cmd}`.\n\n{table}")
-    print(table)
+    write_results(s, markdown(s), a, SUMMARY, TABLE, "toolprm bench bounds", argv)
     return 0

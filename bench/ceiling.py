@@ -168,13 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", default="ceiling-results", help="the block's marker name")
     a = p.parse_args(argv)
     s = summarize(_runs(a.runs))
-    table = markdown(s)
+    write_results(s, markdown(s), a, SUMMARY, TABLE, "toolprm bench ceiling", argv)
+    return 0
+
+
+def write_results(summary: dict, table: str, a, summary_file: str, table_file: str, prog: str,
+                  argv: list[str] | None) -> None:
+    """Write a summary (JSON) and its table (markdown) into ``a.out``, the table also
+    into ``a.readme``'s block ``a.tag`` with the command that made it; print the table."""
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SUMMARY).write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
-    (out / TABLE).write_text(table + "\n", encoding="utf-8")
+    (out / summary_file).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / table_file).write_text(table + "\n", encoding="utf-8")
     if a.readme:
-        cmd = "toolprm bench ceiling " + " ".join(argv if argv is not None else sys.argv[1:])
+        cmd = prog + " " + " ".join(argv if argv is not None else sys.argv[1:])
         replace_block(a.readme, a.tag, f"Written by `{cmd}`.\n\n{table}")
     print(table)
-    return 0
