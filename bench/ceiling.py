@@ -150,9 +150,15 @@ def markdown(s: dict) -> str:
            *lines, ""]
     for n in scorers + [oracle]:
         t, cost = s["paired_vs_greedy"][n], s["cost_vs_greedy"][n]
+        gap = ""
+        if n != oracle and s["non_live_ast"]:
+            nl = s["non_live_ast"]
+            whole = nl[oracle] - nl[GREEDY]
+            if whole > 0:
+                gap = f"; it takes {100 * (nl[n] - nl[GREEDY]) / whole:.0f}% of the non-live AST gap from greedy to the ceiling"
         out.append(f"- {s['strategy']}, {n}: right where greedy is wrong {t['only_a']}, wrong where greedy "
                    f"is right {t['only_b']} (McNemar exact p = {t['p']:.3g}); wall time "
-                   f"{ratio_text(cost['seconds_ratio'])} greedy's, compute {ratio_text(cost['compute_ratio'])}.")
+                   f"{ratio_text(cost['seconds_ratio'])} greedy's, compute {ratio_text(cost['compute_ratio'])}{gap}.")
     fails = ", ".join(f"{k} {v}" for k, v in sorted(s["ceiling_failures"].items(), key=lambda kv: -kv[1]))
     out += ["", "Right answer not among the candidates (the ceiling's failures, by what BFCL's checker "
             f"found): {fails or 'none'}."]

@@ -366,10 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--aggregation", default=RunConfig.aggregation, choices=AGGREGATIONS)
-    p.add_argument("--scorer", default="default", choices=("default", "prm", "policy", "oracle"),
+    p.add_argument("--scorer", default="default", choices=("default", "prm", "policy", "minilm", "oracle"),
                    help="step scorer of the ranking strategies: default (engine.generate's own: the "
                         "shipped PRM for fine_beam, coarse_beam and best_of_n), prm, policy (the "
-                        "policy's own confidence), or oracle (reads the ground truth: a ceiling, "
+                        "policy's own confidence), minilm (the cross-encoder reader), or oracle "
+                        "(reads the ground truth: a ceiling, "
                         "a diagnostic only)")
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (default) or sampling (m samples only)")

@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from toolprm.engine.explore import Exploration
 from toolprm.bfcl import CATEGORIES
+from toolprm.engine.explore import Exploration
 from toolprm.errors import ToolprmError
+from toolprm.train.readme import replace_block
 
 __all__ = ["CASES_FILE", "SUMMARY_FILE", "RUN_FILE", "NON_LIVE_AST", "load_records", "summarize",
            "markdown_table", "plot", "write_outputs", "main"]
@@ -122,6 +123,7 @@ def summarize(records: list[dict], strategies: list[str] | None = None,
             "mean_forced_tokens": _mean(_stat(r, "forced_tokens") for r in rs),
             "mean_forward_passes": _mean(_stat(r, "forward_passes") for r in rs),
             "mean_scorer_calls": _mean(_stat(r, "scorer_calls") for r in rs),
+            "mean_scorer_seconds": _mean(_stat(r, "scorer_seconds") for r in rs),
             "mean_seconds": _mean(_stat(r, "seconds") for r in rs),
             "total_seconds": sum(_stat(r, "seconds") for r in rs),
             "exceptions": sum(1 for r in rs if r.get("exception")),
@@ -343,7 +345,7 @@ class RunConfig:
     temperature: float = 0.8
     seed: int = 0
     aggregation: str = "last"
-    scorer: str = "default"  # engine.generate's scorer: default (None), "prm", "policy", or "oracle" (a ceiling)
+    scorer: str = "default"  # engine.generate's scorer: default (None), "prm", "policy", "minilm", or "oracle" (a ceiling)
     top_k: int = Exploration.top_k  # structured exploration's bounds (engine.explore)
     proposals: int = Exploration.proposals
     dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32
@@ -391,19 +393,6 @@ def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[str]]:
             records.append(r)
             order.append(r["strategy"])
     return records, list(dict.fromkeys(order))
-
-
-def replace_block(readme: str | os.PathLike, tag: str, block: str) -> None:
-    """Replace what stands between ``<!-- tag:start -->`` and ``<!-- tag:end -->`` in
-    ``readme`` with ``block``, so that no number in a results table is typed by hand."""
-    path = Path(readme)
-    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
-    text = path.read_text()
-    if start not in text or end not in text:
-        raise ToolprmError(f"{path} has no {start} ... {end} block to replace")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{start}\n{block}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:

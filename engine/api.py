@@ -11,6 +11,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from toolprm.errors import GenerationCancelled, ToolprmError
 from toolprm.grammar import DEFAULT_MAX_CALLS
 from toolprm.reward import prm as reward_prm
+from toolprm.reward.encoder import EncoderScorer
 
 from .decode import Stats
 from .explore import Exploration
@@ -145,15 +146,18 @@ def _is_canonical(policy: Policy, text: str, ids: list[int]) -> bool:
 
 def _scorer(scorer, ranks: bool, policy: Policy):
     """None: the shipped PRM for the strategies that rank candidates, "prm" the same,
-    "policy" the policy's own confidence, or any object with a ``score`` method."""
+    "policy" the policy's own confidence, "minilm" the cross-encoder reader
+    (``reward.encoder``), or any object with a ``score`` method."""
     if scorer is None:
         scorer = "prm" if ranks else "policy"
     if scorer == "policy":
         return PolicyScorer()
     if scorer == "prm":
         return reward_prm.default_scorer(policy)
+    if scorer == "minilm":
+        return EncoderScorer()
     if not hasattr(scorer, "score"):
-        raise ToolprmError(f"scorer must be None, 'prm', 'policy' or an object with a score() "
+        raise ToolprmError(f"scorer must be None, 'prm', 'policy', 'minilm' or an object with a score() "
                            f"method, got {scorer!r}")
     return scorer
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -102,7 +103,9 @@ class Search:
     def score(self, rows: list[Seq], outcome: bool = False) -> list[float]:
         """Score ``rows`` (their last step, or the whole output) and record each score
         on its row's last event."""
+        t0 = time.perf_counter()
         scores = [float(sc) for sc in self.scorer.score(self.query, [candidate(s, outcome) for s in rows])]
+        self.stats.scorer_seconds += time.perf_counter() - t0
         self.stats.scorer_calls += len(rows)
         for s, sc in zip(rows, scores):
             s.trace.scores[len(s.state.events) - 1] = sc

@@ -6,7 +6,13 @@ argv starts at the subcommand word (``["data", "--queries", "50"]``).
 * ``prm``:  train the PRM head on a data folder → a checkpoint folder.
 * ``eval``: metrics of a checkpoint on the data folder's validation queries.
 * ``all``:  the three in a row; with the defaults it regenerates the shipped
-  checkpoint (``reward/checkpoint``) from scratch.
+  checkpoint (``reward/checkpoint``) from scratch. ``all --reader minilm``: the
+  cross-encoder's pipeline instead (``sets``, then ``encoder``) into
+  ``reward/encoder_checkpoint``.
+* ``sets``: sibling sets along right answers of every usable live query and its
+  masked copies, for the text readers (``train.gold_sets``).
+* ``encoder``: fine-tune the cross-encoder reader on those sets (``train.encoder``).
+* ``readers``: the readers compared on the same held-out sibling sets (``train.readers``).
 * ``siblings``: how well the PRM and the policy rank the sets of candidates the
   search compares, on held-out live queries (``train.siblings``).
 """
@@ -23,12 +29,15 @@ from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.errors import ToolprmError
 from toolprm.reward.prm import SHIPPED
 
-from . import siblings
+from . import encoder, gold_sets, readers, siblings
 from .data import DataConfig, build
 from .evaluate import evaluate, markdown_table
 from .prm import TrainConfig, train
 
 DEFAULT_DATA = "out/prm/data"
+#: What ``train all --reader R`` rebuilds: the hidden-state head (reward/checkpoint,
+#: the default) or the cross-encoder (reward/encoder_checkpoint).
+READERS = ("head", "minilm")
 DEFAULT_CKPT = "out/prm/checkpoint"   # `train prm` (experiments)
 # `train all` and `train eval` default to the shipped checkpoint folder, reward/checkpoint.
 
@@ -96,6 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["siblings"]:
         return siblings.main(argv[1:])
+    if argv[:1] == ["sets"]:
+        return gold_sets.main(argv[1:])
+    if argv[:1] == ["encoder"]:
+        return encoder.main(argv[1:])
+    if argv[:1] == ["readers"]:
+        return readers.main(argv[1:])
+    if argv[:1] == ["all"] and "--reader" in argv:
+        i = argv.index("--reader")
+        reader = argv[i + 1] if i + 1 < len(argv) else ""
+        if reader not in READERS:
+            raise ToolprmError(f"--reader must be one of {', '.join(READERS)}, got {reader!r}")
+        argv = argv[:i] + argv[i + 2:]
+        if reader == "minilm":
+            return encoder.main(argv[1:], with_sets=True)
     p = argparse.ArgumentParser(prog="toolprm train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -37,7 +37,7 @@ from toolprm.engine.search import PolicyScorer
 from toolprm.errors import ToolprmError
 from toolprm.reward.prm import default_scorer
 
-from .data import DEFAULT_MIX, DataConfig, pick_cases
+from .data import DEFAULT_MIX, DataConfig, pick_cases, split_of
 from .labels import step_labels
 from .rollout import FOLLOW, sibling_sets
 from .stats import paired, wilson
@@ -45,14 +45,26 @@ from .stats import paired, wilson
 SETS, METRICS, TABLE = "sets.jsonl", "metrics.json", "metrics.md"
 
 
+#: The held-out live queries every reader is compared on: a stable hash of the query id
+#: (``data.split_of``) puts this share of the live queries here; no reader trains on them.
+HELD_OUT_SHARE, HELD_OUT_SEED = 0.12, 13
+
+
+def held_out(case_id: str) -> bool:
+    """Is this live query held out from every reader's training data?"""
+    return split_of(case_id, HELD_OUT_SHARE, HELD_OUT_SEED) == "val"
+
+
 def held_out_cases(n: int, seed: int = 0) -> list[Case]:
-    """``n`` live cases, mixed across categories as the PRM data are, none of them
-    among the queries the shipped PRM's data were drawn from (train or val)."""
+    """``n`` held-out live cases (``held_out``), mixed across categories as the PRM
+    data are, none of them among the queries the shipped PRM's data were drawn from
+    (train or val), so the shipped head is compared on queries it never saw either."""
     seen = {c.id for c in pick_cases(DataConfig())}
     rng = random.Random(f"siblings:{seed}")
     pools = {}
     for cat in DEFAULT_MIX:
-        pool = [c for c in load_cases(cat) if c.id not in seen and c.id not in KNOWN_UNSATISFIABLE]
+        pool = [c for c in load_cases(cat)
+                if held_out(c.id) and c.id not in seen and c.id not in KNOWN_UNSATISFIABLE]
         rng.shuffle(pool)
         pools[cat] = pool
     total = sum(DEFAULT_MIX.values())
@@ -70,6 +82,8 @@ def _set_record(case: Case, walk: str, parent: str, candidates, scores: dict[str
             # without it (the search's end-on-repeat), so it need not extend the parent
             "candidates": [{"text": c.text, "kind": c.events[-1].kind if c.events else "",
                             "label": int(step_labels(case, c.events)[-1]) if c.events else 1,
+                            # what a text reader renders (``reward.render``): every event
+                            "events": [[e.kind, e.call, e.key, e.value] for e in c.events],
                             "scores": {k: round(v[i], 6) for k, v in scores.items()}}
                            for i, c in enumerate(candidates)]}
 
@@ -119,7 +133,7 @@ def collect(out: Path, cases: list[Case], *, m: int = 4, follow: tuple[str, ...]
             f.flush()
 
 
-def _judged(records: list[dict], scorer: str) -> list[tuple[str, int, float, int]]:
+def judged(records: list[dict], scorer: str) -> list[tuple[str, int, float, int]]:
     """Per set with a right and a wrong candidate: (its decision, whether ``scorer``'s
     top candidate is right, the (right, wrong) pairs it orders right, ties half, and
     the number of such pairs). A decision is the step kinds its candidates end in,
@@ -143,7 +157,7 @@ def rank_metrics(records: list[dict], scorer: str) -> dict:
     """Top-1 and pairwise accuracy of ``scorer`` over the sets with a right and a
     wrong candidate, overall and per decision."""
     by: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
-    for kind, hit, right, pairs in _judged(records, scorer):
+    for kind, hit, right, pairs in judged(records, scorer):
         for key in ("all", kind):
             by[key].append((hit, right, pairs))
     out = {}
@@ -160,7 +174,7 @@ def summarize(out: Path) -> dict:
     sets = [r for r in records if r["candidates"]]
     scorers = sorted({k for r in sets for c in r["candidates"] for k in c["scores"]})
     metrics = {s: rank_metrics(sets, s) for s in scorers}
-    hits = {s: [j[1] for j in _judged(sets, s)] for s in scorers}
+    hits = {s: [j[1] for j in judged(sets, s)] for s in scorers}
     test = paired(hits["prm"], hits["policy"]) if {"prm", "policy"} <= set(hits) else None
     return {"queries": len({r["query"] for r in records}), "sets": len(sets),
             "candidates": sum(len(r["candidates"]) for r in sets),

@@ -1,0 +1,241 @@
+"""PRM v2: sibling sets along right answers, the text rendering, the cross-encoder
+reader (a real train on a small slice, its checkpoint checks) and the reader metrics."""
+from __future__ import annotations
+
+import json
+import math
+import random
+from types import SimpleNamespace as E
+
+import pytest
+import torch
+
+from toolprm.bfcl import ground_truth_calls, load_cases
+from toolprm.engine import get_policy
+from toolprm.errors import ToolprmError
+from toolprm.grammar import compile, normalize_tools
+from toolprm.reward.render import render
+from toolprm.train import gold_sets
+from toolprm.train.encoder import EncoderConfig, loss_of
+from toolprm.train.labels import step_labels
+
+
+def sets_of(case):
+    g = compile(normalize_tools(case.tools), get_policy().tokenizer, calls="any")
+    return gold_sets.walk(case, g, random.Random(0))
+
+
+@pytest.mark.parametrize("category", ["live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"])
+def test_gold_sets_are_siblings_of_one_parent_with_the_right_one_among_them(category):
+    case = next(c for c in load_cases(category) if not gold_sets.held_out(c.id)
+                and c.id not in gold_sets.KNOWN_UNSATISFIABLE)
+    sets = sets_of(case)
+    assert len(sets) >= 2
+    kinds = set()
+    for s in sets:
+        texts = [c["text"] for c in s["candidates"]]
+        assert len(set(texts)) == len(texts) >= 2
+        assert all(t.startswith(s["parent"]) and len(t) > len(s["parent"]) for t in texts)
+        # the walk follows a right answer, so each set holds a right candidate, and every
+        # candidate's events extend the parent's by its own step
+        assert any(c["label"] for c in s["candidates"])
+        # the stored label is BFCL's checker's on the stored events
+        for c in s["candidates"]:
+            events = [E(kind=k, call=i, key=key, value=v) for k, i, key, v in c["events"]]
+            assert c["label"] == step_labels(case, events)[-1]
+        kinds |= {c["kind"] for c in s["candidates"]}
+    assert {"name", "end"} <= kinds   # another tool, and closing the list, are offered
+    assert sum(0 < sum(c["label"] for c in s["candidates"]) < len(s["candidates"]) for s in sets) >= 1
+
+
+def test_irrelevance_gold_set_rights_the_empty_list_only():
+    case = next(c for c in load_cases("live_irrelevance") if not gold_sets.held_out(c.id))
+    (first,) = sets_of(case)
+    by_text = {c["text"]: c["label"] for c in first["candidates"]}
+    assert by_text.pop("[]") == 1 and by_text and not any(by_text.values())
+
+
+def test_hard_negatives_are_offered_and_labelled_by_the_checker():
+    # a number off by one, or in another unit, is offered and wrong
+    case = next(c for c in load_cases("live_simple") if not gold_sets.held_out(c.id) and any(
+        type(v) is int for call in ground_truth_calls(c) for v in call["arguments"].values()))
+    for s in sets_of(case):
+        values = [c for c in s["candidates"] if c["kind"] == "value"]
+        right = [c for c in values if c["label"]]
+        if right and isinstance(right[0]["events"][-1][3], int):
+            v = right[0]["events"][-1][3]
+            wrong = {c["events"][-1][3] for c in values if not c["label"]}
+            assert {v + 1, v - 1} & wrong
+    # and, whatever the case, a value set holds a wrong value beside the right one
+    cases = [c for c in load_cases("live_simple")[:40] if not gold_sets.held_out(c.id)]
+    mixed = [s for c in cases for s in sets_of(c)
+             if any(x["kind"] == "value" for x in s["candidates"])
+             and 0 < sum(x["label"] for x in s["candidates"]) < len(s["candidates"])]
+    assert len(mixed) >= 10
+
+
+def test_masked_variant_is_consistent_across_tools_query_and_answer():
+    case = next(c for c in load_cases("live_multiple") if not gold_sets.held_out(c.id)
+                and c.id not in gold_sets.KNOWN_UNSATISFIABLE)
+    (vid0, orig), (vid1, masked), (vid2, masked2) = gold_sets.variants(case, 2, seed=0)
+    assert vid0 == case.id and vid1 == f"{case.id}#mask0" and vid2 == f"{case.id}#mask1"
+    names = {t["name"] for t in masked.tools}
+    assert not names & {t["name"] for t in orig.tools}
+    for answer in masked.ground_truth:
+        (fn, args), = answer.items()
+        assert fn in names
+        tool = next(t for t in masked.tools if t["name"] == fn)
+        assert set(args) <= set(tool["parameters"]["properties"])
+    # the right answer of the masked copy walks and labels right, as the original's does
+    for c in (orig, masked):
+        sets = sets_of(c)
+        assert sets and all(any(x["label"] for x in s["candidates"]) for s in sets)
+    assert gold_sets.variants(case, 2, seed=0)[1][1].tools == masked.tools   # seeded
+
+
+def test_every_data_source_refuses_the_test_categories(monkeypatch):
+    monkeypatch.setattr(gold_sets, "CATEGORIES", ("live_simple", "simple_python"))
+    with pytest.raises(ToolprmError, match="test"):
+        gold_sets.usable_cases()
+    # held-out queries never reach the training data
+    monkeypatch.setattr(gold_sets, "CATEGORIES", ("live_simple",))
+    assert not any(gold_sets.held_out(c.id) for c in gold_sets.usable_cases())
+    assert all(gold_sets.held_out(c.id) for c in gold_sets.usable_cases(held=True))
+
+
+def test_listwise_and_pointwise_losses_on_a_hand_made_example():
+    groups = [[{"label": 1}, {"label": 0}, {"label": 0}], [{"label": 0}, {"label": 1}], [{"label": 1}]]
+    z = torch.tensor([2.0, 0.0, 1.0, 0.0, 3.0, 5.0])
+    listwise = loss_of(z, groups, EncoderConfig(listwise=1.0, pointwise=0.0))
+    # softmax mass of the right one per set with a right and a wrong one; the last set has no wrong one
+    want = (-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(1))) - math.log(math.exp(3) / (1 + math.exp(3)))) / 2
+    assert listwise.item() == pytest.approx(want, rel=1e-6)
+    pointwise = loss_of(z, groups, EncoderConfig(listwise=0.0, pointwise=1.0))
+    y = torch.tensor([1.0, 0, 0, 0, 1, 1])
+    assert pointwise.item() == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(z, y).item())
+    both = loss_of(z, groups, EncoderConfig(listwise=1.0, pointwise=0.5))
+    assert both.item() == pytest.approx(listwise.item() + 0.5 * pointwise.item(), rel=1e-6)
+    # two right siblings share the mass: ranking either first costs nothing more
+    two = loss_of(torch.tensor([1.0, 1.0, -9.0]), [[{"label": 1}, {"label": 1}, {"label": 0}]],
+                  EncoderConfig(pointwise=0.0))
+    assert two.item() < 1e-3
+
+
+def test_render_reads_descriptions_calls_so_far_and_the_tool_list():
+    tools = [{"name": "get_weather", "description": "Weather for a city.\nMore.",
+              "parameters": {"type": "object", "properties": {
+                  "city": {"type": "string", "description": "City name"},
+                  "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}},
+             {"name": "get_time", "description": "Time now.", "parameters": {"type": "object", "properties": {}}}]
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Weather in Paris?"}]
+    name = ["name", 0, None, "get_weather"]
+    key = ["key", 0, "city", "city"]
+    value = ["value", 0, "city", "Paris"]
+    q, step = render(msgs, tools, [name])
+    assert q == "Weather in Paris?" and "Weather for a city." in step and "calls before: none" in step
+    _, step = render(msgs, tools, [name, key])
+    assert "parameter city (string, required): City name" in step and step.startswith("set city")
+    _, step = render(msgs, tools, [name, key, value])
+    assert step.startswith('city = "Paris"')
+    _, step = render(msgs, tools, [name, ["key", 0, "unit", "unit"], ["value", 0, "unit", "c"], key])
+    assert 'calls: get_weather(unit="c")' in step
+    _, step = render(msgs, tools, [name, ["key", 0, "unit", "unit"]])
+    assert 'parameter unit (string one of ["c", "f"], optional)' in step
+    calls = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    _, step = render(msgs, tools, [name, key, value, ["end", 1, None, calls]])
+    assert step.startswith("answer: stop after 1 call(s)") and "get_time: Time now." in step
+    assert "More." not in step     # one-line descriptions in the tool list
+    _, step = render(msgs, tools, [["end", 0, None, []]])
+    assert step.startswith("answer: no call") and "get_weather: Weather for a city." in step
+
+
+def test_reader_metrics_on_hand_made_sets():
+    from toolprm.train.readers import ece, metrics
+
+    def c(text, kind, label, s):
+        return {"text": text, "kind": kind, "label": label, "scores": {"r": s}}
+
+    sets = [
+        {"category": "live_irrelevance", "parent": "", "candidates": [c("[]", "end", 1, 0.9), c("[{", "name", 0, 0.2)]},
+        {"category": "live_simple", "parent": "", "candidates": [c("[]", "end", 0, 0.3), c("[{", "name", 1, 0.8)]},
+        {"category": "live_simple", "parent": "[{", "candidates": [c("[{}]", "end", 1, 0.4), c("[{},", "name", 0, 0.6)]},
+    ]
+    m = metrics(sets, "r")
+    assert m["sets"] == 3 and m["top1"] == pytest.approx(2 / 3) and m["pairs"] == 3
+    assert m["empty_auc"] == 1.0 and m["empty_n"] == [1, 1]
+    # the one end step after a call: right, scored 0.4 -> called wrong; no wrong end step
+    assert m["end_n"] == [1, 0] and m["end_balanced_accuracy"] == 0.0
+    assert ece([0.9, 0.9, 0.1, 0.1], [1, 0, 0, 0]) == pytest.approx(0.5 * 0.4 + 0.5 * 0.1)
+    assert ece([], []) is None
+
+
+def test_quick_encoder_train_scores_and_checkpoint_checks(tmp_path):
+    """A real (tiny) run: sets from a few live queries, three optimizer steps, a
+    checkpoint of only the fine-tuned layers that loads, scores the search's
+    candidates, and refuses a checkpoint of another format, base or shape."""
+    from toolprm.engine.query import prepare
+    from toolprm.reward import encoder as enc
+    from toolprm.train import encoder as train_enc
+
+    data = tmp_path / "sets"
+    meta = gold_sets.build(data, masked=1, limit=3, progress=False)
+    assert meta["sets"] >= 3 and meta["candidates"] > meta["sets"]
+    again = gold_sets.build(data, masked=1, limit=3, progress=False)   # resumes: nothing new
+    assert again["sets"] == meta["sets"]
+    ckpt = tmp_path / "ckpt"
+    assert train_enc.main(["--data", str(data), "--out", str(ckpt), "--steps", "3", "--batch", "8",
+                           "--max-length", "96", "--val-share", "0.5", "--no-progress"]) == 0
+    manifest = json.loads((ckpt / enc.MANIFEST).read_text())
+    assert manifest["format"] == enc.FORMAT and manifest["base"]["sha256"] == enc.BASE_SHA256
+    assert manifest["config"]["steps"] == 3 and manifest["command"].startswith("toolprm train encoder")
+    assert (ckpt / enc.WEIGHTS).stat().st_size < 20e6
+    scorer = enc.EncoderScorer(ckpt)
+    case = load_cases("live_simple")[0]
+    q = prepare(get_policy().tokenizer, case.messages, case.tools)
+    cands = [E(events=(E(kind="end", call=0, key=None, value=[]),)),
+             E(events=(E(kind="name", call=0, key=None, value=q.tools[0]["name"]),))]
+    scores = scorer.score(q, cands)
+    assert len(scores) == 2 and all(0 < s < 1 for s in scores) and scores[0] != scores[1]
+    # the comparison command on the same sets (here the training slice itself)
+    from toolprm.train import readers
+    assert readers.main(["--gold", str(data), "--encoder", f"tiny={ckpt}", "--out", str(tmp_path / "r"),
+                         "--report", str(tmp_path / "r.md")]) == 0
+    r = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    m = r["sources"]["gold walks"]["readers"]["tiny"]
+    assert m["sets"] >= 1 and 0 <= m["pairwise"] <= 1 and r["seconds_per_candidate"]["tiny"] > 0
+    assert (tmp_path / "r.md").read_text().startswith("**gold walks**")
+    with pytest.raises(ToolprmError, match="NAME=PATH"):
+        readers.main(["--gold", str(data), "--encoder", str(ckpt)])
+    # refusals
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / enc.WEIGHTS).write_bytes((ckpt / enc.WEIGHTS).read_bytes())
+    for change, match in (({"format": "other/1"}, "format"),
+                          ({"base": {"sha256": "0" * 64}}, "another base"),
+                          ({"trained_layers": 3}, "do not match")):
+        (bad / enc.MANIFEST).write_text(json.dumps({**manifest, **change}))
+        with pytest.raises(ToolprmError, match=match):
+            enc.load(bad)
+    with pytest.raises(ToolprmError, match="not a cross-encoder checkpoint"):
+        enc.load(tmp_path)
+
+
+def test_generate_with_the_shipped_cross_encoder():
+    """fine_beam scored by the shipped cross-encoder: a valid call list, the reader's
+    scores on its steps, and its time counted apart."""
+    from toolprm.engine import generate
+    tools = [{"name": "get_weather", "description": "Current weather for a city.",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+             {"name": "get_time", "description": "The time in a time zone.",
+              "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}]
+    r = generate("What's the weather in Paris?", tools, strategy="fine_beam", m=2, n=1, scorer="minilm",
+                 max_new_tokens=64)
+    assert r.calls is not None and all(c["name"] in {"get_weather", "get_time"} for c in r.calls)
+    assert r.stats["scorer_calls"] > 0 and r.stats["scorer_seconds"] > 0
+    assert any(s["score"] is not None and 0 < s["score"] < 1 for s in r.steps)
+
+
+def test_train_all_names_its_readers():
+    from toolprm.train.cli import main
+    with pytest.raises(ToolprmError, match="--reader must be one of head, minilm"):
+        main(["all", "--reader", "bert"])
