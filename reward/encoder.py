@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import zipfile
 from functools import lru_cache
@@ -160,21 +161,36 @@ def logits(model: CrossEncoder, tok, pairs: Sequence[tuple[str, str]], *, max_le
 
 
 class EncoderScorer:
-    """The search's scorer interface over a cross-encoder checkpoint: each candidate's
-    last step, rendered with the query and tools, scored P(right). ``bf16``: autocast
-    the forward pass; about twice as fast on CPUs with AVX512-BF16 or AMX (39 against
-    19 ms a candidate at 128 tokens, one thread, AMD Zen 4)."""
+    """The search's scorer interface over a cross-encoder checkpoint. A candidate's
+    score is P(every step so far right): the product of the reader's step scores over
+    its steps, as the shipped head's is, so a beam that took a wrong step earlier does
+    not look as good as one that did not. Step scores are kept per query, so a
+    parent's steps are not read again. ``bf16``: autocast the forward pass; about
+    twice as fast on CPUs with AVX512-BF16 or AMX (39 against 19 ms a candidate at
+    128 tokens, one thread, AMD Zen 4)."""
     needs_hidden = False
 
     def __init__(self, path: str | Path = ENCODER_CHECKPOINT, bf16: bool = True):
         self.model, self.tok, self.manifest = _cached(str(path))
         self.max_length = int(self.manifest.get("max_length", 192))
         self.bf16 = bf16
+        self._memo: tuple[object, dict] | None = None   # (the query, {step prefix: score})
 
     def score(self, context, candidates) -> list[float]:
-        pairs = [render(context.messages, context.tools, c.events) for c in candidates]
-        return torch.sigmoid(logits(self.model, self.tok, pairs, max_length=self.max_length,
-                                    bf16=self.bf16)).tolist()
+        if self._memo is None or self._memo[0] is not context:
+            self._memo = (context, {})
+        memo = self._memo[1]
+        keys = [[(i, c.text[:e.offset]) for i, e in enumerate(c.events)] for c in candidates]
+        todo: dict[tuple, tuple[str, str]] = {}
+        for c, ks in zip(candidates, keys):
+            for i, k in enumerate(ks):
+                if k not in memo and k not in todo:
+                    todo[k] = render(context.messages, context.tools, c.events[:i + 1])
+        if todo:
+            z = torch.sigmoid(logits(self.model, self.tok, list(todo.values()), max_length=self.max_length,
+                                     bf16=self.bf16)).tolist()
+            memo.update(zip(todo, z))
+        return [math.prod(memo[k] for k in ks) for ks in keys]
 
 
 @lru_cache(maxsize=2)

@@ -192,10 +192,17 @@ def test_quick_encoder_train_scores_and_checkpoint_checks(tmp_path):
     scorer = enc.EncoderScorer(ckpt)
     case = load_cases("live_simple")[0]
     q = prepare(get_policy().tokenizer, case.messages, case.tools)
-    cands = [E(events=(E(kind="end", call=0, key=None, value=[]),)),
-             E(events=(E(kind="name", call=0, key=None, value=q.tools[0]["name"]),))]
+    g = compile(q.normalized, get_policy().tokenizer, calls="any")
+    first = g.start().advance_bytes(b'[{"name": "' + q.tools[0]["name"].encode() + b'"')
+    states = [g.start().advance_bytes(b"[]"), first,
+              first.advance_bytes(b', "arguments": {"' + next(iter(q.tools[0]["parameters"]["properties"])).encode() + b'"')]
+    cands = [E(text=st.text, events=st.events) for st in states]
     scores = scorer.score(q, cands)
-    assert len(scores) == 2 and all(0 < s < 1 for s in scores) and scores[0] != scores[1]
+    assert len(scores) == 3 and all(0 < x < 1 for x in scores) and scores[0] != scores[1]
+    # a candidate's score chains its steps: the key's score is its own times its call's
+    step = torch.sigmoid(enc.logits(scorer.model, scorer.tok, [render(q.messages, q.tools, states[2].events)],
+                                    max_length=scorer.max_length, bf16=scorer.bf16))[0].item()
+    assert scores[2] == pytest.approx(scores[1] * step, rel=1e-2)   # bf16: batch shapes differ
     # the comparison command on the same sets (here the training slice itself)
     from toolprm.train import readers
     assert readers.main(["--gold", str(data), "--encoder", f"tiny={ckpt}", "--out", str(tmp_path / "r"),

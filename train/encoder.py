@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from toolprm.errors import ToolprmError
-from toolprm.reward.encoder import ENCODER_CHECKPOINT, encode, logits, new_model, save
+from toolprm.reward.encoder import ENCODER_CHECKPOINT, encode, load, logits, new_model, save
 from toolprm.reward.render import render
 
 from . import gold_sets
 from .gold_sets import read_queries, read_sets
-from .siblings import rank_metrics
+from .readers import walk_sets
+from .siblings import held_out, rank_metrics
 
 
 @dataclass
@@ -50,6 +51,8 @@ class EncoderConfig:
     val_share: float = 0.04      # training queries kept aside for the progress line
     seed: int = 0
     bf16: bool = True            # bf16 autocast for the forward pass (fp32 master weights)
+    walk_share: float = 0.5      # share of the batches drawn from policy walks, where given
+    init: str | None = None      # start from this checkpoint instead of the base model
 
 
 def _side(base: str, share: float, seed: int) -> str:
@@ -124,18 +127,36 @@ def validate(model, tok, sets: list[dict], cfg: EncoderConfig) -> dict:
     return rank_metrics(scored, "val")["all"]
 
 
-def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, command: str = "",
-          progress: bool = True) -> dict:
-    """Fine-tune on ``data`` (a ``train sets`` folder) and save a checkpoint to ``out``."""
+def _split(sets: list[dict], cfg: EncoderConfig) -> tuple[list[dict], list[dict]]:
+    train_sets = [s for s in sets if _side(s["base"], cfg.val_share, cfg.seed) == "train"]
+    val_sets = [s for s in sets if _side(s["base"], cfg.val_share, cfg.seed) == "val"]
+    return train_sets, random.Random(1).sample(val_sets, min(300, len(val_sets)))
+
+
+def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, walks: list[str] = (),
+          command: str = "", progress: bool = True) -> dict:
+    """Fine-tune on ``data`` (a ``train sets`` folder) and, where given, on policy
+    walks of training-side queries (``train siblings --train-side`` folders; a
+    ``cfg.walk_share`` of the batches); save a checkpoint to ``out``."""
     if cfg.listwise <= 0 and cfg.pointwise <= 0:
         raise ToolprmError("at least one of the listwise and pointwise losses needs a positive weight")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     sets = load_sets(data)
-    train_sets = [s for s in sets if _side(s["base"], cfg.val_share, cfg.seed) == "train"]
-    val_sets = [s for s in sets if _side(s["base"], cfg.val_share, cfg.seed) == "val"]
-    val_sets = random.Random(1).sample(val_sets, min(300, len(val_sets)))
-    model, tok = new_model(cfg.trained_layers)
+    walk = [s for folder in walks for s in walk_sets(folder)]
+    for s in walk:
+        if held_out(s["query"]):
+            raise ToolprmError(f"{s['query']} is a held-out query: walks to train on come from "
+                               "`toolprm train siblings --train-side`")
+        s["base"] = s["query"]
+    train_sets, val_sets = _split(sets, cfg)
+    walk_train, walk_val = _split(walk, cfg)
+    if cfg.init:
+        model, tok, _ = load(cfg.init)
+        if model.trained_layers != cfg.trained_layers:
+            raise ToolprmError(f"--init {cfg.init} has {model.trained_layers} trained layers, not {cfg.trained_layers}")
+    else:
+        model, tok = new_model(cfg.trained_layers)
     body = [p for n, p in model.bert.named_parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": model.head.parameters(), "lr": cfg.lr * 10}],
                             weight_decay=0.01)
@@ -147,9 +168,10 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, command: str
     history = []
     model.train()
     it = batches(train_sets, cfg, rng)
+    it_walk = batches(walk_train, cfg, rng) if walk_train else None
     running = None
     for step in range(1, cfg.steps + 1):
-        groups = next(it)
+        groups = next(it_walk if it_walk and rng.random() < cfg.walk_share else it)
         enc = encode(tok, [c["pair"] for g in groups for c in g], cfg.max_length)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             z = model(**enc).float()
@@ -167,17 +189,21 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, command: str
                   f"(eta {el / step * (cfg.steps - step):.0f}s)", flush=True)
         if step % 400 == 0 or step == cfg.steps:
             model.eval()
-            v = validate(model, tok, val_sets, cfg)
+            row = {"step": step, "loss": round(running, 4), "seconds": round(time.perf_counter() - t0, 1)}
+            for name, vs in (("val", val_sets), ("walk_val", walk_val)):
+                if vs:
+                    v = validate(model, tok, vs, cfg)
+                    row.update({f"{name}_top1": round(v["top1"], 4), f"{name}_pairwise": round(v["pairwise"], 4),
+                                f"{name}_pairs": v["pairs"]})
+                    if progress:
+                        print(f"  {name} (training queries kept aside): top-1 {v['top1']:.3f}, pairwise "
+                              f"{v['pairwise']:.3f} over {v['pairs']} pairs", flush=True)
             model.train()
-            history.append({"step": step, "loss": round(running, 4), "val_top1": round(v["top1"], 4),
-                            "val_pairwise": round(v["pairwise"], 4), "val_pairs": v["pairs"],
-                            "seconds": round(time.perf_counter() - t0, 1)})
-            if progress:
-                print(f"  val (training queries kept aside): top-1 {v['top1']:.3f}, pairwise "
-                      f"{v['pairwise']:.3f} over {v['pairs']} pairs", flush=True)
+            history.append(row)
     model.eval()
-    manifest = {"config": asdict(cfg), "command": command, "data": str(data),
-                "data_counts": {"sets": len(sets), "train_sets": len(train_sets),
+    manifest = {"config": asdict(cfg), "command": command, "data": str(data), "walks": [str(w) for w in walks],
+                "data_counts": {"sets": len(sets), "train_sets": len(train_sets), "walk_sets": len(walk),
+                                "walk_train_sets": len(walk_train),
                                 "candidates": sum(len(s["candidates"]) for s in sets),
                                 "candidates_read": seen},
                 "max_length": cfg.max_length, "history": history,
@@ -202,6 +228,10 @@ def main(argv: list[str] | None = None, *, with_sets: bool = False) -> int:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr", "listwise", "pointwise", "val_share"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--walks", action="append", default=[], metavar="DIR",
+                   help="policy walks of training-side queries (`train siblings --train-side`), repeatable")
+    p.add_argument("--walk-share", type=float, default=d.walk_share, help="share of batches from the walks")
+    p.add_argument("--init", default=None, help="start from this checkpoint (fine-tune further)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--no-progress", action="store_true")
@@ -213,7 +243,7 @@ def main(argv: list[str] | None = None, *, with_sets: bool = False) -> int:
                            "--trained-layers between 0 and 6")
     cfg = EncoderConfig(**{k: getattr(a, k) for k in ("trained_layers", "steps", "batch", "max_per_set",
                                                       "max_length", "seed", "lr", "listwise", "pointwise",
-                                                      "val_share")}, bf16=not a.fp32)
+                                                      "val_share", "walk_share", "init")}, bf16=not a.fp32)
     command = prog + " " + " ".join(shlex.quote(x) for x in argv)
     if with_sets:
         t0 = time.perf_counter()
@@ -221,7 +251,7 @@ def main(argv: list[str] | None = None, *, with_sets: bool = False) -> int:
                                command=command)
         print(f"sets: {meta['sets']} sets, {meta['candidates']} candidates, {time.perf_counter() - t0:.0f}s "
               f"→ {a.data}")
-    m = train(a.data, a.out, cfg, command=command, progress=not a.no_progress)
+    m = train(a.data, a.out, cfg, walks=a.walks, command=command, progress=not a.no_progress)
     print(json.dumps({k: m[k] for k in ("data_counts", "history", "train_seconds")}, indent=1))
     return 0
 

@@ -71,7 +71,7 @@ def gold_sets(folder: str | Path) -> list[dict]:
     return out
 
 
-def add_encoder_scores(sets: list[dict], name: str, path: str | Path, bf16: bool = False) -> float:
+def add_encoder_scores(sets: list[dict], name: str, path: str | Path, bf16: bool = True) -> float:
     """Score every candidate with the checkpoint at ``path`` under ``name``; seconds per candidate."""
     model, tok, manifest = load(path)
     pairs = [c["pair"] for s in sets for c in s["candidates"]]
@@ -127,7 +127,7 @@ def metrics(sets: list[dict], scorer: str) -> dict:
             "end_n": [sum(end_y), len(end_y) - sum(end_y)], "ece": ece(all_s, all_y), "hits": hits}
 
 
-def compare(walks: str | Path | None, gold: str | Path | None, encoders: dict[str, str], bf16: bool = False) -> dict:
+def compare(walks: str | Path | None, gold: str | Path | None, encoders: dict[str, str], bf16: bool = True) -> dict:
     out: dict = {"sources": {}, "seconds_per_candidate": {}}
     for source, sets in (("policy walks", walk_sets(walks) if walks else None),
                          ("gold walks", gold_sets(gold) if gold else None)):
@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gold", default=None, help="a `toolprm train sets --held-out` folder")
     p.add_argument("--encoder", action="append", default=None, metavar="NAME=PATH",
                    help="a cross-encoder checkpoint to score (repeatable; default: minilm=the shipped one)")
-    p.add_argument("--bf16", action="store_true", help="score under bf16 autocast")
+    p.add_argument("--fp32", action="store_true",
+                   help="score in fp32 (default: bf16 autocast, as the search's scorer does)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="results/readers", help="writes metrics.json and metrics.md here")
     p.add_argument("--report", action="append", default=[], metavar="PATH",
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ToolprmError(f"--encoder wants NAME=PATH, got {bad[0]!r}")
     encoders = dict(e.split("=", 1) for e in specs)
     command = "toolprm train readers " + " ".join(shlex.quote(x) for x in argv)
-    r = compare(a.walks, a.gold, encoders, a.bf16)
+    r = compare(a.walks, a.gold, encoders, not a.fp32)
     r["command"] = command
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

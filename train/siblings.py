@@ -55,16 +55,17 @@ def held_out(case_id: str) -> bool:
     return split_of(case_id, HELD_OUT_SHARE, HELD_OUT_SEED) == "val"
 
 
-def held_out_cases(n: int, seed: int = 0) -> list[Case]:
+def held_out_cases(n: int, seed: int = 0, held: bool = True) -> list[Case]:
     """``n`` held-out live cases (``held_out``), mixed across categories as the PRM
     data are, none of them among the queries the shipped PRM's data were drawn from
-    (train or val), so the shipped head is compared on queries it never saw either."""
-    seen = {c.id for c in pick_cases(DataConfig())}
+    (train or val), so the shipped head is compared on queries it never saw either.
+    ``held=False``: cases from the training side instead (walks to train a reader on)."""
+    seen = {c.id for c in pick_cases(DataConfig())} if held else set()
     rng = random.Random(f"siblings:{seed}")
     pools = {}
     for cat in DEFAULT_MIX:
         pool = [c for c in load_cases(cat)
-                if held_out(c.id) and c.id not in seen and c.id not in KNOWN_UNSATISFIABLE]
+                if held_out(c.id) == held and c.id not in seen and c.id not in KNOWN_UNSATISFIABLE]
         rng.shuffle(pool)
         pools[cat] = pool
     total = sum(DEFAULT_MIX.values())
@@ -226,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--out", default="out/siblings")
     p.add_argument("--resume", action="store_true", help="go on with an interrupted run")
+    p.add_argument("--train-side", action="store_true",
+                   help="walk training-side queries instead of held-out ones (data for a reader)")
+    p.add_argument("--shard", default="0/1", metavar="K/J",
+                   help="only every J-th query from the K-th (run J processes into J folders)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.queries < 1 or a.m < 1:
@@ -235,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     follow = FOLLOW if a.follow == "both" else (a.follow,)
     t0 = time.perf_counter()
-    collect(out, held_out_cases(a.queries, a.seed), m=a.m, follow=follow, seed=a.seed,
+    try:
+        k, j = (int(x) for x in a.shard.split("/"))
+        assert 0 <= k < j
+    except (ValueError, AssertionError):
+        raise ToolprmError(f"--shard wants K/J with 0 <= K < J, got {a.shard!r}") from None
+    cases = held_out_cases(a.queries, a.seed, held=not a.train_side)[k::j]
+    collect(out, cases, m=a.m, follow=follow, seed=a.seed,
             max_new_tokens=a.max_new_tokens, resume=a.resume, progress=not a.no_progress)
     s = summarize(out)
     s["seconds"] = round(time.perf_counter() - t0, 1)
