@@ -182,12 +182,29 @@ def test_quick_encoder_train_scores_and_checkpoint_checks(tmp_path):
     assert meta["sets"] >= 3 and meta["candidates"] > meta["sets"]
     again = gold_sets.build(data, masked=1, limit=3, progress=False)   # resumes: nothing new
     assert again["sets"] == meta["sets"]
+    # policy walks of one training-side query, to train on beside the gold sets
+    from toolprm.train import siblings
+    walks = tmp_path / "walks"
+    assert siblings.main(["--train-side", "--queries", "1", "-m", "2", "--follow", "policy", "--max-new-tokens",
+                          "96", "--out", str(walks), "--no-progress"]) == 0
+    assert not any(siblings.held_out(json.loads(x)["query"]) for x in (walks / siblings.SETS).read_text().splitlines())
     ckpt = tmp_path / "ckpt"
     assert train_enc.main(["--data", str(data), "--out", str(ckpt), "--steps", "3", "--batch", "8",
-                           "--max-length", "96", "--val-share", "0.5", "--no-progress"]) == 0
+                           "--max-length", "96", "--val-share", "0.5", "--walks", str(walks),
+                           "--no-progress"]) == 0
     manifest = json.loads((ckpt / enc.MANIFEST).read_text())
     assert manifest["format"] == enc.FORMAT and manifest["base"]["sha256"] == enc.BASE_SHA256
     assert manifest["config"]["steps"] == 3 and manifest["command"].startswith("toolprm train encoder")
+    assert manifest["walks"] == [str(walks)] and manifest["data_counts"]["walk_sets"] >= 1
+    # held-out walks are refused as training data
+    held = tmp_path / "held"
+    held.mkdir()
+    case = siblings.held_out_cases(1)[0]
+    (held / siblings.SETS).write_text(json.dumps({"query": case.id, "category": case.category, "parent": "",
+                                                  "candidates": [{"text": "[]", "kind": "end", "label": 0, "scores": {},
+                                                                  "events": [["end", 0, None, []]]}]}) + "\n")
+    with pytest.raises(ToolprmError, match="held-out"):
+        train_enc.main(["--data", str(data), "--out", str(tmp_path / "x"), "--steps", "1", "--walks", str(held)])
     assert (ckpt / enc.WEIGHTS).stat().st_size < 20e6
     scorer = enc.EncoderScorer(ckpt)
     case = load_cases("live_simple")[0]

@@ -36,7 +36,7 @@ from toolprm.reward.render import render
 from .gold_sets import read_queries, read_sets
 from .readme import replace_block
 from .evaluate import auc, balanced_accuracy
-from .siblings import SETS, judged
+from .siblings import SETS, judged, rank_metrics
 from .stats import paired, wilson
 
 
@@ -137,6 +137,9 @@ def compare(walks: str | Path | None, gold: str | Path | None, encoders: dict[st
             out["seconds_per_candidate"][name] = add_encoder_scores(sets, name, path, bf16)
         names = sorted({k for s in sets for c in s["candidates"] for k in c["scores"]})
         m = {n: metrics(sets, n) for n in names}
+        for n in names:
+            m[n]["by_decision"] = {k: {"sets": v["sets"], "top1": v["top1"], "pairwise": v["pairwise"]}
+                                   for k, v in rank_metrics(sets, n).items() if k != "all"}
         tests = {}
         for a in names:
             for b in names:
@@ -167,6 +170,15 @@ def markdown(r: dict, command: str = "") -> str:
             lines.append(f"| {n} | {m['sets']} | {_f(m['top1'])} [{_f(ci[0], 2)}, {_f(ci[1], 2)}] | "
                          f"{_f(m['pairwise'])} | {m['pairs']} | {_f(m['empty_auc'])} ({m['empty_n'][0]}/{m['empty_n'][1]}) | "
                          f"{_f(m['end_balanced_accuracy'])} ({m['end_n'][0]}/{m['end_n'][1]}) | {_f(m['ece'])} |")
+        names = list(s["readers"])
+        decisions = list(s["readers"][names[0]]["by_decision"]) if names else []
+        if decisions:
+            lines += ["", "Top-1 by decision (the step kinds a set's candidates end in; `end+name`: close "
+                          "the list or call another tool):", "",
+                      "| decision | sets | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+            for d in decisions:
+                row = [s["readers"][n]["by_decision"][d] for n in names]
+                lines.append(f"| {d} | {row[0]['sets']} | " + " | ".join(_f(b["top1"]) for b in row) + " |")
         for k, t in s["top1_tests"].items():
             a, b = k.split(" vs ")
             lines.append(f"\nTop-1, {a} against {b}: only {a} right {t['only_a']}, only {b} right "
