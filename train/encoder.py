@@ -151,8 +151,9 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, walks: list[
         s["base"] = s["query"]
     train_sets, val_sets = _split(sets, cfg)
     walk_train, walk_val = _split(walk, cfg)
+    init_manifest = None
     if cfg.init:
-        model, tok, _ = load(cfg.init)
+        model, tok, init_manifest = load(cfg.init)
         if model.trained_layers != cfg.trained_layers:
             raise ToolprmError(f"--init {cfg.init} has {model.trained_layers} trained layers, not {cfg.trained_layers}")
     else:
@@ -207,6 +208,10 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, walks: list[
                                 "candidates": sum(len(s["candidates"]) for s in sets),
                                 "candidates_read": seen},
                 "max_length": cfg.max_length, "history": history,
+                # how the starting checkpoint was made, so the chain can be rerun from scratch
+                "init": None if init_manifest is None else {k: init_manifest.get(k) for k in
+                                                            ("command", "config", "data", "walks", "init",
+                                                             "train_seconds")},
                 "train_seconds": round(time.perf_counter() - t0, 1)}
     save(model, out, manifest)
     return manifest
