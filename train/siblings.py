@@ -189,7 +189,8 @@ def _mean(xs) -> float | None:
 
 
 def markdown(s: dict, command: str = "") -> str:
-    lines = [f"Sibling ranking on {s['queries']} held-out live queries: {s['sets']} sets, "
+    side = "training-side" if s.get("train_side") else "held-out"
+    lines = [f"Sibling ranking on {s['queries']} {side} live queries: {s['sets']} sets, "
              f"{s['candidates']} candidates ({100 * (s['positive_rate'] or 0):.1f}% right)"
              + (f", from `{command}`" if command else "") + ". Counted: the sets that hold a right "
              "and a wrong candidate.", "",
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     s["seconds"] = round(time.perf_counter() - t0, 1)
     command = "toolprm train siblings " + " ".join(shlex.quote(x) for x in argv)
     s["command"] = command
+    s["train_side"] = a.train_side
     table = markdown(s, command)
     (out / METRICS).write_text(json.dumps(s, indent=2) + "\n")
     (out / TABLE).write_text(table + "\n")
