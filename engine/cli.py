@@ -36,6 +36,7 @@ DELEGATES = {
     ("train", "siblings"): "toolprm.train.cli",
     ("train", "sets"): "toolprm.train.cli",
     ("train", "encoder"): "toolprm.train.cli",
+    ("train", "generative"): "toolprm.train.cli",
     ("train", "readers"): "toolprm.train.cli",
 }
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
              "  serve [--host H] [--port P]   an OpenAI-compatible chat-completions server\n"
              "  demo                          a short demonstration on the default model\n"
              "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,compare,bounds,serve}\n"
-             "  train {data,prm,eval,all,siblings,sets,encoder,readers}\n")
+             "  train {data,prm,eval,all,siblings,sets,encoder,generative,readers}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2

@@ -30,6 +30,7 @@ from torch import nn
 from toolprm.engine.models import _sha256, default_cache_dir
 from toolprm.errors import ToolprmError
 
+from . import generative
 from .render import render
 
 BASE_PACKAGE, BASE_VERSION = "all_minilm_l6_v2", "0.1.2"
@@ -88,6 +89,14 @@ class CrossEncoder(nn.Module):
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
         return self.head(pooled.float()).squeeze(-1)
 
+    def encode_pairs(self, tok, pairs, max_length: int) -> dict[str, torch.Tensor]:
+        return encode(tok, pairs, max_length)
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The fine-tuned layers at ``lr``, the fresh head at 10x."""
+        body = [p for p in self.bert.parameters() if p.requires_grad]
+        return [{"params": body, "lr": lr}, {"params": list(self.head.parameters()), "lr": lr * 10}]
+
     def state(self) -> dict[str, torch.Tensor]:
         """The tensors a checkpoint keeps: the fine-tuned layers and the head, fp16."""
         out = {f"bert.{k}": v for k, v in self.bert.state_dict().items() if self.trained(k)}
@@ -113,14 +122,21 @@ def save(model: CrossEncoder, out: str | Path, manifest: dict) -> None:
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def load(path: str | Path = ENCODER_CHECKPOINT) -> tuple[CrossEncoder, object, dict]:
-    """A checkpoint folder → (model in eval mode, tokenizer, manifest). Refuses a
-    checkpoint of another format or base, or one whose tensors do not fit."""
+def load(path: str | Path = ENCODER_CHECKPOINT):
+    """A text reader's checkpoint folder → (model in eval mode, tokenizer, manifest):
+    a cross-encoder, or a generative reader (``reward.generative``) by its manifest's
+    format. Refuses a checkpoint of another format or base, or one whose tensors do
+    not fit."""
     path = Path(path)
-    if not (path / MANIFEST).exists() or not (path / WEIGHTS).exists():
+    if not (path / MANIFEST).exists():
+        raise ToolprmError(f"{path} is not a reader checkpoint (needs {MANIFEST}); train one with "
+                           "`toolprm train encoder` or `toolprm train generative`")
+    manifest = json.loads((path / MANIFEST).read_text())
+    if manifest.get("format") == generative.FORMAT:
+        return generative.load(path, manifest)
+    if not (path / WEIGHTS).exists():
         raise ToolprmError(f"{path} is not a cross-encoder checkpoint (needs {WEIGHTS} and {MANIFEST}); "
                            "train one with `toolprm train encoder`")
-    manifest = json.loads((path / MANIFEST).read_text())
     if manifest.get("format") != FORMAT:
         raise ToolprmError(f"{path}: checkpoint format {manifest.get('format')!r}, this version reads {FORMAT!r}")
     if manifest.get("base", {}).get("sha256") != BASE_SHA256:
@@ -154,7 +170,7 @@ def logits(model: CrossEncoder, tok, pairs: Sequence[tuple[str, str]], *, max_le
     out = torch.empty(len(pairs))
     for s in range(0, len(order), batch):
         idx = order[s:s + batch]
-        enc = encode(tok, [pairs[i] for i in idx], max_length)
+        enc = model.encode_pairs(tok, [pairs[i] for i in idx], max_length)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out[idx] = model(**enc).float()
     return out

@@ -240,8 +240,63 @@ def test_quick_encoder_train_scores_and_checkpoint_checks(tmp_path):
         (bad / enc.MANIFEST).write_text(json.dumps({**manifest, **change}))
         with pytest.raises(ToolprmError, match=match):
             enc.load(bad)
-    with pytest.raises(ToolprmError, match="not a cross-encoder checkpoint"):
+    with pytest.raises(ToolprmError, match="not a reader checkpoint"):
         enc.load(tmp_path)
+
+
+def test_generative_reader_prompt_train_scores_and_checkpoint_checks(tmp_path):
+    """Reader (c): SmolLM2 with LoRA adapters saying " +" or " -". The prompt keeps its
+    question under truncation; a real two-step train through the shared loop saves
+    only the adapters, which load back to the same scores, serve as the search's
+    scorer, and are refused for another base or another adapter shape."""
+    from toolprm.engine.query import prepare
+    from toolprm.reward import encoder as enc
+    from toolprm.reward import generative as gen
+    from toolprm.train import encoder as train_enc
+
+    tok = get_policy().tokenizer
+    long_query = "weather " * 300
+    ids = gen.encode(tok, [(long_query, "call get_weather"), ("hi", "answer: no call")], 64)
+    tail = tok.encode(gen.QUESTION, add_special_tokens=False)
+    assert ids["input_ids"].shape[1] <= 64
+    for row, mask in zip(ids["input_ids"].tolist(), ids["attention_mask"].tolist()):
+        assert row[-len(tail):] == tail                   # the question the answer follows is never cut
+    assert "call get_weather" in tok.decode(ids["input_ids"][0])   # nor is the step, by a long query
+    assert ids["attention_mask"][1].tolist()[0] == 0      # left-padded
+
+    data = tmp_path / "sets"
+    gold_sets.build(data, masked=0, limit=2, progress=False)
+    ckpt = tmp_path / "gen"
+    assert train_enc.main(["--data", str(data), "--out", str(ckpt), "--steps", "2", "--batch", "4",
+                           "--max-per-set", "2", "--max-length", "64", "--lora-rank", "2", "--lora-layers", "2",
+                           "--val-share", "0", "--no-progress"], reader="generative") == 0
+    manifest = json.loads((ckpt / gen.MANIFEST).read_text())
+    assert manifest["format"] == gen.FORMAT and manifest["lora"] == {"rank": 2, "layers": 2,
+                                                                    "targets": list(gen.TARGETS)}
+    assert manifest["command"].startswith("toolprm train generative")
+    assert (ckpt / gen.WEIGHTS).stat().st_size < 1e6      # adapters only, not the base
+    model, tok2, _ = enc.load(ckpt)                        # the one loader dispatches on the format
+    assert isinstance(model, gen.GenerativeReader)
+    case = load_cases("live_simple")[0]
+    q = prepare(tok, case.messages, case.tools)
+    g = compile(q.normalized, tok, calls="any")
+    states = [g.start().advance_bytes(b"[]"),
+              g.start().advance_bytes(b'[{"name": "' + q.tools[0]["name"].encode() + b'"')]
+    scores = enc.EncoderScorer(ckpt, bf16=False).score(q, [E(text=st.text, events=st.events) for st in states])
+    assert all(0 < x < 1 for x in scores) and scores[0] != scores[1]
+    # the trained adapters moved the score: the base with fresh (zero-effect) adapters scores otherwise
+    pairs = [render(q.messages, q.tools, st.events) for st in states]
+    fresh, _ = gen.new_model(2, 2)
+    assert not torch.allclose(enc.logits(model, tok2, pairs, max_length=64),
+                              enc.logits(fresh, tok2, pairs, max_length=64))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / gen.WEIGHTS).write_bytes((ckpt / gen.WEIGHTS).read_bytes())
+    for change, match in (({"base": {"sha256": "0" * 64}}, "another base"),
+                          ({"lora": {**manifest["lora"], "layers": 3}}, "do not match")):
+        (bad / gen.MANIFEST).write_text(json.dumps({**manifest, **change}))
+        with pytest.raises(ToolprmError, match=match):
+            enc.load(bad)
 
 
 def test_generate_with_the_shipped_cross_encoder():

@@ -12,6 +12,8 @@ argv starts at the subcommand word (``["data", "--queries", "50"]``).
 * ``sets``: sibling sets along right answers of every usable live query and its
   masked copies, for the text readers (``train.gold_sets``).
 * ``encoder``: fine-tune the cross-encoder reader on those sets (``train.encoder``).
+* ``generative``: LoRA-tune the generative reader (SmolLM2 saying "+" or "-",
+  ``reward.generative``) on the same sets, through the same loop.
 * ``readers``: the readers compared on the same held-out sibling sets (``train.readers``).
 * ``siblings``: how well the PRM and the policy rank the sets of candidates the
   search compares, on held-out live queries (``train.siblings``).
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return gold_sets.main(argv[1:])
     if argv[:1] == ["encoder"]:
         return encoder.main(argv[1:])
+    if argv[:1] == ["generative"]:
+        return encoder.main(argv[1:], reader="generative")
     if argv[:1] == ["readers"]:
         return readers.main(argv[1:])
     if argv[:1] == ["all"] and "--reader" in argv:

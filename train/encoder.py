@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from toolprm.errors import ToolprmError
-from toolprm.reward.encoder import ENCODER_CHECKPOINT, encode, load, logits, new_model, save
+from toolprm.reward import generative
+from toolprm.reward.encoder import ENCODER_CHECKPOINT, CrossEncoder, load, logits, new_model, save
 from toolprm.reward.render import render
 
 from . import gold_sets
@@ -53,6 +54,9 @@ class EncoderConfig:
     bf16: bool = True            # bf16 autocast for the forward pass (fp32 master weights)
     walk_share: float = 0.5      # share of the batches drawn from policy walks, where given
     init: str | None = None      # start from this checkpoint instead of the base model
+    reader: str = "minilm"       # "minilm" (cross-encoder) or "generative" (SmolLM2 + LoRA, reward.generative)
+    lora_rank: int = 8           # the generative reader's adapter rank
+    lora_layers: int = 8         # ... and how many of its top layers get adapters
 
 
 def _side(base: str, share: float, seed: int) -> str:
@@ -103,7 +107,7 @@ def batches(sets: list[dict], cfg: EncoderConfig, rng: random.Random):
 def loss_of(z: torch.Tensor, groups: list[list[dict]], cfg: EncoderConfig) -> torch.Tensor:
     """Listwise (softmax over each set) plus pointwise BCE, as weighted in ``cfg``."""
     y = torch.tensor([float(c["label"]) for g in groups for c in g])
-    total = z.new_zeros(())
+    total = z.sum() * 0.0   # in the graph even when no term applies (listwise only, no mixed set)
     if cfg.pointwise:
         total = total + cfg.pointwise * F.binary_cross_entropy_with_logits(z, y)
     if cfg.listwise:
@@ -152,15 +156,20 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, walks: list[
     train_sets, val_sets = _split(sets, cfg)
     walk_train, walk_val = _split(walk, cfg)
     init_manifest = None
+    kind = generative.GenerativeReader if cfg.reader == "generative" else CrossEncoder
     if cfg.init:
         model, tok, init_manifest = load(cfg.init)
-        if model.trained_layers != cfg.trained_layers:
+        if not isinstance(model, kind):
+            raise ToolprmError(f"--init {cfg.init} is a {type(model).__name__}, not a {kind.__name__}")
+        if cfg.reader == "minilm" and model.trained_layers != cfg.trained_layers:
             raise ToolprmError(f"--init {cfg.init} has {model.trained_layers} trained layers, not {cfg.trained_layers}")
+    elif cfg.reader == "generative":
+        model, tok = generative.new_model(cfg.lora_rank, cfg.lora_layers)
     else:
         model, tok = new_model(cfg.trained_layers)
-    body = [p for n, p in model.bert.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": body, "lr": cfg.lr}, {"params": model.head.parameters(), "lr": cfg.lr * 10}],
-                            weight_decay=0.01)
+    param_groups = model.param_groups(cfg.lr)
+    trained = [p for g in param_groups for p in g["params"]]
+    opt = torch.optim.AdamW(param_groups, weight_decay=0.01)
     warm = max(1, cfg.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * max(0.0, (cfg.steps - i) / max(1, cfg.steps - warm)))
@@ -173,12 +182,12 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, walks: list[
     running = None
     for step in range(1, cfg.steps + 1):
         groups = next(it_walk if it_walk and rng.random() < cfg.walk_share else it)
-        enc = encode(tok, [c["pair"] for g in groups for c in g], cfg.max_length)
+        enc = model.encode_pairs(tok, [c["pair"] for g in groups for c in g], cfg.max_length)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             z = model(**enc).float()
         loss = loss_of(z, groups, cfg)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(body + list(model.head.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -213,23 +222,35 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, walks: list[
                                                             ("command", "config", "data", "walks", "init",
                                                              "train_seconds")},
                 "train_seconds": round(time.perf_counter() - t0, 1)}
-    save(model, out, manifest)
+    (generative.save if cfg.reader == "generative" else save)(model, out, manifest)
     return manifest
 
 
-def main(argv: list[str] | None = None, *, with_sets: bool = False) -> int:
-    """``toolprm train encoder``; ``with_sets`` (``toolprm train all --reader minilm``):
-    build (or resume) the sibling sets first, so the checkpoint is made from scratch."""
+#: The generative reader's defaults where they differ (LoRA wants a higher rate; its
+#: forward pass costs about 6x the cross-encoder's, hence fewer, smaller steps).
+GENERATIVE_DEFAULTS = {"lr": 2e-4, "batch": 16, "steps": 300, "max_length": 192}
+
+
+def main(argv: list[str] | None = None, *, with_sets: bool = False, reader: str = "minilm") -> int:
+    """``toolprm train encoder`` (``reader="generative"``: ``toolprm train generative``);
+    ``with_sets`` (``toolprm train all --reader minilm``): build (or resume) the sibling
+    sets first, so the checkpoint is made from scratch."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    d = EncoderConfig()
-    prog = "toolprm train all --reader minilm" if with_sets else "toolprm train encoder"
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    d = EncoderConfig(reader=reader, **(GENERATIVE_DEFAULTS if reader == "generative" else {}))
+    prog = (f"toolprm train all --reader {reader}" if with_sets else
+            "toolprm train generative" if reader == "generative" else "toolprm train encoder")
+    p = argparse.ArgumentParser(prog=prog, description=(
+        "LoRA-tune the generative reader (reward.generative) on sibling sets." if reader == "generative"
+        else __doc__.split("\n\n")[0]))
     if with_sets:
         p.add_argument("--masked", type=int, default=2, help="function-masked copies per query")
         p.add_argument("--jobs", type=int, default=1, help="worker processes for the sets")
     p.add_argument("--data", default="out/prm2/sets", help="a `toolprm train sets` folder")
-    p.add_argument("--out", default=str(ENCODER_CHECKPOINT), help="checkpoint folder (default: the shipped one)")
-    for name in ("trained_layers", "steps", "batch", "max_per_set", "max_length", "seed"):
+    if reader == "generative":
+        p.add_argument("--out", default="out/prm2/generative", help="checkpoint folder")
+    else:
+        p.add_argument("--out", default=str(ENCODER_CHECKPOINT), help="checkpoint folder (default: the shipped one)")
+    for name in ("trained_layers", "lora_rank", "lora_layers", "steps", "batch", "max_per_set", "max_length", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lr", "listwise", "pointwise", "val_share"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
@@ -243,12 +264,13 @@ def main(argv: list[str] | None = None, *, with_sets: bool = False) -> int:
     a = p.parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    if a.steps < 1 or a.batch < 2 or a.max_per_set < 2 or not 0 <= a.trained_layers <= 6:
-        raise ToolprmError("--steps must be positive, --batch and --max-per-set at least 2, "
+    if a.steps < 1 or a.batch < 2 or a.max_per_set < 2 or not 0 <= a.trained_layers <= 6 or a.lora_rank < 1:
+        raise ToolprmError("--steps and --lora-rank must be positive, --batch and --max-per-set at least 2, "
                            "--trained-layers between 0 and 6")
-    cfg = EncoderConfig(**{k: getattr(a, k) for k in ("trained_layers", "steps", "batch", "max_per_set",
-                                                      "max_length", "seed", "lr", "listwise", "pointwise",
-                                                      "val_share", "walk_share", "init")}, bf16=not a.fp32)
+    cfg = EncoderConfig(**{k: getattr(a, k) for k in ("trained_layers", "lora_rank", "lora_layers", "steps", "batch",
+                                                      "max_per_set", "max_length", "seed", "lr", "listwise",
+                                                      "pointwise", "val_share", "walk_share", "init")},
+                        bf16=not a.fp32, reader=reader)
     command = prog + " " + " ".join(shlex.quote(x) for x in argv)
     if with_sets:
         t0 = time.perf_counter()

@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--walks", default=None, help="a `toolprm train siblings` folder (policy walks)")
     p.add_argument("--gold", default=None, help="a `toolprm train sets --held-out` folder")
     p.add_argument("--encoder", action="append", default=None, metavar="NAME=PATH",
-                   help="a cross-encoder checkpoint to score (repeatable; default: minilm=the shipped one)")
+                   help="a text reader's checkpoint to score: a cross-encoder or a generative reader "
+                        "(repeatable; default: minilm=the shipped cross-encoder)")
     p.add_argument("--fp32", action="store_true",
                    help="score in fp32 (default: bf16 autocast, as the search's scorer does)")
     p.add_argument("--threads", type=int, default=1)
