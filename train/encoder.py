@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from toolprm.bfcl import TRAIN_CATEGORIES
 from toolprm.errors import ToolprmError
 from toolprm.reward import generative
 from toolprm.reward.encoder import ENCODER_CHECKPOINT, CrossEncoder, load, logits, new_model, save
@@ -70,6 +71,11 @@ def load_sets(data: str | Path) -> list[dict]:
     queries = read_queries(data)
     out = []
     for s in read_sets(data):
+        # the guard for every source of sets: live training-side queries only
+        if s["category"] not in TRAIN_CATEGORIES or held_out(s["base"]):
+            raise ToolprmError(f"{data}: set of {s['query']} ({s['category']}) is evaluation data (held out, "
+                               "another benchmark or the test set); train on `toolprm train sets` without "
+                               "--held-out or --nestful")
         q = queries[s["query"]]
         for c in s["candidates"]:
             c["pair"] = render(q["messages"], q["tools"], c["events"])

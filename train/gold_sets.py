@@ -51,11 +51,15 @@ SETS, QUERIES = "sets.jsonl", "queries.jsonl"
 CATEGORIES = TRAIN_CATEGORIES
 
 
-def usable_cases(held: bool = False) -> list[Case]:
+def usable_cases(held: bool | str = False) -> list[Case]:
     """Every live case whose answer key is usable and that is not held out (with
-    ``held``: only the held-out ones, for evaluation)."""
-    out = [c for cat in CATEGORIES for c in load_cases(cat)
-           if c.id not in KNOWN_UNSATISFIABLE and held_out(c.id) == held]
+    ``held``: only the held-out ones, for evaluation; ``held="nestful"``: the cases of
+    another benchmark, ``bfcl.nestful``, a held-out check of generalisation)."""
+    if held == "nestful":
+        out = load_cases("nestful")
+    else:
+        out = [c for cat in CATEGORIES for c in load_cases(cat)
+               if c.id not in KNOWN_UNSATISFIABLE and held_out(c.id) == held]
     assert_not_test(out)
     return out
 
@@ -214,7 +218,7 @@ def _done(path: Path) -> set[str]:
 
 
 def build_share(out: str, masked: int, seed: int, share: tuple[int, int], limit: int | None,
-                progress: bool, held: bool = False) -> dict:
+                progress: bool, held: bool | str = False) -> dict:
     """One worker: the queries ``k, k + j, ...`` of ``usable_cases(held)`` into ``out``."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +256,7 @@ def build_share(out: str, masked: int, seed: int, share: tuple[int, int], limit:
 
 
 def build(out: str | Path, *, masked: int = 2, seed: int = 0, jobs: int = 1, limit: int | None = None,
-          progress: bool = True, command: str = "", held: bool = False) -> dict:
+          progress: bool = True, command: str = "", held: bool | str = False) -> dict:
     """Sibling sets of every usable live query and ``masked`` masked copies of each,
     in ``out/shard-K`` for ``jobs`` workers; ``meta.json`` sums them up. ``held``:
     the held-out queries instead (evaluation data, never trained on)."""
@@ -325,11 +329,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="only the first N usable queries")
     p.add_argument("--held-out", action="store_true",
                    help="the held-out live queries instead: evaluation sets no reader trains on")
+    p.add_argument("--nestful", action="store_true",
+                   help="NESTFUL's single-turn samples instead (bfcl.nestful): a held-out check on another "
+                        "benchmark")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.nestful and a.held_out:
+        raise ToolprmError("--held-out and --nestful are two different evaluation sources; pick one")
     meta = build(a.out, masked=a.masked, seed=a.seed, jobs=a.jobs, limit=a.limit, progress=not a.no_progress,
-                 held=a.held_out,
+                 held="nestful" if a.nestful else a.held_out,
                  command="toolprm train sets " + " ".join(shlex.quote(x) for x in argv))
     print(json.dumps(meta, indent=1))
     return 0
