@@ -44,7 +44,7 @@ from toolprm.bench.oracle import LABEL as ORACLE_LABEL
 from toolprm.bench.oracle import OracleScorer
 from toolprm.bench.outlines_peer import OutlinesPeer
 from toolprm.bench.processor_peers import PROCESSOR_PEERS
-from toolprm.bfcl import CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
+from toolprm.bfcl import CATEGORIES, OTHER_CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
 from toolprm.engine.api import generate
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.models import get_policy
@@ -261,11 +261,11 @@ def _categories(values: list[str] | None) -> list[str]:
             item = item.strip()
             if item in CATEGORY_GROUPS:
                 out.extend(CATEGORY_GROUPS[item])
-            elif item in CATEGORIES:
+            elif item in CATEGORIES + OTHER_CATEGORIES:
                 out.append(item)
             elif item:
-                raise ToolprmError(f"unknown BFCL category {item!r}; choose from {', '.join(CATEGORIES)} "
-                                   "or a group: test, train, all")
+                raise ToolprmError(f"unknown BFCL category {item!r}; choose from {', '.join(CATEGORIES)}, "
+                                   f"another benchmark's ({', '.join(OTHER_CATEGORIES)}) or a group: test, train, all")
     return list(dict.fromkeys(out))
 
 

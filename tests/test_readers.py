@@ -230,6 +230,12 @@ def test_quick_encoder_train_scores_and_checkpoint_checks(tmp_path):
     assert (tmp_path / "r.md").read_text().startswith("**gold walks**")
     with pytest.raises(ToolprmError, match="NAME=PATH"):
         readers.main(["--gold", str(data), "--encoder", str(ckpt)])
+    # an evenly spread few sets, the same for every reader; a NESTFUL folder is its own source
+    assert readers.main(["--gold", str(data), "--nestful", str(data), "--max-sets", "2", "--encoder",
+                         f"tiny={ckpt}", "--out", str(tmp_path / "r2")]) == 0
+    r2 = json.loads((tmp_path / "r2" / "metrics.json").read_text())
+    assert set(r2["sources"]) == {"gold walks", "NESTFUL gold walks"}
+    assert all(s["set_count"] == 2 for s in r2["sources"].values())
     # refusals
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -7,7 +7,12 @@ Two kinds of held-out sets, both from live queries no reader trained on
   with the policy in the loop, scored when made by the shipped head ("prm") and the
   policy's confidence ("policy"); every other reader is scored here on the same sets;
 * gold walks (``toolprm train sets --held-out``): the sets along right answers, with
-  masked copies; only text readers can score them (no policy hidden state).
+  masked copies; only text readers can score them (no policy hidden state);
+* NESTFUL gold walks (``toolprm train sets --nestful``): the same on another
+  benchmark's single-turn samples (``bfcl.nestful``), a check of generalisation.
+
+``--max-sets N`` scores an evenly spread N of each kind's sets (the same for every
+reader), for readers too slow to read them all.
 
 Per reader and kind of set: sibling top-1 over the sets with a right and a wrong
 candidate, pairwise accuracy over their (right, wrong) pairs, the AUC of the first
@@ -127,12 +132,21 @@ def metrics(sets: list[dict], scorer: str) -> dict:
             "end_n": [sum(end_y), len(end_y) - sum(end_y)], "ece": ece(all_s, all_y), "hits": hits}
 
 
-def compare(walks: str | Path | None, gold: str | Path | None, encoders: dict[str, str], bf16: bool = True) -> dict:
-    out: dict = {"sources": {}, "seconds_per_candidate": {}}
+def _spread(sets: list[dict], n: int | None) -> list[dict]:
+    if n is None or n >= len(sets):
+        return sets
+    return [sets[i * len(sets) // n] for i in range(n)]
+
+
+def compare(walks: str | Path | None, gold: str | Path | None, encoders: dict[str, str], bf16: bool = True,
+            nestful: str | Path | None = None, max_sets: int | None = None) -> dict:
+    out: dict = {"sources": {}, "seconds_per_candidate": {}, "max_sets": max_sets}
     for source, sets in (("policy walks", walk_sets(walks) if walks else None),
-                         ("gold walks", gold_sets(gold) if gold else None)):
+                         ("gold walks", gold_sets(gold) if gold else None),
+                         ("NESTFUL gold walks", gold_sets(nestful) if nestful else None)):
         if not sets:
             continue
+        sets = _spread(sets, max_sets)
         for name, path in encoders.items():
             out["seconds_per_candidate"][name] = add_encoder_scores(sets, name, path, bf16)
         names = sorted({k for s in sets for c in s["candidates"] for k in c["scores"]})
@@ -160,7 +174,9 @@ def _f(x, d=3):
 def markdown(r: dict, command: str = "") -> str:
     lines = []
     for source, s in r["sources"].items():
-        lines += [f"**{source}**: {s['queries']} held-out live queries, {s['set_count']} sibling sets, "
+        kind = "NESTFUL" if source.startswith("NESTFUL") else "live"
+        lines += [f"**{source}**: {s['queries']} held-out {kind} queries, {s['set_count']} sibling sets"
+                  f"{' (an evenly spread ' + str(r['max_sets']) + ')' if r.get('max_sets') else ''}, "
                   f"{s['candidates']} candidates. Top-1 and pairwise over the sets with a right and a wrong "
                   "candidate.", "",
                   "| reader | sets | top-1 [95% CI] | pairwise | pairs | `[]` AUC (irr/rel) | end bal. acc (right/wrong) | ECE |",
@@ -197,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="toolprm train readers", description=__doc__.split("\n\n")[0])
     p.add_argument("--walks", default=None, help="a `toolprm train siblings` folder (policy walks)")
     p.add_argument("--gold", default=None, help="a `toolprm train sets --held-out` folder")
+    p.add_argument("--nestful", default=None, help="a `toolprm train sets --nestful` folder")
+    p.add_argument("--max-sets", type=int, default=None,
+                   help="score an evenly spread N sets of each source (default: all)")
     p.add_argument("--encoder", action="append", default=None, metavar="NAME=PATH",
                    help="a text reader's checkpoint to score: a cross-encoder or a generative reader "
                         "(repeatable; default: minilm=the shipped cross-encoder)")
@@ -216,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ToolprmError(f"--encoder wants NAME=PATH, got {bad[0]!r}")
     encoders = dict(e.split("=", 1) for e in specs)
     command = "toolprm train readers " + " ".join(shlex.quote(x) for x in argv)
-    r = compare(a.walks, a.gold, encoders, not a.fp32)
+    if a.max_sets is not None and a.max_sets < 1:
+        raise ToolprmError("--max-sets must be positive")
+    r = compare(a.walks, a.gold, encoders, not a.fp32, a.nestful, a.max_sets)
     r["command"] = command
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
