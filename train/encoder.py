@@ -233,7 +233,7 @@ def train(data: str | Path, out: str | Path, cfg: EncoderConfig, *, walks: list[
 
 
 #: The generative reader's defaults where they differ (LoRA wants a higher rate; its
-#: forward pass costs about 6x the cross-encoder's, hence fewer, smaller steps).
+#: passes cost several times the cross-encoder's, hence fewer, smaller steps).
 GENERATIVE_DEFAULTS = {"lr": 2e-4, "batch": 16, "steps": 300, "max_length": 192}
 
 

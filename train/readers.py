@@ -201,7 +201,8 @@ def markdown(r: dict, command: str = "") -> str:
                          f"{t['only_b']} (McNemar exact p = {t['p']:.3g}).")
         lines.append("")
     if r["seconds_per_candidate"]:
-        lines.append("Scoring time per candidate (one thread, this run): " + ", ".join(
+        threads = r.get("threads", 1)
+        lines.append(f"Scoring time per candidate ({threads} thread{'s' if threads != 1 else ''}, this run): " + ", ".join(
             f"{n} {1000 * v:.1f} ms" for n, v in r["seconds_per_candidate"].items()) + ".")
     if command:
         lines.append(f"\nCommand: `{command}`")
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ToolprmError("--max-sets must be positive")
     r = compare(a.walks, a.gold, encoders, not a.fp32, a.nestful, a.max_sets)
     r["command"] = command
+    r["threads"] = a.threads
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(r, indent=2) + "\n")
