@@ -18,6 +18,8 @@ from typing import Any
 
 from toolprm.errors import ToolprmError
 
+from . import nestful
+
 #: Non-live BFCL categories: the test set. Never train or tune on them.
 TEST_CATEGORIES: tuple[str, ...] = (
     "simple_python",
@@ -156,8 +158,7 @@ def load_cases(category: str, limit: int | None = None) -> list[Case]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ToolprmError(f"limit must be a non-negative integer or None, got {limit!r}")
     if category == "nestful":
-        from .nestful import load_nestful
-        cases = load_nestful()
+        cases = [Case(**d) for d in nestful.samples()]
         return cases if limit is None else [cases[i] for i in _spread(len(cases), limit)]
     entries = _raw_entries(category)
     picked = range(len(entries)) if limit is None else _spread(len(entries), limit)

@@ -37,8 +37,6 @@ from typing import Any
 
 from toolprm.errors import ToolprmError
 
-from .data import Case
-
 CATEGORY = "nestful"
 PACKAGE, VERSION = "nestful", "0.1.7"
 DISTRACTORS = 3
@@ -137,7 +135,7 @@ def _draw(key: str, pool: list[str], k: int) -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _converted() -> tuple[tuple[Case, ...], dict]:
+def _converted() -> tuple[tuple[dict, ...], dict]:
     root = data_dir()
     cases, counts = [], {}
     for name, data_file, spec_file in SOURCES:
@@ -158,19 +156,17 @@ def _converted() -> tuple[tuple[Case, ...], dict]:
             used = list(dict.fromkeys(c["name"] for c in calls))
             extra = _draw(cid, [n for n in catalog if n not in used], DISTRACTORS)
             tools = [catalog[n] for n in _draw(cid + "/order", used + extra, len(used) + len(extra))]
-            cases.append(Case(id=cid, category=CATEGORY, messages=[{"role": "user", "content": sample["input"].strip()}],
-                              tools=tools, ground_truth=[_answer(c, catalog[c["name"]]) for c in calls]))
+            cases.append({"id": cid, "category": CATEGORY,
+                          "messages": [{"role": "user", "content": sample["input"].strip()}],
+                          "tools": tools, "ground_truth": [_answer(c, catalog[c["name"]]) for c in calls]})
         counts[name] = tally
     return tuple(cases), counts
 
 
-def load_nestful(limit: int | None = None) -> list[Case]:
-    """The samples that fit a single-turn call list, as cases of category ``nestful``."""
-    import copy
-    cases = list(_converted()[0])
-    if limit is not None:
-        cases = cases[:limit]
-    return [copy.deepcopy(c) for c in cases]
+def samples() -> list[dict]:
+    """The samples that fit a single-turn call list, as the fields of a ``bfcl.Case``
+    of category ``nestful`` (``load_cases("nestful")`` makes the cases)."""
+    return json.loads(json.dumps(_converted()[0]))
 
 
 def counts() -> dict:
@@ -178,4 +174,4 @@ def counts() -> dict:
     return json.loads(json.dumps(_converted()[1]))
 
 
-__all__ = ["CATEGORY", "load_nestful", "counts", "why_not_single_turn", "to_tool", "data_dir"]
+__all__ = ["CATEGORY", "samples", "counts", "why_not_single_turn", "to_tool", "data_dir"]
