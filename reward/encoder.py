@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from toolprm.engine.models import _sha256, default_cache_dir
 from toolprm.errors import ToolprmError
 
 from . import generative
+from .reader_io import check_manifest, read_tensors
 from .render import render
 
 BASE_PACKAGE, BASE_VERSION = "all_minilm_l6_v2", "0.1.2"
@@ -137,18 +138,10 @@ def load(path: str | Path = ENCODER_CHECKPOINT):
     if not (path / WEIGHTS).exists():
         raise ToolprmError(f"{path} is not a cross-encoder checkpoint (needs {WEIGHTS} and {MANIFEST}); "
                            "train one with `toolprm train encoder`")
-    if manifest.get("format") != FORMAT:
-        raise ToolprmError(f"{path}: checkpoint format {manifest.get('format')!r}, this version reads {FORMAT!r}")
-    if manifest.get("base", {}).get("sha256") != BASE_SHA256:
-        raise ToolprmError(f"{path}: trained on another base model (sha256 "
-                           f"{manifest.get('base', {}).get('sha256')!r}), expected {BASE_SHA256}")
+    check_manifest(path, manifest, FORMAT, BASE_SHA256)
     model, tok = new_model(int(manifest["trained_layers"]))
-    tensors = load_file(str(path / WEIGHTS))
-    want = set(model.state())
-    if set(tensors) != want:
-        raise ToolprmError(f"{path}: the checkpoint's tensors do not match a model with "
-                           f"{manifest['trained_layers']} trained layers (missing "
-                           f"{sorted(want - set(tensors))[:3]}, unexpected {sorted(set(tensors) - want)[:3]})")
+    tensors = read_tensors(path / WEIGHTS, set(model.state()),
+                           f"a model with {manifest['trained_layers']} trained layers")
     own = dict(model.named_parameters()) | dict(model.named_buffers())
     with torch.no_grad():
         for k, v in tensors.items():

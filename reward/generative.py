@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from toolprm.engine.models import BUILTIN_MODELS, DEFAULT_MODEL, load_model
 from toolprm.errors import ToolprmError
+
+from .reader_io import check_manifest, read_tensors
 
 FORMAT = "smollm2-generative-prm/1"
 WEIGHTS, MANIFEST = "adapter.safetensors", "manifest.json"
@@ -115,20 +117,13 @@ def load(path: str | Path, manifest: dict | None = None) -> tuple[GenerativeRead
         if not (path / MANIFEST).exists():
             raise ToolprmError(f"{path} is not a generative reader checkpoint (needs {MANIFEST})")
         manifest = json.loads((path / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT:
-        raise ToolprmError(f"{path}: checkpoint format {manifest.get('format')!r}, this reader reads {FORMAT!r}")
-    if manifest.get("base", {}).get("sha256") != _base_sha():
-        raise ToolprmError(f"{path}: trained on another base model (sha256 "
-                           f"{manifest.get('base', {}).get('sha256')!r}), expected {_base_sha()}")
+    check_manifest(path, manifest, FORMAT, _base_sha())
     if not (path / WEIGHTS).exists():
         raise ToolprmError(f"{path}: {WEIGHTS} is missing")
     model, tok = new_model(int(manifest["lora"]["rank"]), int(manifest["lora"]["layers"]))
-    tensors = load_file(str(path / WEIGHTS))
-    want = set(model.state())
-    if set(tensors) != want:
-        raise ToolprmError(f"{path}: the adapters do not match rank {manifest['lora']['rank']} on "
-                           f"{TARGETS} of the top {manifest['lora']['layers']} layers (missing {sorted(want - set(tensors))[:3]}, unexpected "
-                           f"{sorted(set(tensors) - want)[:3]})")
+    tensors = read_tensors(path / WEIGHTS, set(model.state()),
+                           f"adapters of rank {manifest['lora']['rank']} on {TARGETS} of the top "
+                           f"{manifest['lora']['layers']} layers")
     _peft().set_peft_model_state_dict(model.lm, {k: v.float() for k, v in tensors.items()})
     model.eval()
     return model, tok, manifest
