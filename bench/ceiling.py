@@ -9,6 +9,8 @@ into two numbers: what the candidates miss (1 - ceiling: no scorer could have
 picked the right answer, it was never proposed) and what is left for the scorer
 (ceiling - the scorer's accuracy). Each scorer's search is paired with greedy on
 the same cases (McNemar's exact test). Only cases every run scored are counted.
+Greedy comes from the oracle run, or where that has none from the first run that
+has it (greedy is deterministic: one run of it serves every search).
 """
 from __future__ import annotations
 
@@ -71,15 +73,22 @@ def _load(runs: dict[str, list[Path]]) -> tuple[str, dict[str, dict[str, dict]],
         searched[name] = recs
     if oracle is None:
         raise ToolprmError("no run made with --scorer oracle among " + ", ".join(runs))
-    if not greedy[oracle]:
-        raise ToolprmError(f"run {oracle!r} holds no greedy records (run `toolprm bench bfcl` with "
-                           "--strategy greedy beside the oracle's search)")
+    if not any(greedy.values()):
+        raise ToolprmError("no run holds greedy records (run `toolprm bench bfcl` with "
+                           "--strategy greedy beside one of the searches)")
     return oracle, searched, greedy
+
+
+def _greedy_run(oracle: str, greedies: dict[str, dict[str, dict]]) -> str:
+    """The run whose greedy is the reference: the oracle's where it has one, else the
+    first that has (greedy is deterministic, so one run of it serves every search)."""
+    return oracle if greedies[oracle] else next(n for n, g in greedies.items() if g)
 
 
 def summarize(runs: dict[str, list[Path]]) -> dict:
     oracle, searched, greedies = _load(runs)
-    greedy = greedies[oracle]
+    greedy_from = _greedy_run(oracle, greedies)
+    greedy = greedies[greedy_from]
     ids = set(greedy).intersection(*(set(r) for r in searched.values()))
     if not ids:
         raise ToolprmError("the runs share no scored case")
@@ -109,7 +118,7 @@ def summarize(runs: dict[str, list[Path]]) -> dict:
     costs = {n: {"seconds_ratio": ratio(n, lambda r: float(r.get("seconds") or 0)),
                  "compute_ratio": ratio(n, compute)} for n in names}
     missed = Counter(rows[oracle][i].get("error_type") or "unknown" for i in ids if not rows[oracle][i]["correct"])
-    return {"oracle": oracle, "runs": {n: [str(d) for d in runs[n]] for n in names},
+    return {"oracle": oracle, "greedy_from": greedy_from, "runs": {n: [str(d) for d in runs[n]] for n in names},
             "strategy": next(iter(rows[oracle].values()))["strategy"], "cases": len(ids),
             "categories": per_cat, "non_live_ast": non_live, "non_live_categories": nl,
             "paired_vs_greedy": tests, "cost_vs_greedy": costs, "ceiling_failures": dict(missed)}

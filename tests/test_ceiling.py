@@ -17,7 +17,8 @@ LABEL = "fine_beam(m=4,n=2)"
 
 
 def _run(path, scorer: str, right: dict[str, set[int]], cases, seconds: dict[str, float]):
-    """A harness run where strategy s is right on the case indices ``right[s]``."""
+    """A harness run where strategy s is right on the case indices ``right[s]``
+    (greedy runs only where ``right`` names it)."""
     index = {c.id: i for i, c in enumerate(cases)}
 
     def runner(case, spec, mode):
@@ -26,7 +27,7 @@ def _run(path, scorer: str, right: dict[str, set[int]], cases, seconds: dict[str
             calls = [{"name": "no_such_tool", "arguments": {}}]
         return FakeResult(calls, json.dumps(calls), {"seconds": seconds[spec.name], "generated_tokens": 10})
 
-    specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2)]
+    specs = [StrategySpec("greedy")] * ("greedy" in right) + [StrategySpec("fine_beam", 4, 2)]
     run_bench(cases, specs, path, RunConfig(scorer=scorer), runner, progress=False, lazy_runner=False)
     return path
 
@@ -57,6 +58,22 @@ def test_ceiling_splits_what_is_lost(tmp_path, capsys):
     # missed by the candidates 1 - 3/4, left for the policy 3/4 - 2/4
     assert row.endswith("| 25.0 | 25.0 |"), row
     assert "[ceiling]" in table and (out / ceiling.TABLE).exists()
+
+
+def test_ceiling_takes_greedy_from_another_run(tmp_path):
+    """Greedy is deterministic: an oracle run without it is read against the greedy of
+    the scorer's run, on the same cases."""
+    cases = load_cases("simple_python", 4)
+    oracle = _run(tmp_path / "oracle", "oracle", {"fine_beam": {0, 1, 2}}, cases, {"fine_beam": 3.0})
+    policy = _run(tmp_path / "policy", "policy", {"greedy": {0}, "fine_beam": {0, 1}},
+                  cases, {"greedy": 2.0, "fine_beam": 5.0})
+    s = ceiling.summarize({"policy": [policy], "oracle": [oracle]})
+    assert s["greedy_from"] == "policy"
+    c = s["categories"]["simple_python"]
+    assert (c["greedy"]["correct"], c["policy"]["correct"], c["oracle"]["correct"]) == (1, 2, 3)
+    assert s["cost_vs_greedy"]["oracle"]["seconds_ratio"] == pytest.approx(1.5)
+    with pytest.raises(ToolprmError, match="no run holds greedy"):
+        ceiling.summarize({"oracle": [oracle]})
 
 
 def test_ceiling_refuses_runs_it_cannot_compare(tmp_path):
