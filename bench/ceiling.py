@@ -57,22 +57,27 @@ def _load(runs: dict[str, list[Path]]) -> tuple[str, dict[str, dict[str, dict]],
             if oracle is not None:
                 raise ToolprmError(f"two oracle runs given: {oracle!r} and {name!r}")
             oracle = name
-        recs: dict[str, dict] = {}
         greedy[name] = {}
-        labels: set[str] = set()
+        by_label: dict[str, dict[str, dict]] = {}
         for d in dirs:
             for r in load_records(d):
                 if r["strategy"] == GREEDY:
                     greedy[name][r["id"]] = r
                 elif r["strategy"].split("(")[0] in RANKING:
-                    labels.add(r["strategy"])
-                    recs[r["id"]] = r
-        if len(labels) != 1:
-            raise ToolprmError(f"run {name!r} must hold exactly one ranking strategy, found "
-                               f"{sorted(labels) or 'none'}")
-        searched[name] = recs
+                    by_label.setdefault(r["strategy"], {})[r["id"]] = r
+        searched[name] = by_label
     if oracle is None:
         raise ToolprmError("no run made with --scorer oracle among " + ", ".join(runs))
+    if len(searched[oracle]) != 1:
+        raise ToolprmError(f"run {oracle!r} must hold exactly one ranking strategy, found "
+                           f"{sorted(searched[oracle]) or 'none'}")
+    label = next(iter(searched[oracle]))
+    for name, by_label in searched.items():
+        # a run holding several (a scaling run's baselines) is read for the oracle's strategy
+        if label not in by_label and len(by_label) != 1:
+            raise ToolprmError(f"run {name!r} must hold {label} or exactly one ranking strategy, found "
+                               f"{sorted(by_label) or 'none'}")
+        searched[name] = by_label.get(label) or next(iter(by_label.values()))
     if not any(greedy.values()):
         raise ToolprmError("no run holds greedy records (run `toolprm bench bfcl` with "
                            "--strategy greedy beside one of the searches)")

@@ -26,6 +26,7 @@ from toolprm.errors import ToolprmError
 from . import report
 from .harness import StrategySpec, run_sharded
 from .report import RunConfig
+from toolprm.train.stats import mean_of_groups_ci, paired, wilson
 
 DEFAULT_MODEL = "smollm2"
 
@@ -77,26 +78,51 @@ def compute_per_case(block: dict) -> float:
     return (block["mean_generated_tokens"] or 0) + (block["mean_scorer_calls"] or 0)
 
 
-def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[str, int]) -> str:
+def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[str, int],
+                  records: list[dict], ref: str) -> str:
+    """Accuracy per category with its 95% Wilson interval, the non-live AST mean with a
+    stratified bootstrap interval, cost, and each strategy paired with ``ref`` (the
+    matched-budget fine_beam) on the same cases by McNemar's exact test."""
     cats = [c for c in TEST_CATEGORIES if any(c in summary["results"].get(s.label, {}) for s in specs)]
-    head = "| strategy | " + " | ".join(cats) + " | non-live AST | compute / case | s / case |"
-    lines = [head, "|" + "---|" * (len(cats) + 4)]
+    by = {}  # label -> case id -> (category, correct)
+    for r in records:
+        by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
+    head = ("| strategy | " + " | ".join(cats) + f" | non-live AST [95% CI] | {ref} against it: "
+            "right only there / only here, p | compute / case | s / case |")
+    lines = [head, "|" + "---|" * (len(cats) + 5)]
     for s in specs:
         res = summary["results"].get(s.label)
         if not res:
             continue
-        accs = [report._pct(res[c]["accuracy"]) if c in res else "—" for c in cats]
+        cells = []
+        for c in cats:
+            b = res.get(c)
+            lo, hi = wilson(b["correct"], b["n"]) if b else (0, 0)
+            cells.append(f"{report._pct(b['accuracy'])} [{100 * lo:.0f}, {100 * hi:.0f}]" if b else "—")
         ov = summary["overall"][s.label]
-        ast = summary["non_live_ast"][s.label]["accuracy"]
-        nl = [res[c] for c in summary["non_live_ast"][s.label]["categories"]]
-        count = f" ({sum(b['correct'] for b in nl)}/{sum(b['n'] for b in nl)})" if nl else ""
-        lines.append(f"| {s.label} | " + " | ".join(accs) + f" | {report._pct(ast)}{count} | "
+        ast = summary["non_live_ast"][s.label]
+        mine = by.get(s.label, {})
+        groups = [[ok for cat, ok in mine.values() if cat == c] for c in ast["categories"]]
+        lo, hi = mean_of_groups_ci(groups)
+        nl = f"{report._pct(ast['accuracy'])} [{100 * lo:.1f}, {100 * hi:.1f}]" if ast["categories"] else "—"
+        theirs = by.get(ref, {})
+        common = sorted(set(mine) & set(theirs))
+        if s.label == ref or not common:
+            vs = "—"
+        else:
+            t = paired([theirs[i][1] for i in common], [mine[i][1] for i in common])
+            vs = f"{t['only_a']} / {t['only_b']}, p = {t['p']:.3g}"
+        lines.append(f"| {s.label} | " + " | ".join(cells) + f" | {nl} | {vs} | "
                      f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} |")
     sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
-    return "\n".join(lines) + (f"\n\nCases per category: {sizes}. Accuracy in %, scored by BFCL's "
-                               "AST checker; non-live AST is the unweighted mean of simple_python, "
-                               "multiple, parallel and parallel_multiple (over the categories run). "
-                               "Compute per case = generated tokens + scorer calls.")
+    return "\n".join(lines) + (f"\n\nCases per category: {sizes}, the same for every strategy. Accuracy "
+                               "in %, scored by BFCL's AST checker, with 95% Wilson intervals; non-live "
+                               "AST is the unweighted mean of simple_python, multiple, parallel and "
+                               "parallel_multiple (over the categories run), its interval a bootstrap "
+                               "over cases within each category. The paired column counts, over every "
+                               f"case of the run, where {ref} is right and this strategy wrong, the "
+                               "reverse, and McNemar's exact p. Compute per case = generated tokens + "
+                               "scorer calls.")
 
 
 # BFCL checker error types, grouped into what went wrong.
@@ -217,9 +243,10 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
             f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: {verdict}.")
 
 
-def update_readme(readme: Path, block: str, model: str = DEFAULT_MODEL) -> None:
-    report.replace_block(readme, "scaling-results" if model == DEFAULT_MODEL else f"scaling-results:{model}",
-                         block)
+def update_readme(readme: Path, block: str, model: str = DEFAULT_MODEL, tag: str | None = None) -> None:
+    """Replace the model's scaling block, or the block ``tag`` names."""
+    report.replace_block(readme, tag or ("scaling-results" if model == DEFAULT_MODEL
+                                         else f"scaling-results:{model}"), block)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                    "they become free, each writing to OUT/shard-K")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="the policy's weights (see bench bfcl)")
     p.add_argument("--readme", default=None, help="write the results block into this README")
+    p.add_argument("--tag", default=None, help="the README block to write (default: scaling-results, "
+                   "or scaling-results:MODEL for another model)")
     a = p.parse_args(argv)
     if a.limit < 1:
         raise ToolprmError("--limit must be a positive integer")
@@ -261,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)
-    table = scaling_table(summary, specs, per_cat)
+    table = scaling_table(summary, specs, per_cat, records, StrategySpec("fine_beam", a.m, a.n).label)
     verdict = explore_more_retain_less(summary, grid_m, grid_n)
     failures = failure_table(summary, specs)
     cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -275,5 +304,5 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     print(f"\n({time.perf_counter() - t0:.0f} s this invocation)")
     if a.readme:
-        update_readme(Path(a.readme), block, config.model)
+        update_readme(Path(a.readme), block, config.model, a.tag)
     return 0

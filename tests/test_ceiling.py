@@ -27,7 +27,9 @@ def _run(path, scorer: str, right: dict[str, set[int]], cases, seconds: dict[str
             calls = [{"name": "no_such_tool", "arguments": {}}]
         return FakeResult(calls, json.dumps(calls), {"seconds": seconds[spec.name], "generated_tokens": 10})
 
-    specs = [StrategySpec("greedy")] * ("greedy" in right) + [StrategySpec("fine_beam", 4, 2)]
+    known = {"greedy": StrategySpec("greedy"), "fine_beam": StrategySpec("fine_beam", 4, 2),
+             "best_of_n": StrategySpec("best_of_n", 4, 8)}
+    specs = [known[name] for name in right]
     run_bench(cases, specs, path, RunConfig(scorer=scorer), runner, progress=False, lazy_runner=False)
     return path
 
@@ -65,8 +67,9 @@ def test_ceiling_takes_greedy_from_another_run(tmp_path):
     the scorer's run, on the same cases."""
     cases = load_cases("simple_python", 4)
     oracle = _run(tmp_path / "oracle", "oracle", {"fine_beam": {0, 1, 2}}, cases, {"fine_beam": 3.0})
-    policy = _run(tmp_path / "policy", "policy", {"greedy": {0}, "fine_beam": {0, 1}},
-                  cases, {"greedy": 2.0, "fine_beam": 5.0})
+    # a run holding several ranking strategies (a scaling run) is read for the oracle's
+    policy = _run(tmp_path / "policy", "policy", {"greedy": {0}, "best_of_n": {3}, "fine_beam": {0, 1}},
+                  cases, {"greedy": 2.0, "best_of_n": 9.0, "fine_beam": 5.0})
     s = ceiling.summarize({"policy": [policy], "oracle": [oracle]})
     assert s["greedy_from"] == "policy"
     c = s["categories"]["simple_python"]

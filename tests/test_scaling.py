@@ -8,6 +8,7 @@ import pytest
 from toolprm.bench import report, scaling
 from toolprm.bench.harness import StrategySpec
 from toolprm.errors import ToolprmError
+from toolprm.train import stats
 
 
 def test_grid_lists_are_checked():
@@ -88,3 +89,32 @@ def test_two_process_run_merges_shards_and_writes_the_readme(tmp_path, capsys):
     capsys.readouterr()
     assert scaling.main(argv) == 0
     assert [[r["id"] for r in report.load_records(out / f"shard-{k}")] for k in range(2)] == shard_ids
+
+
+def _rec(strategy: str, cat: str, i: int, ok: bool) -> dict:
+    return {"strategy": strategy, "category": cat, "id": f"{cat}_{i}", "correct": ok, "valid": True,
+            "seconds": 1.0, "generated_tokens": 10, "scorer_calls": 0}
+
+
+def test_table_gives_intervals_and_pairs_each_strategy_with_fine_beam():
+    fb, gr = "fine_beam(m=4,n=2)", "greedy"
+    right = {fb: {("simple_python", 0), ("simple_python", 1), ("multiple", 0), ("multiple", 1)},
+             gr: {("simple_python", 0), ("multiple", 2)}}
+    records = [_rec(s, c, i, (c, i) in right[s]) for s in (gr, fb)
+               for c in ("simple_python", "multiple") for i in range(4)]
+    summary = report.summarize(records, [gr, fb], {})
+    specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2)]
+    table = scaling.scaling_table(summary, specs, {"simple_python": 4, "multiple": 4}, records, fb)
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
+    # greedy: right on 2 of 8; fine_beam right where greedy is wrong on 3, the reverse on 1
+    assert "| 3 / 1, p = 0.625 |" in rows[gr]
+    assert f"| {report._pct(0.25)} [" in rows[gr] and rows[fb].count("—") == 1
+    lo, hi = stats.wilson(2, 4)
+    assert f"50.0 [{100 * lo:.0f}, {100 * hi:.0f}]" in rows[fb]
+
+
+def test_bootstrap_interval_of_a_mean_over_groups():
+    assert stats.mean_of_groups_ci([[True] * 5, [False] * 5]) == (0.5, 0.5)  # no spread within groups
+    lo, hi = stats.mean_of_groups_ci([[True, False] * 10, [True] * 20])
+    assert lo < 0.75 < hi and hi <= 1.0 and lo >= 0.5
+    assert stats.mean_of_groups_ci([[True, False] * 10]) == stats.mean_of_groups_ci([[True, False] * 10])

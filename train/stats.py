@@ -33,3 +33,17 @@ def paired(a: list[bool], b: list[bool]) -> dict:
     only_a = sum(1 for x, y in zip(a, b) if x and not y)
     only_b = sum(1 for x, y in zip(a, b) if y and not x)
     return {"only_a": only_a, "only_b": only_b, "p": mcnemar_exact(only_a, only_b)}
+
+
+def mean_of_groups_ci(groups: list[list[bool]], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the unweighted mean of group accuracies (BFCL's mean
+    over categories), resampling cases within each group (a stratified bootstrap)."""
+    import random
+
+    groups = [g for g in groups if g]
+    if not groups:
+        return 0.0, 1.0
+    rng = random.Random(seed)
+    means = sorted(sum(sum(rng.choices(g, k=len(g))) / len(g) for g in groups) / len(groups)
+                   for _ in range(reps))
+    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
