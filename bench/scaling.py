@@ -88,8 +88,13 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
     for r in records:
         by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
     head = ("| strategy | " + " | ".join(cats) + f" | non-live AST [95% CI] | {ref} against it: "
-            "right only there / only here, p | compute / case | s / case |")
-    lines = [head, "|" + "---|" * (len(cats) + 5)]
+            "right only there / only here, p | compute / case | s / case | scorer share of time |")
+    lines = [head, "|" + "---|" * (len(cats) + 6)]
+    spent = {}  # label -> [scorer seconds, wall seconds]: what scoring costs inside the search
+    for r in records:
+        t = spent.setdefault(r["strategy"], [0.0, 0.0])
+        t[0] += float((r.get("stats") or {}).get("scorer_seconds") or 0)
+        t[1] += float(r.get("seconds") or 0)
     for s in specs:
         res = summary["results"].get(s.label)
         if not res:
@@ -112,8 +117,10 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
         else:
             t = paired([theirs[i][1] for i in common], [mine[i][1] for i in common])
             vs = f"{t['only_a']} / {t['only_b']}, p = {t['p']:.3g}"
+        sc, wall = spent.get(s.label, (0.0, 0.0))
+        share = f"{100 * sc / wall:.1f}%" if sc and wall else "—"
         lines.append(f"| {s.label} | " + " | ".join(cells) + f" | {nl} | {vs} | "
-                     f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} |")
+                     f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} | {share} |")
     sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
     return "\n".join(lines) + (f"\n\nCases per category: {sizes}, the same for every strategy. Accuracy "
                                "in %, scored by BFCL's AST checker, with 95% Wilson intervals; non-live "
@@ -122,7 +129,8 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
                                "over cases within each category. The paired column counts, over every "
                                f"case of the run, where {ref} is right and this strategy wrong, the "
                                "reverse, and McNemar's exact p. Compute per case = generated tokens + "
-                               "scorer calls.")
+                               "scorer calls; the scorer's share is the time spent in it over the "
+                               "strategy's wall time, in the same run.")
 
 
 # BFCL checker error types, grouped into what went wrong.

@@ -92,8 +92,10 @@ def test_two_process_run_merges_shards_and_writes_the_readme(tmp_path, capsys):
 
 
 def _rec(strategy: str, cat: str, i: int, ok: bool) -> dict:
+    scored = strategy.startswith("fine_beam")
     return {"strategy": strategy, "category": cat, "id": f"{cat}_{i}", "correct": ok, "valid": True,
-            "seconds": 1.0, "generated_tokens": 10, "scorer_calls": 0}
+            "seconds": 1.0, "generated_tokens": 10, "scorer_calls": 4 * scored,
+            "stats": {"scorer_seconds": 0.25 * scored}}
 
 
 def test_table_gives_intervals_and_pairs_each_strategy_with_fine_beam():
@@ -111,6 +113,7 @@ def test_table_gives_intervals_and_pairs_each_strategy_with_fine_beam():
     assert f"| {report._pct(0.25)} [" in rows[gr] and rows[fb].count("—") == 1
     lo, hi = stats.wilson(2, 4)
     assert f"50.0 [{100 * lo:.0f}, {100 * hi:.0f}]" in rows[fb]
+    assert rows[fb].endswith("| 25.0% |") and rows[gr].endswith("| — |")  # time in the scorer
 
 
 def test_bootstrap_interval_of_a_mean_over_groups():
