@@ -45,7 +45,7 @@ from toolprm.bench.oracle import OracleScorer
 from toolprm.bench.outlines_peer import OutlinesPeer
 from toolprm.bench.processor_peers import PROCESSOR_PEERS
 from toolprm.bfcl import CATEGORIES, OTHER_CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
-from toolprm.engine.api import generate
+from toolprm.engine.api import SCORERS, generate
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.models import get_policy
 from toolprm.engine.workers import threads_per_job
@@ -366,12 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--aggregation", default=RunConfig.aggregation, choices=AGGREGATIONS)
-    p.add_argument("--scorer", default="default", choices=("default", "prm", "policy", "minilm", "oracle"),
+    p.add_argument("--scorer", default="default", choices=("default", *SCORERS, "oracle"),
                    help="step scorer of the ranking strategies: default (engine.generate's own: the "
-                        "shipped PRM for fine_beam, coarse_beam and best_of_n), prm, policy (the "
-                        "policy's own confidence), minilm (the cross-encoder reader), or oracle "
-                        "(reads the ground truth: a ceiling, "
-                        "a diagnostic only)")
+                        "shipped PRM for fine_beam, coarse_beam and best_of_n), prm, hybrid (the PRM "
+                        "with the policy's confidence for values), policy (the policy's own "
+                        "confidence), minilm (the cross-encoder reader), or oracle (reads the ground "
+                        "truth: a ceiling, a diagnostic only)")
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (default) or sampling (m samples only)")
     p.add_argument("--top-k", type=int, default=RunConfig.top_k,

@@ -19,6 +19,8 @@ LABEL = "oracle ceiling (reads the ground truth)"
 class OracleScorer:
     """Scores with the ground truth of one case (a diagnostic)."""
 
+    prefix_product = True  # once a step is wrong, every longer output is
+
     def __init__(self, case: Case):
         if not isinstance(case, Case) or (not case.ground_truth and "irrelevance" not in case.category):
             raise ToolprmError("the oracle scorer needs a BFCL case with its ground truth "

@@ -345,7 +345,7 @@ class RunConfig:
     temperature: float = 0.8
     seed: int = 0
     aggregation: str = "last"
-    scorer: str = "default"  # engine.generate's scorer: default (None), "prm", "policy", "minilm", or "oracle" (a ceiling)
+    scorer: str = "default"  # engine.generate's scorer: default (None), a name of engine.api.SCORERS, or "oracle" (a ceiling)
     top_k: int = Exploration.top_k  # structured exploration's bounds (engine.explore)
     proposals: int = Exploration.proposals
     dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32

@@ -48,7 +48,8 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     Strategies: the keys of ``engine.search.STRATEGIES``. ``m`` samples per beam
     and ``n`` beams kept (fine/coarse beam); ``n`` samples for best_of_n and
     majority. ``scorer``: None (the shipped ToolPRM for fine_beam, coarse_beam and
-    best_of_n), "prm", "policy" (the policy's own confidence) or a Scorer.
+    best_of_n), a name of ``SCORERS`` ("prm", "hybrid": the head with the policy's
+    confidence for values, "policy": the policy's own confidence, "minilm") or a Scorer.
     ``aggregation``: how a beam ranks a partial output by its step scores
     (``AGGREGATIONS``; "last" is right for the PRM's prefix products).
     ``exploration``: how fine_beam proposes a step's candidates (``engine.explore``):
@@ -144,21 +145,26 @@ def _is_canonical(policy: Policy, text: str, ids: list[int]) -> bool:
     return policy.tokenizer.encode(text, add_special_tokens=False) == list(ids)
 
 
+#: The scorers ``generate()`` takes by name: the shipped head, the hybrid (the head for
+#: names, keys, ``[]`` and closing; the policy's confidence for values), the policy's
+#: own confidence, and the cross-encoder reader (``reward.encoder``).
+SCORERS = ("prm", "hybrid", "policy", "minilm")
+
+
 def _scorer(scorer, ranks: bool, policy: Policy):
-    """None: the shipped PRM for the strategies that rank candidates, "prm" the same,
-    "policy" the policy's own confidence, "minilm" the cross-encoder reader
-    (``reward.encoder``), or any object with a ``score`` method."""
+    """None: the shipped PRM for the strategies that rank candidates, a name of
+    ``SCORERS``, or any object with a ``score`` method."""
     if scorer is None:
         scorer = "prm" if ranks else "policy"
     if scorer == "policy":
         return PolicyScorer()
-    if scorer == "prm":
-        return reward_prm.default_scorer(policy)
+    if scorer in ("prm", "hybrid"):
+        return reward_prm.default_scorer(policy, values="policy" if scorer == "hybrid" else "head")
     if scorer == "minilm":
         return EncoderScorer()
     if not hasattr(scorer, "score"):
-        raise ToolprmError(f"scorer must be None, 'prm', 'policy', 'minilm' or an object with a score() "
-                           f"method, got {scorer!r}")
+        raise ToolprmError(f"scorer must be None, one of {', '.join(map(repr, SCORERS))} or an object with "
+                           f"a score() method, got {scorer!r}")
     return scorer
 
 

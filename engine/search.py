@@ -147,7 +147,15 @@ def beam(search: Search, coarse: bool = False) -> Seq:
     each runs to its next step boundary, the candidates are scored, and the best
     ``n`` partial outputs are kept. The first step always offers ``[]`` where the
     grammar allows no call: a small policy rarely samples it, so without it the
-    scorer could never choose to call nothing."""
+    scorer could never choose to call nothing.
+
+    A finished output leaves the beam for a pool (as in textbook beam search): it no
+    longer holds one of the ``n`` slots, and longer outputs that outscore it for a
+    while cannot push it out. The best finished output is returned. Where a partial
+    output's score can only fall as it grows (``monotone``: "min", or "last" over a
+    scorer of prefix products such as the PRM's), the search stops as soon as the
+    best finished output scores at least as high as every live one: no live one can
+    overtake it."""
     dec, m, ex = search.dec, search.m, search.exploration
     if coarse:  # a step is a whole call: its candidates are samples
         ex = Exploration("sampling")
@@ -159,6 +167,13 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             return seq.state.calls_closed > marks.get(id(seq), 0) or seq.done
         return bool(events)
 
+    monotone = search.aggregation == "min" or (search.aggregation == "last"
+                                               and getattr(search.scorer, "prefix_product", False))
+
+    def rank(seq: Seq) -> tuple[float, float]:
+        return aggregate(seq.trace.score_list(), search.aggregation), seq.trace.logprob
+
+    best_done: Seq | None = None
     dec.select([0])
     first = True
     while True:
@@ -189,13 +204,18 @@ def beam(search: Search, coarse: bool = False) -> Seq:
                                           parent_of, [was_done[p] for p in parent_of])
         if to_score:
             search.score([rows[i] for i in to_score])
-        ranked = sorted(keep, key=lambda i: (aggregate(rows[i].trace.score_list(), search.aggregation),
-                                             rows[i].trace.logprob), reverse=True)
-        dec.select(ranked[:search.n])
+        ranked = sorted(keep, key=lambda i: rank(rows[i]), reverse=True)
+        for i in ranked:
+            if rows[i].done and (best_done is None or rank(rows[i]) > rank(best_done)):
+                best_done = rows[i]
+        live = [i for i in ranked if not rows[i].done][:search.n]
+        if live and best_done is not None and monotone and rank(best_done)[0] >= rank(rows[live[0]])[0]:
+            live = []  # no live output can score above the best finished one any more
+        if not live:
+            return best_done
+        dec.select(live)
         if search.on_step is not None:
-            search.on_step(dec.rows)
-        if all(s.done for s in dec.rows):
-            return dec.rows[0]
+            search.on_step(dec.rows + ([best_done] if best_done is not None else []))
 
 
 def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_of: Sequence[int],

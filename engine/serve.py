@@ -138,7 +138,7 @@ class ChatRequest(_Strict):
     strategy: str | None = None
     m: int | None = Field(None, ge=1, le=64)
     n_beams: int | None = Field(None, ge=1, le=16)
-    scorer: Literal["prm", "policy", "minilm"] | None = None
+    scorer: Literal[api.SCORERS] | None = None
     trace: bool = False
 
 

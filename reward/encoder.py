@@ -178,6 +178,7 @@ class EncoderScorer:
     twice as fast on CPUs with AVX512-BF16 or AMX (39 against 19 ms a candidate at
     128 tokens, one thread, AMD Zen 4)."""
     needs_hidden = False
+    prefix_product = True  # a score can only fall as the output grows (engine.search.beam)
 
     def __init__(self, path: str | Path = ENCODER_CHECKPOINT, bf16: bool = True):
         self.model, self.tok, self.manifest = _cached(str(path))

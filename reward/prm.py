@@ -196,16 +196,40 @@ def _step_rows(c, hiddens: Sequence[Any], index: ToolIndex) -> list[list[float]]
     return rows
 
 
-def _prefix_scores(prm: "PRM", rows: list[list[list[float]]]) -> list[float]:
+#: Who reads a value step: the head, or the policy's own confidence in the value's
+#: tokens (``values="policy"``, the "hybrid" scorer). On held-out policy walks the
+#: policy ranks sibling values far better than the head (top-1 0.78 against 0.60,
+#: results/readers-v3), while the head ranks closing, calling and ``[]`` better.
+VALUE_READERS = ("head", "policy")
+
+
+def step_confidence(c, j: int) -> float:
+    """The policy's geometric-mean probability of the tokens it chose in step ``j``
+    of candidate ``c`` (1 for a step it did not choose a token of: all forced)."""
+    lp, n = c.event_steps[j] if j < len(c.event_steps) else (c.step_logprob, c.step_tokens)
+    return math.exp(lp / n) if n else 1.0
+
+
+def _prefix_scores(prm: "PRM", rows: list[list[list[float]]], candidates: Sequence[Any],
+                   values: str = "head") -> list[float]:
     """P(every step of the prefix correct) per candidate: the product of the head's
-    per-step scores (each is P(step correct | the steps before it are))."""
+    per-step scores (each is P(step correct | the steps before it are)); with
+    ``values="policy"`` a value step's factor is the policy's confidence instead."""
     flat = [r for rs in rows for r in rs]
     p = prm.predict(np.array(flat, dtype=np.float32)) if flat else np.zeros(0)
     out, i = [], 0
-    for rs in rows:
-        out.append(float(np.prod(p[i:i + len(rs)])) if rs else 1.0)
+    for rs, c in zip(rows, candidates):
+        steps = [step_confidence(c, j) if values == "policy" and c.events[j].kind == "value" else float(p[i + j])
+                 for j in range(len(rs))]
+        out.append(math.prod(steps))
         i += len(rs)
     return out
+
+
+def _check_values(values: str) -> str:
+    if values not in VALUE_READERS:
+        raise ToolprmError(f"values must be one of {VALUE_READERS}, got {values!r}")
+    return values
 
 
 class _IndexCache:
@@ -230,9 +254,11 @@ class PRMScorer:
     (the manifest names it); the hidden size is checked on every call."""
 
     needs_hidden = True
+    prefix_product = True  # a score can only fall as the output grows (engine.search.beam)
 
-    def __init__(self, prm: PRM):
+    def __init__(self, prm: PRM, values: str = "head"):
         self.prm = prm
+        self.values = _check_values(values)
         self._index = _IndexCache()
 
     def score(self, context, candidates) -> list[float]:
@@ -255,7 +281,7 @@ class PRMScorer:
             hiddens = [c.event_hidden[j] if j < len(c.event_hidden) else c.hidden
                        for j in range(len(c.events))]
             rows.append(_step_rows(c, hiddens, index))
-        return _prefix_scores(self.prm, rows)
+        return _prefix_scores(self.prm, rows, candidates, self.values)
 
 
 class BackbonePRM:
@@ -265,9 +291,11 @@ class BackbonePRM:
     with the head.  The prompt's KV cache is computed once per query."""
 
     needs_hidden = False
+    prefix_product = True
 
-    def __init__(self, prm: PRM, model: Any, tokenizer: Any):
+    def __init__(self, prm: PRM, model: Any, tokenizer: Any, values: str = "head"):
         self.prm, self.model, self.tokenizer = prm, model, tokenizer
+        self.values = _check_values(values)
         size = model.config.hidden_size
         if size != prm.hidden_size:
             raise ToolprmError(f"the PRM head expects hidden size {prm.hidden_size}, the backbone "
@@ -327,7 +355,7 @@ class BackbonePRM:
                 self._memo[p] = h
         index = self._index.get(context)
         rows = [_step_rows(c, [self._memo[p] for p in ps], index) for c, ps in zip(candidates, partials)]
-        return _prefix_scores(self.prm, rows)
+        return _prefix_scores(self.prm, rows, candidates, self.values)
 
 
 def load_prm(path: str | os.PathLike | None = None, *, backbone: Any = None):
@@ -357,24 +385,26 @@ def _cached(path: str) -> PRM:
     return load(path)
 
 
-def default_scorer(policy: Policy | None = None):
+def default_scorer(policy: Policy | None = None, values: str = "head"):
     """The scorer ``generate()`` uses by default for best_of_n, coarse_beam and fine_beam.
 
     The shipped head reads the policy's own hidden states, so for the policy it was
     trained on (the default SmolLM2) it is a ``PRMScorer`` (no extra forward pass).
     For any other policy it is a ``BackbonePRM`` with the shipped backbone: the PRM
     runs its own forward pass over (prompt, partial output).  ``policy``: an
-    ``engine.models.Policy`` (or None for the default)."""
+    ``engine.models.Policy`` (or None for the default). ``values``: who reads a
+    value step (``VALUE_READERS``: "policy" makes the hybrid scorer)."""
     prm = _cached(str(SHIPPED))
     trained_on = prm.manifest.get("backbone", {})
     name = trained_on.get("name", "smollm2")
     if trained_on.get("kind", "policy") == "policy":
         if policy is None or (getattr(policy, "name", None) == name
                               and policy.model.config.hidden_size == prm.hidden_size):
-            return PRMScorer(prm)
+            return PRMScorer(prm, values)
     backbone = get_policy(None if name == "smollm2" else name)
-    return BackbonePRM(prm, backbone.model, backbone.tokenizer)
+    return BackbonePRM(prm, backbone.model, backbone.tokenizer, values)
 
 
 __all__ = ["N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
-           "save", "feature_matrix", "extra_features", "default_scorer", "SHIPPED", "FEATURES"]
+           "save", "feature_matrix", "extra_features", "default_scorer", "step_confidence", "SHIPPED",
+           "FEATURES", "VALUE_READERS"]

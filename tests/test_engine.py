@@ -213,7 +213,7 @@ def test_bad_arguments_give_clear_errors(policy, cases):
         engine.generate(42, case.tools, model=policy)
     with pytest.raises(engine.api.ToolprmError, match="aggregation must be one of"):
         engine.generate("hi", case.tools, model=policy, aggregation="median")
-    with pytest.raises(engine.api.ToolprmError, match="scorer must be None, 'prm', 'policy'"):
+    with pytest.raises(engine.api.ToolprmError, match="scorer must be None, one of 'prm', 'hybrid', 'policy', 'minilm'"):
         engine.generate("hi", case.tools, model=policy, scorer="oracle")
     with pytest.raises(engine.api.ToolprmError, match="model must be None, a model name/path"):
         engine.generate("hi", case.tools, model=3.5)

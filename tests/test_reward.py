@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,11 @@ def test_score_is_the_product_of_the_step_scores():
     from toolprm.reward.prm import _step_rows
     p = prm.predict(np.array(_step_rows(cand(3), hs, ToolIndex(ctx.messages, tools)), dtype=np.float32))
     assert (one, two, three) == pytest.approx((p[0], p[0] * p[1], p[0] * p[1] * p[2]))
+    # the hybrid: a value step's factor is the policy's confidence in its tokens instead
+    hybrid = PRMScorer(prm, values="policy").score(ctx, [cand(1), cand(2), cand(3)])
+    assert hybrid == pytest.approx([p[0], p[0] * p[1], p[0] * p[1] * math.exp(-0.7 / 2)])
+    with pytest.raises(ToolprmError, match="values must be one of"):
+        PRMScorer(prm, values="oracle")
     with pytest.raises(ToolprmError, match="incompatible"):
         d = _save(prm)
         man = json.loads((d / "manifest.json").read_text())

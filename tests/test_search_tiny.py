@@ -112,18 +112,19 @@ def test_forked_rows_have_their_own_trace(tiny):
 
 
 def test_beam_keeps_the_top_n_by_score(tiny):
-    """At every step a scored candidate is kept only if no dropped candidate of that
-    step scored higher (a beam that ignored the scores would keep others)."""
+    """At every step a scored candidate is kept live only if no dropped candidate of
+    that step scored higher (a beam that ignored the scores would keep others);
+    finished outputs leave the beam for the pool."""
     log: list[tuple[str, object]] = []
 
     class Logged(HashScorer):
         def score(self, context, candidates):
             out = super().score(context, candidates)
-            log.append(("scored", self.rounds[-1]))
+            log.append(("scored", {c.text: sc for c, sc in zip(candidates, out) if not c.final}))
             return out
 
     s = _search(tiny, scorer=Logged(), m=4, n=2,
-                on_step=lambda rows: log.append(("kept", {r.state.text for r in rows})))
+                on_step=lambda rows: log.append(("kept", {r.state.text for r in rows if not r.done})))
     beam(s)
     compared = 0
     for (what, scored), (nxt, kept) in zip(log, log[1:]):
@@ -172,3 +173,51 @@ def test_a_dropped_repeated_call_takes_its_scores_with_it(bpe_tokenizer):
     assert set(row.trace.scores) <= set(range(len(row.state.events)))
     assert len(row.trace.positions) == len(row.trace.steps) == len(row.state.events)
     assert aggregate(row.trace.score_list(), "min") == pytest.approx(row.trace.scores[len(row.state.events) - 1])
+
+
+class FinalsLow(HashScorer):
+    """Scores fall with depth, and a finished output scores below a live one of the same
+    depth: a beam that let live outputs push finished ones out would lose the early,
+    better finished ones and return a later, worse one."""
+    prefix_product = False
+
+    def __init__(self):
+        super().__init__()
+        self.finals: dict[str, float] = {}
+
+    def score(self, context, candidates):
+        super().score(context, candidates)
+        out = [max(0.01, (0.95 if c.final else 1.0) - 0.1 * len(c.events)) for c in candidates]
+        self.finals.update({c.text: sc for c, sc in zip(candidates, out) if c.final})
+        return out
+
+
+def test_beam_returns_the_best_finished_output(tiny):
+    scorer = FinalsLow()
+    best = beam(_search(tiny, scorer=scorer, m=4, n=2))
+    assert best.done and len(scorer.finals) >= 2
+    assert aggregate(best.trace.score_list(), "last") >= max(scorer.finals.values())
+
+
+def test_beam_stops_once_nothing_live_can_overtake_a_finished_output(tiny):
+    """With prefix-product scores (they only fall as an output grows), the search ends
+    in the round where a finished output scores at least as high as every live one."""
+    class Halving(HashScorer):
+        prefix_product = True
+
+        def score(self, context, candidates):
+            super().score(context, candidates)
+            out = [(1.0 if c.final else 0.6) * 0.5 ** len(c.events) for c in candidates]
+            self.rounds[-1] = {c.text: (sc, c.final) for c, sc in zip(candidates, out)}
+            return out
+
+    scorer = Halving()
+    best = beam(_search(tiny, scorer=scorer, m=4, n=2))
+    last = scorer.rounds[-1]
+    finals = [sc for sc, final in last.values() if final]
+    assert best.done and finals and max(finals) >= max(sc for sc, final in last.values() if not final) \
+        if any(not f for _, f in last.values()) else True
+    for earlier in scorer.rounds[:-1]:  # no earlier round had a finished output that good
+        done = [sc for sc, final in earlier.values() if final]
+        live = [sc for sc, final in earlier.values() if not final]
+        assert not done or not live or max(done) < max(live)
