@@ -5,7 +5,9 @@ Two kinds of held-out sets, both from live queries no reader trained on
 
 * policy walks (``toolprm train siblings``): the search's own candidate generator
   with the policy in the loop, scored when made by the shipped head ("prm") and the
-  policy's confidence ("policy"); every other reader is scored here on the same sets;
+  policy's confidence ("policy"), and from those two the hybrid ("hybrid": the
+  policy for value steps, the head for the rest); every other reader is scored here
+  on the same sets;
 * gold walks (``toolprm train sets --held-out``): the sets along right answers, with
   masked copies; only text readers can score them (no policy hidden state);
 * NESTFUL gold walks (``toolprm train sets --nestful``): the same on another
@@ -61,6 +63,15 @@ def walk_sets(folder: str | Path) -> list[dict]:
         messages, tools = specs[r["query"]]
         for c in r["candidates"]:
             c["pair"] = render(messages, tools, c["events"])
+            sc = c["scores"]
+            if "prm" in sc and "policy" in sc:
+                # The hybrid scorer (reward.prm, values="policy") multiplies the parent's
+                # score by the policy's confidence at a value step and by the head's
+                # otherwise. A set's candidates share their parent, and nearly every set
+                # is all values or holds none, so this orders it as the hybrid does (a
+                # set mixing a value with an end, 2 of 252 in results/readers-hybrid,
+                # only approximately: the head's score there is the prefix's).
+                sc["hybrid"] = sc["policy"] if c["kind"] == "value" else sc["prm"]
     return records
 
 
@@ -220,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", action="append", default=None, metavar="NAME=PATH",
                    help="a text reader's checkpoint to score: a cross-encoder or a generative reader "
                         "(repeatable; default: minilm=the shipped cross-encoder)")
+    p.add_argument("--no-encoder", action="store_true",
+                   help="score no text reader: only what the sets carry (the head, the policy, the hybrid)")
     p.add_argument("--fp32", action="store_true",
                    help="score in fp32 (default: bf16 autocast, as the search's scorer does)")
     p.add_argument("--threads", type=int, default=1)
@@ -230,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    specs = a.encoder or [f"minilm={ENCODER_CHECKPOINT}"]
+    if a.no_encoder and a.encoder:
+        raise ToolprmError("--no-encoder and --encoder contradict each other")
+    specs = [] if a.no_encoder else a.encoder or [f"minilm={ENCODER_CHECKPOINT}"]
     bad = [e for e in specs if "=" not in e or not e.split("=", 1)[0]]
     if bad:
         raise ToolprmError(f"--encoder wants NAME=PATH, got {bad[0]!r}")
