@@ -230,6 +230,16 @@ def test_quick_encoder_train_scores_and_checkpoint_checks(tmp_path):
     assert (tmp_path / "r.md").read_text().startswith("**gold walks**")
     with pytest.raises(ToolprmError, match="NAME=PATH"):
         readers.main(["--gold", str(data), "--encoder", str(ckpt)])
+    # policy walks carry the head's and the policy's scores, and the hybrid made of them
+    for st in readers.walk_sets(walks):
+        for cand in st["candidates"]:
+            sc = cand["scores"]
+            assert sc["hybrid"] == (sc["policy"] if cand["kind"] == "value" else sc["prm"])
+    assert readers.main(["--walks", str(walks), "--no-encoder", "--out", str(tmp_path / "rw")]) == 0
+    rw = json.loads((tmp_path / "rw" / "metrics.json").read_text())
+    assert set(rw["sources"]["policy walks"]["readers"]) == {"hybrid", "policy", "prm"}
+    with pytest.raises(ToolprmError, match="contradict"):
+        readers.main(["--walks", str(walks), "--no-encoder", "--encoder", f"tiny={ckpt}"])
     # an evenly spread few sets, the same for every reader; a NESTFUL folder is its own source
     assert readers.main(["--gold", str(data), "--nestful", str(data), "--max-sets", "2", "--encoder",
                          f"tiny={ckpt}", "--out", str(tmp_path / "r2")]) == 0

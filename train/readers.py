@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/readers", help="writes metrics.json and metrics.md here")
     p.add_argument("--report", action="append", default=[], metavar="PATH",
                    help="also write the table here (repeatable; e.g. the checkpoint's metrics.md)")
-    p.add_argument("--readme", default=None, help="replace the readers-results block of this README")
+    p.add_argument("--readme", default=None, help="replace a results block of this README")
+    p.add_argument("--tag", default="readers-results", help="the README block to replace")
     a = p.parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in a.report:
         Path(path).write_text(table + "\n")
     if a.readme:
-        replace_block(a.readme, "readers-results", table)
+        replace_block(a.readme, a.tag, table)
     print(table)
     return 0
 
