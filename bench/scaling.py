@@ -87,7 +87,9 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
     by = {}  # label -> case id -> (category, correct)
     for r in records:
         by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
-    head = ("| strategy | " + " | ".join(cats) + f" | non-live AST [95% CI] | {ref} against it: "
+    ast_cats = set(report.NON_LIVE_AST) & set(cats)
+    scope = "on the non-live AST cases" if ast_cats else "on every case"
+    head = ("| strategy | " + " | ".join(cats) + f" | non-live AST [95% CI] | {ref} against it {scope}: "
             "right only there / only here, p | compute / case | s / case | scorer share of time |")
     lines = [head, "|" + "---|" * (len(cats) + 6)]
     spent = {}  # label -> [scorer seconds, wall seconds]: what scoring costs inside the search
@@ -111,7 +113,7 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
         lo, hi = mean_of_groups_ci(groups)
         nl = f"{report._pct(ast['accuracy'])} [{100 * lo:.1f}, {100 * hi:.1f}]" if ast["categories"] else "—"
         theirs = by.get(ref, {})
-        common = sorted(set(mine) & set(theirs))
+        common = sorted(i for i in set(mine) & set(theirs) if not ast_cats or mine[i][0] in ast_cats)
         if s.label == ref or not common:
             vs = "—"
         else:
@@ -126,9 +128,9 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
                                "in %, scored by BFCL's AST checker, with 95% Wilson intervals; non-live "
                                "AST is the unweighted mean of simple_python, multiple, parallel and "
                                "parallel_multiple (over the categories run), its interval a bootstrap "
-                               "over cases within each category. The paired column counts, over every "
-                               f"case of the run, where {ref} is right and this strategy wrong, the "
-                               "reverse, and McNemar's exact p. Compute per case = generated tokens + "
+                               "over cases within each category. The paired column counts, over the "
+                               f"cases of those categories (of every category where none ran), where "
+                               f"{ref} is right and this strategy wrong, the reverse, and McNemar's exact p. Compute per case = generated tokens + "
                                "scorer calls; the scorer's share is the time spent in it over the "
                                "strategy's wall time, in the same run.")
 

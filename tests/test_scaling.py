@@ -104,9 +104,12 @@ def test_table_gives_intervals_and_pairs_each_strategy_with_fine_beam():
              gr: {("simple_python", 0), ("multiple", 2)}}
     records = [_rec(s, c, i, (c, i) in right[s]) for s in (gr, fb)
                for c in ("simple_python", "multiple") for i in range(4)]
+    # irrelevance is reported beside the non-live AST mean, not in its paired test
+    records += [_rec(s, "irrelevance", i, s == fb) for s in (gr, fb) for i in range(2)]
     summary = report.summarize(records, [gr, fb], {})
     specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2)]
-    table = scaling.scaling_table(summary, specs, {"simple_python": 4, "multiple": 4}, records, fb)
+    table = scaling.scaling_table(summary, specs, {"simple_python": 4, "multiple": 4, "irrelevance": 2},
+                                  records, fb)
     rows = {line.split(" | ")[0][2:]: line for line in table.splitlines() if line.startswith("| ")}
     # greedy: right on 2 of 8; fine_beam right where greedy is wrong on 3, the reverse on 1
     assert "| 3 / 1, p = 0.625 |" in rows[gr]
