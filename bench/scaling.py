@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from toolprm.bfcl import TEST_CATEGORIES, load_cases
+from toolprm.engine.api import DEFAULT_SCORER
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.errors import ToolprmError
 
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = explore_more_retain_less(summary, grid_m, grid_n)
     failures = failure_table(summary, specs)
     cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
-    block = (f"Measured with `{cmd.strip()}` on model `{config.model}` (scorer: the engine's default), "
+    block = (f"Written by `{cmd.strip()}` (it runs whatever pairs the folder lacks) on model "
+             f"`{config.model}` (scorer: the engine's default, {DEFAULT_SCORER}), "
              f"CPU.\n\n{table}\n\n{verdict}\n\nFailed cases by what BFCL's checker found wrong:\n\n"
              f"{failures}\n\nPlots: `{out}/accuracy_vs_compute_all.png`, "
              f"`{out}/fine_beam_grid.png`.")

@@ -149,13 +149,15 @@ def _is_canonical(policy: Policy, text: str, ids: list[int]) -> bool:
 #: names, keys, ``[]`` and closing; the policy's confidence for values), the policy's
 #: own confidence, and the cross-encoder reader (``reward.encoder``).
 SCORERS = ("prm", "hybrid", "policy", "minilm")
+#: What ranks the candidates of fine_beam, coarse_beam and best_of_n when no scorer is given.
+DEFAULT_SCORER = "prm"
 
 
 def _scorer(scorer, ranks: bool, policy: Policy):
     """None: the shipped PRM for the strategies that rank candidates, a name of
     ``SCORERS``, or any object with a ``score`` method."""
     if scorer is None:
-        scorer = "prm" if ranks else "policy"
+        scorer = DEFAULT_SCORER if ranks else "policy"
     if scorer == "policy":
         return PolicyScorer()
     if scorer in ("prm", "hybrid"):

@@ -81,7 +81,7 @@ def test_two_process_run_merges_shards_and_writes_the_readme(tmp_path, capsys):
     for png in ("accuracy_vs_compute_all.png", "fine_beam_grid.png"):
         assert (out / png).stat().st_size > 1000
     text = readme.read_text()
-    assert "old" not in text and "| fine_beam(m=2,n=1) |" in text
+    assert "\nold\n" not in text and "| fine_beam(m=2,n=1) |" in text
     assert "simple_python: 1, irrelevance: 1" in text
     assert json.loads((out / "scaling.json").read_text())["cases_per_category"] == {
         "simple_python": 1, "irrelevance": 1}
