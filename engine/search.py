@@ -149,13 +149,16 @@ def beam(search: Search, coarse: bool = False) -> Seq:
     grammar allows no call: a small policy rarely samples it, so without it the
     scorer could never choose to call nothing.
 
-    A finished output leaves the beam for a pool (as in textbook beam search): it no
-    longer holds one of the ``n`` slots, and longer outputs that outscore it for a
-    while cannot push it out. The best finished output is returned. Where a partial
-    output's score can only fall as it grows (``monotone``: "min", or "last" over a
-    scorer of prefix products such as the PRM's), the search stops as soon as the
-    best finished output scores at least as high as every live one: no live one can
-    overtake it."""
+    A finished call list leaves the beam for a pool (as in textbook beam search): it
+    no longer holds one of the ``n`` slots, and longer outputs that outscore it for
+    a while cannot push it out. The best finished output is returned. Where a
+    partial output's score can only fall as it grows (``monotone``: "min", or "last"
+    over a scorer of prefix products such as the PRM's), the search stops as soon as
+    the best finished output scores at least as high as every live one: no live one
+    can overtake it. ``[]`` stays in the beam instead, where it must keep a slot
+    against the live outputs of each round: pooled, its one-step score would be set
+    against whole call lists' products, whose every further step lowers them (on
+    live queries the pool then answered ``[]`` to 27 of 64 relevant ones)."""
     dec, m, ex = search.dec, search.m, search.exploration
     if coarse:  # a step is a whole call: its candidates are samples
         ex = Exploration("sampling")
@@ -205,15 +208,18 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         if to_score:
             search.score([rows[i] for i in to_score])
         ranked = sorted(keep, key=lambda i: rank(rows[i]), reverse=True)
-        for i in ranked:
-            if rows[i].done and (best_done is None or rank(rows[i]) > rank(best_done)):
+        pooled = [i for i in ranked if rows[i].done and rows[i].state.events[-1].value]
+        for i in pooled:
+            if best_done is None or rank(rows[i]) > rank(best_done):
                 best_done = rows[i]
-        live = [i for i in ranked if not rows[i].done][:search.n]
+        beam_rows = [i for i in ranked if i not in pooled][:search.n]  # live rows, and [] if it holds a slot
+        live = [i for i in beam_rows if not rows[i].done]
         if live and best_done is not None and monotone and rank(best_done)[0] >= rank(rows[live[0]])[0]:
             live = []  # no live output can score above the best finished one any more
         if not live:
-            return best_done
-        dec.select(live)
+            done = [rows[i] for i in beam_rows] + ([best_done] if best_done is not None else [])
+            return max(done, key=rank)
+        dec.select(beam_rows)
         if search.on_step is not None:
             search.on_step(dec.rows + ([best_done] if best_done is not None else []))
 

@@ -188,7 +188,8 @@ class FinalsLow(HashScorer):
     def score(self, context, candidates):
         super().score(context, candidates)
         out = [max(0.01, (0.95 if c.final else 1.0) - 0.1 * len(c.events)) for c in candidates]
-        self.finals.update({c.text: sc for c, sc in zip(candidates, out) if c.final})
+        # finished call lists go to the pool; [] has to keep its slot in the beam
+        self.finals.update({c.text: sc for c, sc in zip(candidates, out) if c.final and c.text != "[]"})
         return out
 
 
@@ -208,7 +209,8 @@ def test_beam_stops_once_nothing_live_can_overtake_a_finished_output(tiny):
         def score(self, context, candidates):
             super().score(context, candidates)
             out = [(1.0 if c.final else 0.6) * 0.5 ** len(c.events) for c in candidates]
-            self.rounds[-1] = {c.text: (sc, c.final) for c, sc in zip(candidates, out)}
+            # [] is no pooled output: it has to keep its slot in the beam
+            self.rounds[-1] = {c.text: (sc, c.final) for c, sc in zip(candidates, out) if c.text != "[]"}
             return out
 
     scorer = Halving()
