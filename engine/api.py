@@ -150,7 +150,7 @@ def _is_canonical(policy: Policy, text: str, ids: list[int]) -> bool:
 #: own confidence, and the cross-encoder reader (``reward.encoder``).
 SCORERS = ("prm", "hybrid", "policy", "minilm")
 #: What ranks the candidates of fine_beam, coarse_beam and best_of_n when no scorer is given.
-DEFAULT_SCORER = "prm"
+DEFAULT_SCORER = "hybrid"
 
 
 def _scorer(scorer, ranks: bool, policy: Policy):
