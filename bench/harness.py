@@ -44,7 +44,8 @@ from toolprm.bench.oracle import LABEL as ORACLE_LABEL
 from toolprm.bench.oracle import OracleScorer
 from toolprm.bench.outlines_peer import OutlinesPeer
 from toolprm.bench.processor_peers import PROCESSOR_PEERS
-from toolprm.bfcl import CATEGORIES, OTHER_CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case, check, load_cases
+from toolprm.bfcl import (CATEGORIES, LANGUAGE_CATEGORIES, OTHER_CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case,
+                          check, language_of, load_cases)
 from toolprm.engine.api import SCORERS, generate
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.models import get_policy
@@ -52,7 +53,7 @@ from toolprm.engine.workers import threads_per_job
 from toolprm.engine.explore import EXPLORATIONS
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
-from toolprm.grammar import CALL_MODES
+from toolprm.grammar import CALL_MODES, normalize_tools
 
 __all__ = ["STRATEGY_CHOICES", "BENCH_CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
            "run_bench", "ModelRunner", "main"]
@@ -61,11 +62,15 @@ PEERS = ("outlines", "xgrammar", "llguidance")
 STRATEGY_CHOICES = tuple(STRATEGIES) + PEERS
 #: The grammar's call-count modes, plus "oracle": each category's own answer shape.
 BENCH_CALL_MODES = tuple(CALL_MODES) + ("oracle",)
-CATEGORY_GROUPS = {"test": TEST_CATEGORIES, "train": TRAIN_CATEGORIES, "all": CATEGORIES}
+# "non_live": every category of BFCL's Non-Live summary (bfcl.summary), Java and
+# JavaScript included; "test" stays the Python ones, the default run.
+CATEGORY_GROUPS = {"test": TEST_CATEGORIES, "train": TRAIN_CATEGORIES, "all": CATEGORIES,
+                   "non_live": TEST_CATEGORIES + LANGUAGE_CATEGORIES}
 
 #: Answer shape per category, used only by ``--calls oracle``.
 _ORACLE = {
     "simple_python": "one", "multiple": "one", "live_simple": "one", "live_multiple": "one",
+    "simple_java": "one", "simple_javascript": "one",
     "parallel": "one_or_more", "parallel_multiple": "one_or_more",
     "live_parallel": "one_or_more", "live_parallel_multiple": "one_or_more",
     "irrelevance": "any", "live_irrelevance": "any",
@@ -98,6 +103,14 @@ def calls_for(category: str, mode: str) -> str:
     return _ORACLE[category] if mode == "oracle" else mode
 
 
+def model_tools(case: Case) -> list:
+    """The tools as BFCL shows them to a model: Java / JavaScript specs become string
+    parameters carrying BFCL's hints (normalized here, since ``generate`` cannot know
+    the language); the others go as shipped. ``check`` still reads ``case.tools``."""
+    language = language_of(case.category)
+    return case.tools if language == "python" else normalize_tools(case.tools, language=language)
+
+
 class Runner(Protocol):
     def __call__(self, case: Case, spec: StrategySpec, calls: str) -> Any:
         """An object with ``calls``, ``text`` and ``stats`` (an engine Result)."""
@@ -117,16 +130,16 @@ class ModelRunner:
         if spec.name == "outlines":
             if self._outlines is None:
                 self._outlines = OutlinesPeer(self.policy)
-            return self._outlines.generate(case.messages, case.tools, calls=calls,
+            return self._outlines.generate(case.messages, model_tools(case), calls=calls,
                                            max_new_tokens=c.max_new_tokens)
         if spec.name in PROCESSOR_PEERS:
             if spec.name not in self._peers:
                 self._peers[spec.name] = PROCESSOR_PEERS[spec.name](self.policy)
-            return self._peers[spec.name].generate(case.messages, case.tools, calls=calls,
+            return self._peers[spec.name].generate(case.messages, model_tools(case), calls=calls,
                                                    max_new_tokens=c.max_new_tokens)
         scorer = {"default": None, "oracle": OracleScorer(case) if c.scorer == "oracle" else None}.get(
             c.scorer, c.scorer)
-        return generate(case.messages, case.tools, model=self.policy, strategy=spec.name, calls=calls,
+        return generate(case.messages, model_tools(case), model=self.policy, strategy=spec.name, calls=calls,
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
                         max_new_tokens=c.max_new_tokens, aggregation=c.aggregation, scorer=scorer,
                         exploration=spec.exploration, top_k=c.top_k, proposals=c.proposals)
@@ -261,11 +274,12 @@ def _categories(values: list[str] | None) -> list[str]:
             item = item.strip()
             if item in CATEGORY_GROUPS:
                 out.extend(CATEGORY_GROUPS[item])
-            elif item in CATEGORIES + OTHER_CATEGORIES:
+            elif item in CATEGORIES + LANGUAGE_CATEGORIES + OTHER_CATEGORIES:
                 out.append(item)
             elif item:
-                raise ToolprmError(f"unknown BFCL category {item!r}; choose from {', '.join(CATEGORIES)}, "
-                                   f"another benchmark's ({', '.join(OTHER_CATEGORIES)}) or a group: test, train, all")
+                raise ToolprmError(f"unknown BFCL category {item!r}; choose from "
+                                   f"{', '.join(CATEGORIES + LANGUAGE_CATEGORIES)}, another benchmark's "
+                                   f"({', '.join(OTHER_CATEGORIES)}) or a group: {', '.join(CATEGORY_GROUPS)}")
     return list(dict.fromkeys(out))
 
 
@@ -349,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "write cases.jsonl, summary.json, plots and a markdown table.")
     p.add_argument("--category", action="append", metavar="CAT",
                    help="BFCL category (repeatable, or comma-separated); groups: test (default: the "
-                        "non-live categories), train (the live ones), all")
+                        "non-live Python categories), non_live (test plus simple_java and "
+                        "simple_javascript), train (the live ones), all (test and train)")
     p.add_argument("--strategy", action="append", choices=STRATEGY_CHOICES, metavar="STRATEGY",
                    help=f"repeatable; one of {', '.join(STRATEGY_CHOICES)} (default: greedy)")
     p.add_argument("--model", default=None, help="model name or path (default: embedded SmolLM2-135M)")

@@ -4,9 +4,12 @@ whose output decodes as ``[{"name": ..., "arguments": {...}}]`` (e.g. BFCL's Ham
 and OpenAI-FC handlers):
 
 * AST categories (simple_python, multiple, parallel, parallel_multiple and their
-  live_* twins): the output must decode into calls in "function-calling format"
-  (``[{func_name: {param: value}}]``), then ``ast_checker(tools, decoded,
-  possible_answer, Language.PYTHON, <category>, model_name)`` decides.  The
+  live_* twins; simple_java, simple_javascript): the output must decode into calls
+  in "function-calling format" (``[{func_name: {param: value}}]``), then
+  ``ast_checker(tools, decoded, possible_answer, language, <category>, model_name)``
+  decides, with BFCL's raw specs and ``Language.JAVA`` / ``JAVASCRIPT`` / ``PYTHON``
+  by category as ``ast_file_runner`` picks it (Java and JavaScript values must be
+  strings holding the literal; the checker parses them by the declared type).  The
   checker dispatches on the category string: "parallel" in it → unordered
   matching of every call, else "multiple" in it → exactly one call, checked
   against the first possible answer, else (simple) exactly one call.
@@ -31,7 +34,7 @@ from typing import Any
 
 from toolprm.errors import ToolprmError
 
-from .data import CATEGORIES, IRRELEVANCE_CATEGORIES, OTHER_CATEGORIES, Case, _unknown_category
+from .data import _LOADABLE, IRRELEVANCE_CATEGORIES, OTHER_CATEGORIES, Case, _unknown_category, language_of
 
 # The name we score under. BFCL looks it up (with "_" → "/") in MODEL_CONFIG_MAPPING
 # only to decide underscore_to_dot for function names containing ".".
@@ -111,9 +114,11 @@ def _checker() -> types.ModuleType:
     return module
 
 
-@functools.lru_cache(maxsize=1)
-def _python():
-    return importlib.import_module("bfcl_eval.constants.enums").Language.PYTHON
+@functools.lru_cache(maxsize=None)
+def _language(category: str):
+    """BFCL's ``Language`` for a category (``ast_file_runner``: is_java / is_js)."""
+    enum = importlib.import_module("bfcl_eval.constants.enums").Language
+    return {"java": enum.JAVA, "javascript": enum.JAVASCRIPT, "python": enum.PYTHON}[language_of(category)]
 
 
 def _decode(calls: object) -> list[dict[str, Any]] | None:
@@ -159,7 +164,7 @@ def check(case: Case, calls: list[dict[str, Any]] | None) -> Verdict:
     ``calls=None`` means the model's text could not be decoded into calls (BFCL:
     a decode failure — wrong for AST categories, correct for irrelevance).
     """
-    if case.category not in CATEGORIES + OTHER_CATEGORIES:
+    if case.category not in _LOADABLE:
         raise _unknown_category(case.category)
     # other benchmarks' call lists are checked as BFCL's parallel_multiple: every gold
     # call matched by one output call, in any order (bfcl.nestful)
@@ -201,7 +206,7 @@ def check(case: Case, calls: list[dict[str, Any]] | None) -> Verdict:
             copy.deepcopy(case.tools),
             decoded,
             copy.deepcopy(case.ground_truth),
-            _python(),
+            _language(case.category),
             mode,
             _MODEL_NAME,
         )
@@ -226,12 +231,12 @@ def _tool(case: Case, name: str) -> dict | None:
     return next((t for t in case.tools if t.get("name") == name), None)
 
 
-def _simple_check(tool: dict, name: str, arguments: dict, answer: dict) -> bool:
+def _simple_check(case: Case, tool: dict, name: str, arguments: dict, answer: dict) -> bool:
     """BFCL's ``simple_function_checker`` on one call; a checker crash counts as wrong."""
     try:
         result = _checker().simple_function_checker(
             copy.deepcopy(tool), {name: copy.deepcopy(arguments)}, {name: copy.deepcopy(answer)},
-            _python(), _MODEL_NAME)
+            _language(case.category), _MODEL_NAME)
     except Exception:
         return False
     return bool(result["valid"])
@@ -246,7 +251,7 @@ def param_ok(case: Case, name: str, key: str, value: Any, alternatives: list) ->
     if key not in props:
         return False
     one = {"name": name, "parameters": {"type": "dict", "properties": {key: props[key]}, "required": []}}
-    return _simple_check(one, name, {key: value}, {key: alternatives})
+    return _simple_check(case, one, name, {key: value}, {key: alternatives})
 
 
 def call_ok(case: Case, call: dict, answer: tuple[str, dict]) -> bool:
@@ -256,4 +261,4 @@ def call_ok(case: Case, call: dict, answer: tuple[str, dict]) -> bool:
     tool = _tool(case, name)
     if call.get("name") != name or tool is None:
         return False
-    return _simple_check(tool, name, call.get("arguments", {}), params)
+    return _simple_check(case, tool, name, call.get("arguments", {}), params)

@@ -2,9 +2,11 @@
 
 Accepted: OpenAI style ``{"type": "function", "function": {...}}``, bare
 ``{name, description, parameters}`` and BFCL's dialect (types ``dict``, ``float``,
-``tuple``, ``any``; a property's ``optional`` flag). Anything the grammar cannot
-express raises ToolSchemaError naming the tool and the JSON path; nothing is
-silently relaxed.
+``tuple``, ``any``; a property's ``optional`` flag). BFCL's Java and JavaScript
+specs (``language="java"`` / ``"javascript"``) become string parameters with
+BFCL's hints, as BFCL presents them to a model (``languages.py``). Anything the
+grammar cannot express raises ToolSchemaError naming the tool and the JSON path;
+nothing is silently relaxed.
 
 Semantics kept exact (README, "Schema coverage"):
 - a type-specific keyword constrains only its own type, so a schema without
@@ -28,6 +30,7 @@ import jsonschema
 from toolprm.errors import ToolSchemaError
 
 from .disjoint import disjoint, shape
+from .languages import LANGUAGES, as_bfcl_strings
 from .pattern_strings import string_node
 from .regex import FORMAT_CHECKER, RegexError, format_fsm, pattern_fsm
 from .strings import DEFAULT_MAX_STRING
@@ -82,11 +85,17 @@ class Tool:
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
 
-def normalize_tools(tools: Any, lenient: bool = False) -> list[Tool]:
+def normalize_tools(tools: Any, lenient: bool = False, language: str = "python") -> list[Tool]:
     """Validate and normalize a list of tool specs; raises ToolSchemaError on bad input.
 
     ``lenient``: a oneOf whose alternatives may overlap is read as anyOf (accepting a
-    value that matches several alternatives) instead of being refused."""
+    value that matches several alternatives) instead of being refused.
+    ``language``: "python" for JSON Schema and BFCL's Python dialect; "java" or
+    "javascript" for BFCL's Java / JavaScript specs, whose parameters become strings
+    holding the language's literal, as BFCL asks of a model. Already normalized
+    ``Tool`` objects pass through unchanged."""
+    if language not in LANGUAGES:
+        raise ToolSchemaError(f"language must be one of {', '.join(LANGUAGES)}, got {language!r}")
     if isinstance(tools, dict):
         tools = [tools]
     if not isinstance(tools, (list, tuple)):
@@ -96,7 +105,7 @@ def normalize_tools(tools: Any, lenient: bool = False) -> list[Tool]:
     out: list[Tool] = []
     seen: set[str] = set()
     for i, spec in enumerate(tools):
-        tool = spec if isinstance(spec, Tool) else _normalize_tool(spec, f"$[{i}]", lenient)
+        tool = spec if isinstance(spec, Tool) else _normalize_tool(spec, f"$[{i}]", lenient, language)
         if tool.name in seen:
             raise ToolSchemaError("duplicate tool name", tool.name, f"$[{i}].name")
         seen.add(tool.name)
@@ -104,7 +113,7 @@ def normalize_tools(tools: Any, lenient: bool = False) -> list[Tool]:
     return out
 
 
-def _normalize_tool(spec: Any, path: str, lenient: bool = False) -> Tool:
+def _normalize_tool(spec: Any, path: str, lenient: bool = False, language: str = "python") -> Tool:
     if not isinstance(spec, dict):
         raise ToolSchemaError(f"a tool spec must be an object, got {type(spec).__name__}", None, path)
     if spec.get("type") == "function" and isinstance(spec.get("function"), dict):
@@ -115,6 +124,8 @@ def _normalize_tool(spec: Any, path: str, lenient: bool = False) -> Tool:
     if any(ord(c) < 0x20 for c in name) or len(name) > 256:
         raise ToolSchemaError("tool name has control characters or is over 256 characters",
                               name, path + ".name")
+    if language != "python":
+        spec = as_bfcl_strings(spec, language, name, path)
     desc = spec.get("description", "")
     if not isinstance(desc, str):
         raise ToolSchemaError("description must be a string", name, path + ".description")

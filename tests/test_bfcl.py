@@ -14,6 +14,7 @@ from toolprm.bfcl import (
     CATEGORIES,
     IRRELEVANCE_CATEGORIES,
     KNOWN_UNSATISFIABLE,
+    LANGUAGE_CATEGORIES,
     TEST_CATEGORIES,
     TRAIN_CATEGORIES,
     Case,
@@ -149,13 +150,13 @@ def test_loaded_cases_are_independent_copies():
     assert b.messages and b.ground_truth
 
 
-@pytest.mark.parametrize("bad", ["simple", "live_relevance", "simple_java", "SIMPLE_PYTHON", ""])
+@pytest.mark.parametrize("bad", ["simple", "live_relevance", "simple_rust", "SIMPLE_PYTHON", ""])
 def test_unknown_category(bad):
     with pytest.raises(ToolprmError) as info:
         load_cases(bad)
     message = str(info.value)
     assert repr(bad) in message
-    for category in CATEGORIES:
+    for category in CATEGORIES + LANGUAGE_CATEGORIES:
         assert category in message
 
 
@@ -226,7 +227,8 @@ def test_every_possible_answer_is_correct(category):
 
 
 def test_known_unsatisfiable_cases_really_are():
-    assert {category_of(i) for i in KNOWN_UNSATISFIABLE} <= set(TRAIN_CATEGORIES)
+    # none in the Python test categories; simple_java's are in test_bfcl_languages.py
+    assert {category_of(i) for i in KNOWN_UNSATISFIABLE} <= set(TRAIN_CATEGORIES) | {"simple_java"}
     # a required array parameter without any acceptable value: omitting it or
     # giving the obvious empty list both fail
     case = _case("live_simple_112-68-0")
