@@ -106,7 +106,8 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
         for c in cats:
             b = res.get(c)
             lo, hi = wilson(b["correct"], b["n"]) if b else (0, 0)
-            cells.append(f"{report._pct(b['accuracy'])} [{100 * lo:.0f}, {100 * hi:.0f}]" if b else "—")
+            cells.append(f"{report._pct(b['accuracy'])} ({b['correct']}/{b['n']}) [{100 * lo:.0f}, {100 * hi:.0f}]"
+                         if b else "—")
         ov = summary["overall"][s.label]
         ast = summary["non_live_ast"][s.label]
         mine = by.get(s.label, {})
@@ -280,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="worker processes, taking chunks of cases as "
                    "they become free, each writing to OUT/shard-K")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="the policy's weights (see bench bfcl)")
+    p.add_argument("--no-run", action="store_true",
+                   help="run nothing: summarize the pairs the folder holds (a run stopped early)")
     p.add_argument("--readme", default=None, help="write the results block into this README")
     p.add_argument("--tag", default=None, help="the README block to write (default: scaling-results, "
                    "or scaling-results:MODEL for another model)")
@@ -297,7 +300,15 @@ def main(argv: list[str] | None = None) -> int:
                        dtype=resolve_dtype(a.dtype))
     out = Path(a.out)
     t0 = time.perf_counter()
-    records = run_sharded(cases, specs, out, config, a.jobs, a.threads)
+    if a.no_run:
+        wanted = {c.id for c in cases}, {sp.label for sp in specs}
+        records = list({(r["id"], r["strategy"]): r for d in [out, *sorted(out.glob("shard-*"))]
+                        for r in report.load_records(d)
+                        if r["id"] in wanted[0] and r["strategy"] in wanted[1]}.values())
+        if not records:
+            raise ToolprmError(f"{out} holds no record of these cases and strategies")
+    else:
+        records = run_sharded(cases, specs, out, config, a.jobs, a.threads)
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)

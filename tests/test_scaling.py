@@ -89,6 +89,11 @@ def test_two_process_run_merges_shards_and_writes_the_readme(tmp_path, capsys):
     capsys.readouterr()
     assert scaling.main(argv) == 0
     assert [[r["id"] for r in report.load_records(out / f"shard-{k}")] for k in range(2)] == shard_ids
+    # --no-run summarizes what the folder holds, here with one more category it lacks
+    assert scaling.main(argv + ["--no-run", "--category", "multiple"]) == 0
+    assert [[r["id"] for r in report.load_records(out / f"shard-{k}")] for k in range(2)] == shard_ids
+    with pytest.raises(ToolprmError, match="holds no record"):
+        scaling.main(argv[:-4] + ["--out", str(tmp_path / "empty"), "--no-run"])
 
 
 def _rec(strategy: str, cat: str, i: int, ok: bool) -> dict:
@@ -115,7 +120,7 @@ def test_table_gives_intervals_and_pairs_each_strategy_with_fine_beam():
     assert "| 3 / 1, p = 0.625 |" in rows[gr]
     assert f"| {report._pct(0.25)} [" in rows[gr] and rows[fb].count("—") == 1
     lo, hi = stats.wilson(2, 4)
-    assert f"50.0 [{100 * lo:.0f}, {100 * hi:.0f}]" in rows[fb]
+    assert f"50.0 (2/4) [{100 * lo:.0f}, {100 * hi:.0f}]" in rows[fb]
     assert rows[fb].endswith("| 25.0% |") and rows[gr].endswith("| — |")  # time in the scorer
 
 
