@@ -336,7 +336,7 @@ def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.Path
     done = merged()
     todo = [c for c in cases if any((c.id, s.label) not in done for s in specs)]
     size = max(1, min(8, len(todo) // (4 * jobs)))  # small enough to even out the ends
-    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    chunks = plan_chunks(todo, specs, done, size)
     if chunks:
         ctx = multiprocessing.get_context("spawn")
         counter = ctx.Value("i", 0)
@@ -344,12 +344,23 @@ def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.Path
         with ctx.Pool(jobs, initializer=_worker_start, initargs=(counter,)) as pool, \
                 tqdm(total=len(cases), initial=len(cases) - len(todo), desc="bfcl", unit="case",
                      disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            for n in pool.imap_unordered(_run_chunk_args, [(ch, specs, out, config, per) for ch in chunks]):
+            for n in pool.imap_unordered(_run_chunk_args, [(ch, sp, out, config, per) for ch, sp in chunks]):
                 bar.update(n)
             pool.close()
             pool.join()
     # Keyed by (case, strategy): a pair run twice (e.g. in an interrupted chunk) counts once.
     return list(merged().values())
+
+
+def plan_chunks(cases: list[Case], specs: list[StrategySpec], done, size: int) -> list[tuple[list, list]]:
+    """Chunks of at most ``size`` cases, each with the strategies its cases still lack
+    in any shard (``done``: (case id, label) pairs). A worker sees only its own shard,
+    so it must not be sent a pair another shard holds: it would run it again."""
+    groups: dict[tuple[str, ...], list[Case]] = {}
+    for c in cases:
+        groups.setdefault(tuple(s.label for s in specs if (c.id, s.label) not in done), []).append(c)
+    return [(group[i:i + size], [s for s in specs if s.label in labels])
+            for labels, group in groups.items() if labels for i in range(0, len(group), size)]
 
 
 def _run_chunk_args(args: tuple) -> int:

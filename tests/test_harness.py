@@ -369,3 +369,16 @@ def test_time_ratio_pairs_cases_of_the_same_run():
     ratios = report.summarize(merged)["time_vs_reference"]
     assert ratios["greedy"]["seconds_ratio"] == pytest.approx(0.5)
     assert ratios["greedy@y"]["seconds_ratio"] == pytest.approx(0.25)
+
+
+def test_sharded_chunks_skip_pairs_another_shard_holds():
+    """A worker writes to its own shard and sees only it: a chunk must carry only the
+    strategies its cases lack in every shard, or a resumed run repeats finished pairs."""
+    from toolprm.bench.harness import plan_chunks
+    cases = load_cases("simple_python", 5)
+    specs = [StrategySpec("greedy"), StrategySpec("fine_beam", 4, 2), StrategySpec("majority", 4, 8)]
+    done = {(c.id, s.label) for c in cases[:3] for s in specs[:2]} | {(cases[4].id, s.label) for s in specs}
+    chunks = plan_chunks(cases, specs, done, 2)
+    plan = [([c.id for c in ch], [s.label for s in sp]) for ch, sp in chunks]
+    assert plan == [([cases[0].id, cases[1].id], ["majority(n=8)"]), ([cases[2].id], ["majority(n=8)"]),
+                    ([cases[3].id], [s.label for s in specs])]
