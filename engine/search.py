@@ -29,7 +29,11 @@ from .query import Query
 #: How a partial output's step scores become the one number a beam ranks it by.
 #: "last": the latest step's score — for the PRM, whose scores are prefix products
 #: (P(every step so far correct)), that already covers every step, and equals "min".
-AGGREGATIONS = ("last", "min", "mean")
+#: "geomean": the score per step — for a prefix-product scorer the product's
+#: ``steps``-th root, else the geometric mean of the step scores. Products fall with
+#: every step, so "last" favours short finished outputs over longer ones; "geomean"
+#: compares outputs of different lengths (one call against two) on equal terms.
+AGGREGATIONS = ("last", "min", "mean", "geomean")
 
 
 @dataclass
@@ -70,13 +74,19 @@ def candidate(seq: Seq, outcome: bool = False) -> Candidate:
                      tuple(t.hidden), tuple(t.steps))
 
 
-def aggregate(scores: list[float], how: str) -> float:
+def aggregate(scores: list[float], how: str, steps: int = 0, product: bool = False) -> float:
+    """One number from a partial output's recorded scores. ``steps``: its number of
+    steps; ``product``: each score is already a product over every step so far."""
     if not scores:
         return 1.0
     if how == "last":
         return scores[-1]
     if how == "min":
         return min(scores)
+    if how == "geomean":
+        if product:
+            return max(scores[-1], 0.0) ** (1.0 / max(1, steps))
+        return math.exp(sum(math.log(max(sc, 1e-12)) for sc in scores) / len(scores))
     return sum(scores) / len(scores)
 
 
@@ -170,11 +180,12 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             return seq.state.calls_closed > marks.get(id(seq), 0) or seq.done
         return bool(events)
 
-    monotone = search.aggregation == "min" or (search.aggregation == "last"
-                                               and getattr(search.scorer, "prefix_product", False))
+    product = getattr(search.scorer, "prefix_product", False)
+    monotone = search.aggregation == "min" or (search.aggregation == "last" and product)
 
     def rank(seq: Seq) -> tuple[float, float]:
-        return aggregate(seq.trace.score_list(), search.aggregation), seq.trace.logprob
+        return (aggregate(seq.trace.score_list(), search.aggregation, len(seq.state.events), product),
+                seq.trace.logprob)
 
     best_done: Seq | None = None
     dec.select([0])

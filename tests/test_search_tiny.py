@@ -223,3 +223,39 @@ def test_beam_stops_once_nothing_live_can_overtake_a_finished_output(tiny):
         done = [sc for sc, final in earlier.values() if final]
         live = [sc for sc, final in earlier.values() if not final]
         assert not done or not live or max(done) < max(live)
+
+
+def test_geomean_is_the_score_per_step():
+    # a prefix product over 2 steps: its square root; step scores: their geometric mean
+    assert aggregate([0.5, 0.25], "geomean", steps=2, product=True) == pytest.approx(0.5)
+    assert aggregate([0.5, 0.125], "geomean") == pytest.approx(0.25)
+    # "last" ranks a 1-step output at 0.6 above a 4-step one at 0.85 a step; "geomean" does not
+    short, long_ = ([0.6], 1), ([0.85 ** k for k in range(1, 5)], 4)
+    assert aggregate(short[0], "last") > aggregate(long_[0], "last")
+    assert aggregate(short[0], "geomean", short[1], True) < aggregate(long_[0], "geomean", long_[1], True)
+
+
+def test_geomean_beam_returns_the_finished_output_best_per_step(tiny):
+    """With "geomean" nothing stops the search early (a score per step can rise), and
+    of every finished call list the scorer saw, the best per step is returned."""
+    class Products(HashScorer):
+        prefix_product = True
+
+        def __init__(self):
+            super().__init__()
+            self.finals: dict[str, float] = {}
+
+        def score(self, context, candidates):
+            steps = super().score(context, candidates)
+            out = [0.5 * sc ** len(c.events) for c, sc in zip(candidates, steps)]  # falls with length
+            self.finals.update({c.text: sc ** (1 / len(c.events)) for c, sc in zip(candidates, out)
+                                if c.final and c.text != "[]"})
+            return out
+
+    scorer = Products()
+    s = _search(tiny, scorer=scorer, m=4, n=2)
+    s.aggregation = "geomean"
+    best = beam(s)
+    assert best.done and scorer.finals
+    got = aggregate(best.trace.score_list(), "geomean", len(best.state.events), True)
+    assert got >= max(scorer.finals.values()) - 1e-9
