@@ -59,7 +59,7 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--aggregation", default="last", choices=AGGREGATIONS,
                    help="how a beam ranks partial outputs by their step scores (default last: the "
                         "PRM's scores are already products over the steps; geomean: the score "
-                        "per step, which does not favour short call lists)")
+                        "per step, percall: per call, neither favouring short call lists)")
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (every discrete choice, samples plus "
                         "grounded proposals at free values; default) or sampling (m samples only)")

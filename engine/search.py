@@ -33,7 +33,10 @@ from .query import Query
 #: ``steps``-th root, else the geometric mean of the step scores. Products fall with
 #: every step, so "last" favours short finished outputs over longer ones; "geomean"
 #: compares outputs of different lengths (one call against two) on equal terms.
-AGGREGATIONS = ("last", "min", "mean", "geomean")
+#: "percall": the product's root by the number of calls begun, the score per call:
+#: a second call must be about as good as the first to win, while ``[]`` and a
+#: single call keep their plain product.
+AGGREGATIONS = ("last", "min", "mean", "geomean", "percall")
 
 
 @dataclass
@@ -74,19 +77,20 @@ def candidate(seq: Seq, outcome: bool = False) -> Candidate:
                      tuple(t.hidden), tuple(t.steps))
 
 
-def aggregate(scores: list[float], how: str, steps: int = 0, product: bool = False) -> float:
-    """One number from a partial output's recorded scores. ``steps``: its number of
-    steps; ``product``: each score is already a product over every step so far."""
+def aggregate(scores: list[float], how: str, events: Sequence[StepEvent] = (), product: bool = False) -> float:
+    """One number from a partial output's recorded scores. ``events``: its steps;
+    ``product``: each score is already a product over every step so far."""
     if not scores:
         return 1.0
     if how == "last":
         return scores[-1]
     if how == "min":
         return min(scores)
-    if how == "geomean":
-        if product:
-            return max(scores[-1], 0.0) ** (1.0 / max(1, steps))
-        return math.exp(sum(math.log(max(sc, 1e-12)) for sc in scores) / len(scores))
+    if how in ("geomean", "percall"):
+        logp = math.log(max(scores[-1], 1e-300)) if product else sum(math.log(max(sc, 1e-300)) for sc in scores)
+        if how == "geomean":
+            return math.exp(logp / (max(1, len(events)) if product else len(scores)))
+        return math.exp(logp / max(1, sum(e.kind == "name" for e in events)))
     return sum(scores) / len(scores)
 
 
@@ -184,7 +188,7 @@ def beam(search: Search, coarse: bool = False) -> Seq:
     monotone = search.aggregation == "min" or (search.aggregation == "last" and product)
 
     def rank(seq: Seq) -> tuple[float, float]:
-        return (aggregate(seq.trace.score_list(), search.aggregation, len(seq.state.events), product),
+        return (aggregate(seq.trace.score_list(), search.aggregation, seq.state.events, product),
                 seq.trace.logprob)
 
     best_done: Seq | None = None

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from toolprm.engine.decode import Seq, Stats, never
+from toolprm.grammar import StepEvent
 from toolprm.engine.models import Policy
 from toolprm.engine.query import prepare
 from toolprm.engine.search import STRATEGIES, Search, aggregate, beam, best_of_n
@@ -225,14 +226,28 @@ def test_beam_stops_once_nothing_live_can_overtake_a_finished_output(tiny):
         assert not done or not live or max(done) < max(live)
 
 
-def test_geomean_is_the_score_per_step():
+def _events(*kinds):
+    calls = [0]
+
+    def ev(kind):
+        calls[0] += kind == "name"
+        return StepEvent(kind, calls[0] - 1, None, "", None, 0)
+    return tuple(ev(k) for k in kinds)
+
+
+def test_geomean_is_the_score_per_step_and_percall_the_score_per_call():
+    two = _events("name", "key")
     # a prefix product over 2 steps: its square root; step scores: their geometric mean
-    assert aggregate([0.5, 0.25], "geomean", steps=2, product=True) == pytest.approx(0.5)
+    assert aggregate([0.5, 0.25], "geomean", two, product=True) == pytest.approx(0.5)
     assert aggregate([0.5, 0.125], "geomean") == pytest.approx(0.25)
     # "last" ranks a 1-step output at 0.6 above a 4-step one at 0.85 a step; "geomean" does not
-    short, long_ = ([0.6], 1), ([0.85 ** k for k in range(1, 5)], 4)
-    assert aggregate(short[0], "last") > aggregate(long_[0], "last")
-    assert aggregate(short[0], "geomean", short[1], True) < aggregate(long_[0], "geomean", long_[1], True)
+    short, long_ = [0.6], [0.85 ** k for k in range(1, 5)]
+    assert aggregate(short, "last") > aggregate(long_, "last")
+    assert aggregate(short, "geomean", _events("name"), True) < \
+        aggregate(long_, "geomean", _events("name", "key", "value", "end"), True)
+    # per call: one call keeps its product; two calls, the product's square root
+    assert aggregate([0.3], "percall", _events("name", "key", "value", "end"), True) == pytest.approx(0.3)
+    assert aggregate([0.09], "percall", _events("name", "value", "name", "value"), True) == pytest.approx(0.3)
 
 
 def test_geomean_beam_returns_the_finished_output_best_per_step(tiny):
@@ -257,5 +272,5 @@ def test_geomean_beam_returns_the_finished_output_best_per_step(tiny):
     s.aggregation = "geomean"
     best = beam(s)
     assert best.done and scorer.finals
-    got = aggregate(best.trace.score_list(), "geomean", len(best.state.events), True)
+    got = aggregate(best.trace.score_list(), "geomean", best.state.events, True)
     assert got >= max(scorer.finals.values()) - 1e-9
