@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from toolprm.bfcl import CATEGORIES
 from toolprm.engine.explore import Exploration
+from toolprm.engine.search import DEFAULT_AGGREGATION
 from toolprm.errors import ToolprmError
 from toolprm.train.readme import replace_block
 
@@ -344,7 +345,7 @@ class RunConfig:
     max_new_tokens: int = 256
     temperature: float = 0.8
     seed: int = 0
-    aggregation: str = "last"
+    aggregation: str = DEFAULT_AGGREGATION
     scorer: str = "default"  # engine.generate's scorer: default (None), a name of engine.api.SCORERS, or "oracle" (a ceiling)
     top_k: int = Exploration.top_k  # structured exploration's bounds (engine.explore)
     proposals: int = Exploration.proposals

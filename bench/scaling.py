@@ -22,6 +22,7 @@ from pathlib import Path
 from toolprm.bfcl import TEST_CATEGORIES, load_cases
 from toolprm.engine.api import DEFAULT_SCORER
 from toolprm.engine.lean import DTYPES, resolve_dtype
+from toolprm.engine.search import AGGREGATIONS
 from toolprm.errors import ToolprmError
 
 from . import report
@@ -277,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{','.join(BASELINES)}; also {', '.join(EXTRA_BASELINES)})")
     p.add_argument("--model", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--aggregation", default=RunConfig.aggregation, choices=AGGREGATIONS,
+                   help="how the beams rank partial outputs (see toolprm generate --help); a "
+                        "resumed folder must be run with the one it was made with")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--jobs", type=int, default=1, help="worker processes, taking chunks of cases as "
                    "they become free, each writing to OUT/shard-K")
@@ -297,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for cat in cats for c in load_cases(cat, a.limit)]
     per_cat = {cat: sum(1 for c in cases if c.category == cat) for cat in cats}
     config = RunConfig(model=a.model or DEFAULT_MODEL, max_new_tokens=a.max_new_tokens,
-                       dtype=resolve_dtype(a.dtype))
+                       aggregation=a.aggregation, dtype=resolve_dtype(a.dtype))
     out = Path(a.out)
     t0 = time.perf_counter()
     if a.no_run:
@@ -317,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     failures = failure_table(summary, specs)
     cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
     block = (f"Written by `{cmd.strip()}` (it runs whatever pairs the folder lacks) on model "
-             f"`{config.model}` (scorer: the engine's default, {DEFAULT_SCORER}), "
+             f"`{config.model}` (scorer: the engine's default, {DEFAULT_SCORER}; aggregation "
+             f"{config.aggregation}), "
              f"CPU.\n\n{table}\n\n{verdict}\n\nFailed cases by what BFCL's checker found wrong:\n\n"
              f"{failures}\n\nPlots: `{out}/accuracy_vs_compute_all.png`, "
              f"`{out}/fine_beam_grid.png`.")

@@ -19,7 +19,7 @@ from .models import Policy, get_policy
 from .parse import parse_calls
 from .prompts import chat_prompt
 from .query import Query, as_messages, prepare
-from .search import AGGREGATIONS, STRATEGIES, PolicyScorer, Scorer, Search
+from .search import AGGREGATIONS, DEFAULT_AGGREGATION, STRATEGIES, PolicyScorer, Scorer, Search
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Result:
 
 def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: str = "any",
              m: int = 8, n: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
-             max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = "last",
+             max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = DEFAULT_AGGREGATION,
              exploration: str = "structured", top_k: int = Exploration.top_k,
              proposals: int = Exploration.proposals,
              on_step: Callable[[dict], None] | None = None, tool: str | None = None,
@@ -51,7 +51,9 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     best_of_n), a name of ``SCORERS`` ("prm", "hybrid": the head with the policy's
     confidence for values, "policy": the policy's own confidence, "minilm") or a Scorer.
     ``aggregation``: how a beam ranks a partial output by its step scores
-    (``AGGREGATIONS``; "last" is right for the PRM's prefix products).
+    (``AGGREGATIONS``; default ``DEFAULT_AGGREGATION``, "percall": a prefix product's
+    root by the number of calls, so a finished short list does not outrank a longer
+    one just by having fewer factors).
     ``exploration``: how fine_beam proposes a step's candidates (``engine.explore``):
     "structured" (every discrete alternative the grammar allows, the ``top_k``
     likeliest where there are more; at a free-form value ``m`` samples plus the

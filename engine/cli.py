@@ -13,7 +13,7 @@ from toolprm.grammar import CALL_MODES
 
 from . import api, demo
 from .explore import EXPLORATIONS, Exploration
-from .search import AGGREGATIONS, STRATEGIES
+from .search import AGGREGATIONS, DEFAULT_AGGREGATION, STRATEGIES
 
 # Subcommands implemented elsewhere: (module, function taking argv) - imported lazily
 # so `toolprm generate` does not pay for matplotlib or the training code.
@@ -56,10 +56,10 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--aggregation", default="last", choices=AGGREGATIONS,
-                   help="how a beam ranks partial outputs by their step scores (default last: the "
-                        "PRM's scores are already products over the steps; geomean: the score "
-                        "per step, percall: per call, neither favouring short call lists)")
+    p.add_argument("--aggregation", default=DEFAULT_AGGREGATION, choices=AGGREGATIONS,
+                   help="how a beam ranks partial outputs by their step scores (default "
+                        f"{DEFAULT_AGGREGATION}: the PRM's product over the steps, per call; last: "
+                        "the product, which favours short call lists; geomean: per step)")
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (every discrete choice, samples plus "
                         "grounded proposals at free values; default) or sampling (m samples only)")
