@@ -20,6 +20,7 @@ from toolprm.errors import ToolprmError
 from toolprm.train.stats import paired, wilson
 
 from .report import _read_config, load_records, replace_block
+from .scaling import failure_kind
 
 
 def _load(spec: str, strategy: str) -> tuple[str, dict[str, dict], dict]:
@@ -46,7 +47,9 @@ def summarize(a_spec: str, b_spec: str, strategy: str = "greedy") -> dict:
     def acc(rs: list[dict]) -> dict:
         k = sum(bool(r["correct"]) for r in rs)
         lo, hi = wilson(k, len(rs))
-        return {"correct": k, "n": len(rs), "accuracy": k / len(rs), "ci95": [lo, hi]}
+        wrong_count = sum(not r["correct"] and failure_kind(r.get("error_type") or "") == "wrong number of calls"
+                          for r in rs)
+        return {"correct": k, "n": len(rs), "accuracy": k / len(rs), "ci95": [lo, hi], "wrong_count": wrong_count}
 
     rows = {}
     for cat in [c for c in CATEGORIES if any(a[i]["category"] == c for i in ids)] + ["all"]:
@@ -67,12 +70,13 @@ def markdown(s: dict) -> str:
         lo, hi = x["ci95"]
         return f"{x['correct']}/{x['n']} = {100 * x['accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 
-    lines = [f"| category | {a} | {b} | identical outputs | only {b} right / only {a} right (McNemar p) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [f"| category | {a} | {b} | identical outputs | only {b} right / only {a} right (McNemar p) "
+             f"| wrong number of calls, {a} / {b} |",
+             "|---|---:|---:|---:|---:|---:|"]
     for cat, r in s["categories"].items():
         p = r["paired"]
         lines.append(f"| {cat} | {cell(r[a])} | {cell(r[b])} | {100 * r['identical']:.1f}% | "
-                     f"{p['only_a']} / {p['only_b']} ({p['p']:.3g}) |")
+                     f"{p['only_a']} / {p['only_b']} ({p['p']:.3g}) | {r[a]['wrong_count']} / {r[b]['wrong_count']} |")
     allr = s["categories"]["all"]
     delta = 100 * (allr[b]["accuracy"] - allr[a]["accuracy"])
     lines.append("")

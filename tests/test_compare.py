@@ -13,11 +13,14 @@ from toolprm.bfcl import ground_truth_calls, load_cases
 from toolprm.errors import ToolprmError
 
 
-def _run(path, right: set[int], cases, seconds: float, dtype: str, odd_text: set[int] = frozenset()):
+def _run(path, right: set[int], cases, seconds: float, dtype: str, odd_text: set[int] = frozenset(),
+         twice: set[int] = frozenset()):
     index = {c.id: i for i, c in enumerate(cases)}
 
     def runner(case, spec, mode):
         calls = ground_truth_calls(case) if index[case.id] in right else [{"name": "no_such_tool", "arguments": {}}]
+        if index[case.id] in twice:  # the right call, made twice: a wrong number of calls
+            calls = ground_truth_calls(case) * 2
         text = json.dumps(calls) + (" " if index[case.id] in odd_text else "")
         return FakeResult(calls, text, {"seconds": seconds, "generated_tokens": 10})
 
@@ -29,7 +32,7 @@ def _run(path, right: set[int], cases, seconds: float, dtype: str, odd_text: set
 def test_compare_pairs_two_runs(tmp_path, capsys):
     cases = load_cases("simple_python", 4) + load_cases("multiple", 4)
     a = _run(tmp_path / "a", {0, 1, 2, 4}, cases, 2.0, "float32")
-    b = _run(tmp_path / "b" / "shard-0", {0, 1, 4, 5, 6}, cases, 1.0, "int4", odd_text={7})
+    b = _run(tmp_path / "b" / "shard-0", {0, 1, 4, 5, 6}, cases, 1.0, "int4", odd_text={7}, twice={7})
     out = tmp_path / "cmp"
     assert compare.main([f"fp32={a}", f"int4={tmp_path / 'b'}", "--out", str(out)]) == 0
     s = json.loads((out / "compare.json").read_text())
@@ -40,6 +43,7 @@ def test_compare_pairs_two_runs(tmp_path, capsys):
     assert allr["identical"] == pytest.approx(4 / 8)
     assert allr["paired"] == {"only_a": 2, "only_b": 1, "p": 1.0}  # int4 only: 5, 6; fp32 only: 2
     assert s["seconds_ratio"] == pytest.approx(0.5)
+    assert (allr["fp32"]["wrong_count"], allr["int4"]["wrong_count"]) == (0, 1)  # case 7, twice
     assert s["configs"]["int4"]["dtype"] == "int4"
     assert "+12.5 points" in capsys.readouterr().out
     with pytest.raises(ToolprmError, match="holds no cases.jsonl"):
