@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from toolprm.engine.decode import Seq, Stats, never
-from toolprm.grammar import StepEvent
 from toolprm.engine.models import Policy
 from toolprm.engine.query import prepare
 from toolprm.engine.search import STRATEGIES, Search, aggregate, beam, best_of_n
-from toolprm.grammar import Vocabulary, compile
+from toolprm.grammar import StepEvent, Vocabulary, compile
 
 TOOLS = [{"name": "get_weather", "description": "Weather in a city",
           "parameters": {"type": "object", "properties": {
@@ -227,12 +226,12 @@ def test_beam_stops_once_nothing_live_can_overtake_a_finished_output(tiny):
 
 
 def _events(*kinds):
-    calls = [0]
-
-    def ev(kind):
-        calls[0] += kind == "name"
-        return StepEvent(kind, calls[0] - 1, None, "", None, 0)
-    return tuple(ev(k) for k in kinds)
+    """Step events of the given kinds; each "name" begins the next call."""
+    out, call = [], -1
+    for kind in kinds:
+        call += kind == "name"
+        out.append(StepEvent(kind, call, None, "", None, 0))
+    return tuple(out)
 
 
 def test_geomean_is_the_score_per_step_and_percall_the_score_per_call():
