@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from toolprm.bfcl import CATEGORIES
+from toolprm.bfcl import CATEGORIES, non_live_summary
+from toolprm.bfcl.summary import NON_LIVE
 from toolprm.engine.explore import Exploration
 from toolprm.engine.search import DEFAULT_AGGREGATION
 from toolprm.errors import ToolprmError
@@ -192,8 +193,9 @@ def _num(x: float | None, digits: int = 1) -> str:
 
 
 def markdown_table(summary: dict) -> str:
-    """Accuracy (%) per category with correct/n, BFCL's non-live AST mean, and the
-    cost per case; wall time also as a ratio to the outlines peer of the same run
+    """Accuracy (%) per category with correct/n, the non-live AST mean over the Python
+    categories, BFCL's own Non-Live AST summary (``bfcl.summary``; N/A unless every
+    category of it ran), and the cost per case; wall time also as a ratio to the outlines peer of the same run
     on the cases both scored."""
     cats = summary["categories"]
     labels = summary["strategies"]
@@ -203,7 +205,7 @@ def markdown_table(summary: dict) -> str:
     show_nl = any(c in NON_LIVE_AST for c in cats)
     head = ["strategy", *cats]
     if show_nl:
-        head.append("non-live AST")
+        head += ["non-live AST (Python only)", "BFCL Non-Live AST"]
     head += ["valid %", "gen tok/case", "forced tok/case", "fwd/case", "s/case"]
     if ratios:
         head += [f"time ÷ {reference}", f"compute ÷ {reference}"]
@@ -219,7 +221,9 @@ def markdown_table(summary: dict) -> str:
             cell = _pct(nl["accuracy"])
             if 0 < k < len(NON_LIVE_AST):
                 cell += f" ({k}/{len(NON_LIVE_AST)} cat.)"
-            row.append(cell)
+            official = non_live_summary({c: (b["correct"], b["n"]) for c, b in summary["results"][label].items()
+                                         if c in NON_LIVE}).non_live_ast
+            row += [cell, "N/A" if official is None else _pct(official)]
         o = summary["overall"][label]
         row += [_pct(o["valid_rate"]), _num(o["mean_generated_tokens"]), _num(o["mean_forced_tokens"]),
                 _num(o["mean_forward_passes"]), _num(o["mean_seconds"], 2)]

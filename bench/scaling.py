@@ -19,7 +19,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from toolprm.bfcl import TEST_CATEGORIES, load_cases
+from toolprm.bfcl import LANGUAGE_CATEGORIES, TEST_CATEGORIES, load_cases, non_live_summary
+from toolprm.bfcl.summary import NON_LIVE, ast_summary_weights
 from toolprm.engine.api import DEFAULT_SCORER
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.search import AGGREGATIONS
@@ -85,15 +86,19 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
     """Accuracy per category with its 95% Wilson interval, the non-live AST mean with a
     stratified bootstrap interval, cost, and each strategy paired with ``ref`` (the
     matched-budget fine_beam) on the same cases by McNemar's exact test."""
-    cats = [c for c in TEST_CATEGORIES if any(c in summary["results"].get(s.label, {}) for s in specs)]
+    cats = [c for c in TEST_CATEGORIES + LANGUAGE_CATEGORIES
+            if any(c in summary["results"].get(s.label, {}) for s in specs)]
+    weights = ast_summary_weights()
     by = {}  # label -> case id -> (category, correct)
     for r in records:
         by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
     ast_cats = set(report.NON_LIVE_AST) & set(cats)
     scope = "on the non-live AST cases" if ast_cats else "on every case"
-    head = ("| strategy | " + " | ".join(cats) + f" | non-live AST [95% CI] | {ref} against it {scope}: "
-            "right only there / only here, p | compute / case | s / case | scorer share of time |")
-    lines = [head, "|" + "---|" * (len(cats) + 6)]
+    head = ("| strategy | " + " | ".join(cats) + f" | non-live AST, Python only [95% CI] | BFCL Non-Live AST "
+            f"[95% CI] | {ref} against it {scope}: right only there / only here, p | compute / case | "
+            "s / case | scorer share of time |")
+    lines = [head, "|" + "---|" * (len(cats) + 7)]
+    missing: set[str] = set()
     spent = {}  # label -> [scorer seconds, wall seconds]: what scoring costs inside the search
     for r in records:
         t = spent.setdefault(r["strategy"], [0.0, 0.0])
@@ -115,6 +120,15 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
         groups = [[ok for cat, ok in mine.values() if cat == c] for c in ast["categories"]]
         lo, hi = mean_of_groups_ci(groups)
         nl = f"{report._pct(ast['accuracy'])} [{100 * lo:.1f}, {100 * hi:.1f}]" if ast["categories"] else "—"
+        official = non_live_summary({c: (b["correct"], b["n"]) for c, b in res.items() if c in NON_LIVE})
+        if official.non_live_ast is None:
+            missing.update(c for c in official.missing if c != "irrelevance")
+            bfcl = "N/A"
+        else:
+            members = list(weights)
+            lo, hi = mean_of_groups_ci([[ok for cat, ok in mine.values() if cat == c] for c in members],
+                                       weights=[weights[c] for c in members])
+            bfcl = f"{report._pct(official.non_live_ast)} [{100 * lo:.1f}, {100 * hi:.1f}]"
         theirs = by.get(ref, {})
         common = sorted(i for i in set(mine) & set(theirs) if not ast_cats or mine[i][0] in ast_cats)
         if s.label == ref or not common:
@@ -124,14 +138,19 @@ def scaling_table(summary: dict, specs: list[StrategySpec], cases_per_cat: dict[
             vs = f"{t['only_a']} / {t['only_b']}, p = {t['p']:.3g}"
         sc, wall = spent.get(s.label, (0.0, 0.0))
         share = f"{100 * sc / wall:.1f}%" if sc and wall else "—"
-        lines.append(f"| {s.label} | " + " | ".join(cells) + f" | {nl} | {vs} | "
+        lines.append(f"| {s.label} | " + " | ".join(cells) + f" | {nl} | {bfcl} | {vs} | "
                      f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} | {share} |")
     sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
     return "\n".join(lines) + (f"\n\nCases per category: {sizes}, the same for every strategy. Accuracy "
                                "in %, scored by BFCL's AST checker, with 95% Wilson intervals; non-live "
                                "AST is the unweighted mean of simple_python, multiple, parallel and "
                                "parallel_multiple (over the categories run), its interval a bootstrap "
-                               "over cases within each category. The paired column counts, over the "
+                               "over cases within each category. BFCL Non-Live AST is BFCL's own summary "
+                               "(bfcl.summary: the mean of Simple AST, itself the mean of simple_python, "
+                               "simple_java and simple_javascript, and multiple, parallel and "
+                               "parallel_multiple), which leaderboard rows quote; N/A where a category of it"
+                               f" was not run{' (here: ' + ', '.join(sorted(missing)) + ')' if missing else ''}"
+                               ". The paired column counts, over the "
                                f"cases of those categories (of every category where none ran), where "
                                f"{ref} is right and this strategy wrong, the reverse, and McNemar's exact p. Compute per case = generated tokens + "
                                "scorer calls; the scorer's share is the time spent in it over the "
@@ -267,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/scaling")
     p.add_argument("--limit", type=int, default=10, help="cases per test category (default 10)")
-    p.add_argument("--category", action="append", choices=TEST_CATEGORIES,
-                   help="test categories (default: all five non-live ones)")
+    p.add_argument("--category", action="append", choices=TEST_CATEGORIES + LANGUAGE_CATEGORIES,
+                   help="test categories (default: the five Python non-live ones; add simple_java and "
+                        "simple_javascript for BFCL's own Non-Live AST summary)")
     p.add_argument("-m", type=int, default=8, help="M of the matched-budget comparison")
     p.add_argument("-n", type=int, default=2, help="N of the matched-budget comparison")
     p.add_argument("--grid-m", default="2,4,8,16")

@@ -80,6 +80,12 @@ def non_live_summary(counts: Mapping[str, tuple[int, int]]) -> NonLiveSummary:
     )
 
 
+def ast_summary_weights() -> dict[str, float]:
+    """Each category's weight in BFCL's AST Summary as a plain weighted mean (the
+    Simple categories a third each, as Simple AST is their mean), for intervals."""
+    return {**{c: 1 / len(SIMPLE) for c in SIMPLE}, **{c: 1.0 for c in AST_OTHERS}}
+
+
 def _mean(values: list[float | None]) -> float | None:
     """``calculate_unweighted_accuracy``: the plain mean, "N/A" (None) if any is missing."""
     if any(v is None for v in values):

@@ -122,6 +122,24 @@ def test_table_gives_intervals_and_pairs_each_strategy_with_fine_beam():
     lo, hi = stats.wilson(2, 4)
     assert f"50.0 (2/4) [{100 * lo:.0f}, {100 * hi:.0f}]" in rows[fb]
     assert rows[fb].endswith("| 25.0% |") and rows[gr].endswith("| — |")  # time in the scorer
+    # BFCL's own summary needs every one of its categories: N/A here, and the footnote says why
+    assert "| N/A |" in rows[gr] and "(here: parallel, parallel_multiple, simple_java, simple_javascript)" in table
+
+
+def test_table_gives_bfcls_own_summary_where_every_category_ran():
+    """BFCL Non-Live AST = mean(mean(simple_python, simple_java, simple_javascript),
+    multiple, parallel, parallel_multiple): a hand-computed case."""
+    right = {"simple_python": 4, "simple_java": 2, "simple_javascript": 0, "multiple": 1, "parallel": 3,
+             "parallel_multiple": 0}
+    records = [_rec("greedy", c, i, i < k) for c, k in right.items() for i in range(4)]
+    summary = report.summarize(records, ["greedy"], {})
+    table = scaling.scaling_table(summary, [StrategySpec("greedy")], {c: 4 for c in right}, records, "greedy")
+    row = next(l for l in table.splitlines() if l.startswith("| greedy |"))
+    simple = (1.0 + 0.5 + 0.0) / 3
+    official = (simple + 0.25 + 0.75 + 0.0) / 4      # 0.375
+    python_only = (1.0 + 0.25 + 0.75 + 0.0) / 4     # 0.5
+    assert f"| {report._pct(official)} [" in row and f"| {report._pct(python_only)} [" in row
+    assert "simple_java" in table.splitlines()[0] and "N/A" not in row
 
 
 def test_bootstrap_interval_of_a_mean_over_groups():
@@ -129,3 +147,7 @@ def test_bootstrap_interval_of_a_mean_over_groups():
     lo, hi = stats.mean_of_groups_ci([[True, False] * 10, [True] * 20])
     assert lo < 0.75 < hi and hi <= 1.0 and lo >= 0.5
     assert stats.mean_of_groups_ci([[True, False] * 10]) == stats.mean_of_groups_ci([[True, False] * 10])
+    # weights: a third of the first group's accuracy against the second's
+    assert stats.mean_of_groups_ci([[True] * 5, [False] * 5], weights=[1 / 3, 1]) == (0.25, 0.25)
+    with pytest.raises(ValueError, match="weights"):
+        stats.mean_of_groups_ci([[True]], weights=[1, 2])

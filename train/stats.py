@@ -35,15 +35,22 @@ def paired(a: list[bool], b: list[bool]) -> dict:
     return {"only_a": only_a, "only_b": only_b, "p": mcnemar_exact(only_a, only_b)}
 
 
-def mean_of_groups_ci(groups: list[list[bool]], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% bootstrap interval of the unweighted mean of group accuracies (BFCL's mean
-    over categories), resampling cases within each group (a stratified bootstrap)."""
+def mean_of_groups_ci(groups: list[list[bool]], reps: int = 2000, seed: int = 0,
+                      weights: list[float] | None = None) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of group accuracies (BFCL's mean over
+    categories: unweighted, or with ``weights``, one per group, as BFCL's summary weighs
+    each of its three Simple categories a third), resampling cases within each group
+    (a stratified bootstrap)."""
     import random
 
-    groups = [g for g in groups if g]
-    if not groups:
+    weights = [1.0] * len(groups) if weights is None else list(weights)
+    if len(weights) != len(groups):
+        raise ValueError(f"{len(weights)} weights for {len(groups)} groups")
+    kept = [(g, w) for g, w in zip(groups, weights) if g]
+    if not kept:
         return 0.0, 1.0
+    total = sum(w for _, w in kept)
     rng = random.Random(seed)
-    means = sorted(sum(sum(rng.choices(g, k=len(g))) / len(g) for g in groups) / len(groups)
+    means = sorted(sum(w * sum(rng.choices(g, k=len(g))) / len(g) for g, w in kept) / total
                    for _ in range(reps))
     return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
