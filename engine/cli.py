@@ -25,6 +25,7 @@ DELEGATES = {
     ("bench", "scaling"): "toolprm.bench.scaling",
     ("bench", "first-step"): "toolprm.bench.first_step",
     ("bench", "canonical"): "toolprm.bench.canonical",
+    ("bench", "ends"): "toolprm.bench.ends",
     ("bench", "ceiling"): "toolprm.bench.ceiling",
     ("bench", "compare"): "toolprm.bench.compare",
     ("bench", "bounds"): "toolprm.bench.bounds",
