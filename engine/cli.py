@@ -39,6 +39,7 @@ DELEGATES = {
     ("train", "encoder"): "toolprm.train.cli",
     ("train", "generative"): "toolprm.train.cli",
     ("train", "readers"): "toolprm.train.cli",
+    ("train", "calibrate"): "toolprm.train.cli",
 }
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
              "  serve [--host H] [--port P]   an OpenAI-compatible chat-completions server\n"
              "  demo                          a short demonstration on the default model\n"
              "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,compare,bounds,serve}\n"
-             "  train {data,prm,eval,all,siblings,sets,encoder,generative,readers}\n")
+             "  train {data,prm,eval,all,siblings,sets,encoder,generative,readers,calibrate}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2

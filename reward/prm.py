@@ -27,6 +27,7 @@ Checkpoint: a folder with ``model.safetensors`` (the head's tensors) and
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -57,6 +58,8 @@ FEATURES = STEP_FEATURES + TEXT_FEATURES
 SHIPPED = Path(__file__).resolve().parent / "checkpoint"
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
+#: The shift of the ``[]`` score (``train.calibrate``), fit for one set of weights.
+CALIBRATION = "calibration.json"
 #: What the head's score means: P(step correct | the steps before it are), chained by product.
 FORMAT = "step-given-prefix/1"
 
@@ -129,11 +132,26 @@ class PRMHead(nn.Module):
         return logit + x[..., d:d + len(KINDS)] @ self.kind_bias
 
 
+def shifted(p: float, log_odds: float) -> float:
+    """``p`` with ``log_odds`` added to its logit."""
+    if not log_odds:
+        return p
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return 1.0 / (1.0 + math.exp(-(math.log(p / (1 - p)) + log_odds)))
+
+
+def is_empty_list(ev) -> bool:
+    """Whether step ``ev`` answers ``[]``: it ends the list before any call."""
+    return ev.kind == "end" and ev.call == 0
+
+
 @dataclass
 class PRM:
-    """A loaded PRM: the head and its manifest."""
+    """A loaded PRM: the head, its manifest, and the shift of its ``[]`` score
+    (``train.calibrate``; 0 where the folder has no calibration)."""
     head: PRMHead
     manifest: dict
+    empty_log_odds: float = 0.0
 
     @property
     def hidden_size(self) -> int:
@@ -151,6 +169,7 @@ def save(prm: PRM, folder: str | os.PathLike) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in prm.head.state_dict().items()}
     save_file(tensors, str(out / WEIGHTS))
+    (out / CALIBRATION).unlink(missing_ok=True)  # fit for the weights just replaced
     manifest = dict(prm.manifest)
     manifest["architecture"] = {"format": FORMAT, "in_dim": prm.head.in_dim, "head": prm.head.head,
                                 "hidden": prm.head.hidden, "pca": prm.head.pca, "kinds": list(KINDS),
@@ -180,7 +199,21 @@ def load(folder: str | os.PathLike | None = None) -> PRM:
     head = PRMHead(arch["in_dim"], arch.get("head", "mlp"), arch.get("hidden", 64), pca=arch.get("pca", 0))
     head.load_state_dict(load_file(str(p / WEIGHTS)))
     head.eval()
-    return PRM(head, manifest)
+    return PRM(head, manifest, _calibration(p))
+
+
+def _calibration(folder: Path) -> float:
+    """The ``[]`` shift in ``folder``, checked against the weights it was fit for."""
+    path = folder / CALIBRATION
+    if not path.exists():
+        return 0.0
+    cal = json.loads(path.read_text())
+    digest = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
+    if cal.get("weights_sha256") != digest:
+        raise ToolprmError(f"{path} was fit for other weights than {folder / WEIGHTS}: refit it with "
+                           "`toolprm train calibrate --walks <a train siblings folder> --checkpoint "
+                           f"{folder}`, or delete it")
+    return float(cal["empty_log_odds"])
 
 
 def _step_rows(c, hiddens: Sequence[Any], index: ToolIndex) -> list[list[float]]:
@@ -214,13 +247,15 @@ def _prefix_scores(prm: "PRM", rows: list[list[list[float]]], candidates: Sequen
                    values: str = "head") -> list[float]:
     """P(every step of the prefix correct) per candidate: the product of the head's
     per-step scores (each is P(step correct | the steps before it are)); with
-    ``values="policy"`` a value step's factor is the policy's confidence instead."""
+    ``values="policy"`` a value step's factor is the policy's confidence instead. The
+    ``[]`` step's score is shifted by the checkpoint's calibration (``train.calibrate``)."""
     flat = [r for rs in rows for r in rs]
     p = prm.predict(np.array(flat, dtype=np.float32)) if flat else np.zeros(0)
     out, i = [], 0
     for rs, c in zip(rows, candidates):
-        steps = [step_confidence(c, j) if values == "policy" and c.events[j].kind == "value" else float(p[i + j])
-                 for j in range(len(rs))]
+        steps = [step_confidence(c, j) if values == "policy" and c.events[j].kind == "value"
+                 else shifted(float(p[i + j]), prm.empty_log_odds) if is_empty_list(c.events[j])
+                 else float(p[i + j]) for j in range(len(rs))]
         out.append(math.prod(steps))
         i += len(rs)
     return out
@@ -407,4 +442,4 @@ def default_scorer(policy: Policy | None = None, values: str = "head"):
 
 __all__ = ["N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
            "save", "feature_matrix", "extra_features", "default_scorer", "step_confidence", "SHIPPED",
-           "FEATURES", "VALUE_READERS"]
+           "FEATURES", "VALUE_READERS", "CALIBRATION", "shifted", "is_empty_list"]

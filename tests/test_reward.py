@@ -276,3 +276,68 @@ def test_default_scorer_reads_the_policy_it_was_trained_on(bpe_tokenizer):
     ctx = Query([{"role": "user", "content": "call f"}], tools, [])
     (a,), (b,) = scorer.score(ctx, [_cand(text='[{"name": "f"')]), named.score(ctx, [_cand(text='[{"name": "f"')])
     assert 0 < a < 1 and a == pytest.approx(b, abs=1e-5)  # one backbone, one head: one score
+
+
+# --------------------------------------------------------------------------- [] calibration
+
+
+def _sets(rows):
+    """Walk records: per query a first-step set with [] and two names (and a copy of
+    it from a second walk, which must count once)."""
+    out = []
+    for i, (cat, empty, names) in enumerate(rows):
+        cands = [{"text": "[]", "kind": "end", "label": int(cat == "live_irrelevance"), "events": [],
+                  "scores": {"prm": empty}}]
+        cands += [{"text": f"[{{\"name\": \"f{j}\"", "kind": "name", "label": 0, "events": [],
+                   "scores": {"prm": n}} for j, n in enumerate(names)]
+        for walk in ("policy", "random"):
+            out.append({"query": f"q{i}", "category": cat, "walk": walk, "parent": "", "candidates": cands})
+    return out
+
+
+def test_calibration_is_chosen_by_balanced_accuracy_and_read_back(tmp_path):
+    from toolprm.train import calibrate
+    from toolprm.reward.prm import CALIBRATION, shifted
+
+    # logit(0.2) + log 4 = logit(0.5): odds x4 (and no less) lifts the irrelevant query's
+    # [] over its best name (0.49); x5 would also send the relevant q2 ([] 0.1 becomes
+    # 0.357, against 0.35) to []
+    rows = [("live_irrelevance", 0.2, [0.49, 0.1]), ("live_simple", 0.05, [0.9, 0.2]),
+            ("live_multiple", 0.1, [0.35, 0.3])]
+    first = calibrate.first_step_rows(_sets(rows))
+    assert len(first) == 3
+    best, table = calibrate.choose(first)
+    assert best["odds"] == pytest.approx(4.0) and best["balanced_accuracy"] == 1.0
+    assert shifted(0.2, best["log_odds"]) == pytest.approx(0.5)
+    with pytest.raises(ToolprmError, match="both irrelevant and relevant"):
+        calibrate.choose(first[1:])
+
+    # written next to a head, read back by load(), and applied to [] only
+    prm = _prm()
+    folder = tmp_path / "ckpt"
+    save(prm, folder)
+    walks = tmp_path / "walks"
+    walks.mkdir()
+    (walks / "sets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _sets(rows)))
+    assert calibrate.main(["--walks", str(walks), "--checkpoint", str(folder)]) == 0
+    loaded = load(folder)
+    assert loaded.empty_log_odds == pytest.approx(math.log(4.0))
+    ctx = Query([{"role": "user", "content": "q"}], [], [])
+    empty = Candidate("[]", (StepEvent("end", 0, None, "]", [], 2),), -1.0, 1, -1.0, torch.zeros(D), True,
+                      (torch.zeros(D),), ((-1.0, 1),))
+    name = _cand("name", hidden=torch.zeros(D))
+    raw = PRMScorer(prm).score(ctx, [empty, name])
+    cal = PRMScorer(loaded).score(ctx, [empty, name])
+    assert cal[0] == pytest.approx(shifted(raw[0], math.log(4.0))) and cal[1] == pytest.approx(raw[1])
+
+    # new weights drop it; a calibration for other weights is refused
+    stale = json.loads((folder / CALIBRATION).read_text())
+    save(_prm(seed=1), folder)
+    assert not (folder / CALIBRATION).exists() and load(folder).empty_log_odds == 0.0
+    (folder / CALIBRATION).write_text(json.dumps(stale))
+    with pytest.raises(ToolprmError, match="fit for other weights"):
+        load(folder)
+    # test categories are refused as calibration data
+    (walks / "sets.jsonl").write_text(json.dumps({**_sets(rows)[0], "category": "irrelevance"}) + "\n")
+    with pytest.raises(ToolprmError, match="live queries only"):
+        calibrate.main(["--walks", str(walks), "--checkpoint", str(folder)])
