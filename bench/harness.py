@@ -46,7 +46,7 @@ from toolprm.bench.outlines_peer import OutlinesPeer
 from toolprm.bench.processor_peers import PROCESSOR_PEERS
 from toolprm.bfcl import (CATEGORIES, LANGUAGE_CATEGORIES, OTHER_CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case,
                           check, language_of, load_cases)
-from toolprm.engine.api import SCORERS, generate
+from toolprm.engine.api import DEFAULT_SCORER, SCORERS, generate
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.models import get_policy
 from toolprm.engine.workers import threads_per_job
@@ -54,6 +54,8 @@ from toolprm.engine.explore import EXPLORATIONS
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES, normalize_tools
+from toolprm.reward.prm import default_scorer
+from toolprm.reward.prm import load as reward_load
 
 __all__ = ["STRATEGY_CHOICES", "BENCH_CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
            "run_bench", "ModelRunner", "main"]
@@ -124,6 +126,15 @@ class ModelRunner:
         self.policy = get_policy(model if model is not None else config.model, dtype=config.dtype)
         self._outlines = None
         self._peers: dict = {}
+        self._head = None
+
+    def _head_scorer(self):
+        """The prm or hybrid scorer over the head at ``config.prm`` (once per worker)."""
+        if self._head is None:
+            name = DEFAULT_SCORER if self.config.scorer == "default" else self.config.scorer
+            self._head = default_scorer(self.policy, values="policy" if name == "hybrid" else "head",
+                                        path=self.config.prm)
+        return self._head
 
     def __call__(self, case: Case, spec: StrategySpec, calls: str):
         c = self.config
@@ -139,6 +150,8 @@ class ModelRunner:
                                                    max_new_tokens=c.max_new_tokens)
         scorer = {"default": None, "oracle": OracleScorer(case) if c.scorer == "oracle" else None}.get(
             c.scorer, c.scorer)
+        if c.prm != "shipped" and STRATEGIES[spec.name].ranks:
+            scorer = self._head_scorer()
         return generate(case.messages, model_tools(case), model=self.policy, strategy=spec.name, calls=calls,
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
                         max_new_tokens=c.max_new_tokens, aggregation=c.aggregation, scorer=scorer,
@@ -398,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the policy's confidence for values), policy (the policy's own "
                         "confidence), minilm (the cross-encoder reader), or oracle (reads the ground "
                         "truth: a ceiling, a diagnostic only)")
+    p.add_argument("--prm", default=None, metavar="FOLDER",
+                   help="the head's checkpoint folder for the prm and hybrid scorers (default: the "
+                        "shipped reward/checkpoint)")
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (default) or sampling (m samples only)")
     p.add_argument("--top-k", type=int, default=RunConfig.top_k,
@@ -427,12 +443,16 @@ def main(argv: list[str] | None = None) -> int:
             raise ToolprmError(f"--{name.replace('_', '-')} must be a positive integer")
     if a.threads is not None and a.threads < 1:
         raise ToolprmError("--threads must be a positive integer")
+    if a.prm is not None:
+        if (DEFAULT_SCORER if a.scorer == "default" else a.scorer) not in ("prm", "hybrid"):
+            raise ToolprmError(f"--prm is read by the prm and hybrid scorers, not by {a.scorer!r}")
+        reward_load(a.prm)  # a clear error now, not in every worker
     categories = _categories(a.category)
     specs = [StrategySpec(s, a.m, a.n, a.exploration) for s in dict.fromkeys(a.strategy or ["greedy"])]
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
                        temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
                        top_k=a.top_k, proposals=a.proposals,
-                       scorer=a.scorer, dtype=resolve_dtype(a.dtype))
+                       scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped")
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()
     records = run_sharded(cases, specs, a.out, config, a.jobs, a.threads, progress=not a.quiet)

@@ -354,6 +354,7 @@ class RunConfig:
     top_k: int = Exploration.top_k  # structured exploration's bounds (engine.explore)
     proposals: int = Exploration.proposals
     dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32
+    prm: str = "shipped"     # the head's checkpoint folder the prm and hybrid scorers read
 
 
 

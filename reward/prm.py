@@ -420,7 +420,7 @@ def _cached(path: str) -> PRM:
     return load(path)
 
 
-def default_scorer(policy: Policy | None = None, values: str = "head"):
+def default_scorer(policy: Policy | None = None, values: str = "head", path: str | os.PathLike | None = None):
     """The scorer ``generate()`` uses by default for best_of_n, coarse_beam and fine_beam.
 
     The shipped head reads the policy's own hidden states, so for the policy it was
@@ -428,8 +428,9 @@ def default_scorer(policy: Policy | None = None, values: str = "head"):
     For any other policy it is a ``BackbonePRM`` with the shipped backbone: the PRM
     runs its own forward pass over (prompt, partial output).  ``policy``: an
     ``engine.models.Policy`` (or None for the default). ``values``: who reads a
-    value step (``VALUE_READERS``: "policy" makes the hybrid scorer)."""
-    prm = _cached(str(SHIPPED))
+    value step (``VALUE_READERS``: "policy" makes the hybrid scorer). ``path``: another
+    head's checkpoint folder than the shipped one."""
+    prm = _cached(str(Path(path) if path is not None else SHIPPED))
     trained_on = prm.manifest.get("backbone", {})
     name = trained_on.get("name", "smollm2")
     if trained_on.get("kind", "policy") == "policy":

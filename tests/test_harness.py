@@ -384,3 +384,37 @@ def test_sharded_chunks_skip_pairs_another_shard_holds():
     plan = [([c.id for c in ch], [s.label for s in sp]) for ch, sp in chunks]
     assert plan == [([cases[0].id, cases[1].id], ["majority(n=8)"]), ([cases[2].id], ["majority(n=8)"]),
                     ([cases[3].id], [s.label for s in specs])]
+
+
+def test_prm_option_reads_another_head(tmp_path):
+    """--prm points the hybrid scorer at another checkpoint folder: a copy of the shipped
+    head whose [] calibration is huge makes fine_beam answer [] on a relevant case."""
+    import hashlib
+    import shutil
+
+    import torch
+    from toolprm.reward.prm import CALIBRATION, SHIPPED, WEIGHTS
+
+    folder = tmp_path / "head"
+    shutil.copytree(SHIPPED, folder)
+    (folder / CALIBRATION).unlink(missing_ok=True)
+    digest = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
+    (folder / CALIBRATION).write_text(json.dumps({"empty_log_odds": 50.0, "weights_sha256": digest}))
+    out = tmp_path / "run"
+    argv = ["--category", "simple_python", "--limit", "1", "--strategy", "fine_beam", "-m", "2", "-n", "1",
+            "--max-new-tokens", "64", "--threads", "1", "--prm", str(folder), "--out", str(out), "--quiet",
+            "--no-plots"]
+    threads = torch.get_num_threads()
+    try:
+        assert harness.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (record,) = report.load_records(out)
+    assert record["calls"] == [] and not record["correct"]
+    assert json.loads((out / report.RUN_FILE).read_text())["config"]["prm"] == str(folder)
+    with pytest.raises(ToolprmError, match="other settings"):  # the shipped head is another setting
+        harness.main([a for a in argv if a not in ("--prm", str(folder))])
+    with pytest.raises(ToolprmError, match="no PRM checkpoint"):
+        harness.main(argv[:-6] + ["--prm", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
+    with pytest.raises(ToolprmError, match="not by 'policy'"):
+        harness.main(argv + ["--scorer", "policy"])
