@@ -319,7 +319,9 @@ def test_calibration_is_chosen_by_balanced_accuracy_and_read_back(tmp_path):
     walks = tmp_path / "walks"
     walks.mkdir()
     (walks / "sets.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _sets(rows)))
-    assert calibrate.main(["--walks", str(walks), "--checkpoint", str(folder)]) == 0
+    report = tmp_path / "cal.md"
+    assert calibrate.main(["--walks", str(walks), "--checkpoint", str(folder), "--report", str(report)]) == 0
+    assert "| ×4.00 (chosen) | 1/1 | 0/2 | 1.000 |" in report.read_text()
     loaded = load(folder)
     assert loaded.empty_log_odds == pytest.approx(math.log(4.0))
     ctx = Query([{"role": "user", "content": "q"}], [], [])

@@ -31,6 +31,7 @@ from toolprm.bfcl import IRRELEVANCE_CATEGORIES
 from toolprm.errors import ToolprmError
 from toolprm.reward.prm import CALIBRATION, SHIPPED, WEIGHTS, shifted
 
+from .readme import replace_block
 from .siblings import SETS
 
 #: Odds multipliers tried for ``[]`` (the log of each is the shift).
@@ -73,6 +74,23 @@ def choose(rows: list[tuple[bool, float, float]]) -> tuple[dict, list[dict]]:
     return best, table
 
 
+def markdown(best: dict, table: list[dict], command: str) -> str:
+    """The grid as a table, one row per distinct outcome (its smallest multiplier)."""
+    lines = [f"Written by `{command}`.", "",
+             "| odds multiplier of `[]` | irrelevant queries answered `[]` | relevant queries answered `[]` "
+             "| balanced accuracy |", "|---:|---:|---:|---:|"]
+    last = None
+    for t in table:
+        key = (tuple(t["irrelevant_to_empty"]), tuple(t["relevant_to_empty"]))
+        if key == last and t is not best:
+            continue
+        last = key
+        (a, p), (b, n) = t["irrelevant_to_empty"], t["relevant_to_empty"]
+        mark = " (chosen)" if t is best else ""
+        lines.append(f"| ×{t['odds']:.2f}{mark} | {a}/{p} | {b}/{n} | {t['balanced_accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
 def weights_sha256(folder: Path) -> str:
     return hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
 
@@ -83,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--walks", required=True, help="a `toolprm train siblings` folder (live policy walks)")
     p.add_argument("--checkpoint", default=str(SHIPPED), help="the head's folder (default: the shipped one)")
+    p.add_argument("--report", default=None, help="also write the grid as a markdown table here")
+    p.add_argument("--readme", default=None, help="replace a results block of this README with the table")
+    p.add_argument("--tag", default="calibration-results", help="the README block to replace")
     a = p.parse_args(argv)
     path = Path(a.walks, SETS)
     if not path.exists():
@@ -99,13 +120,15 @@ def main(argv: list[str] | None = None) -> int:
            "walks": str(a.walks), "queries": len({r["query"] for r in records}),
            "chosen": best, "command": "toolprm train calibrate " + shlex.join(argv)}
     (folder / CALIBRATION).write_text(json.dumps(out, indent=2) + "\n")
-    for t in table:
-        mark = "  <- chosen" if t is best else ""
-        print(f"odds x{t['odds']:.2f}: irrelevant -> [] {t['irrelevant_to_empty'][0]}/{t['irrelevant_to_empty'][1]}, "
-              f"relevant -> [] {t['relevant_to_empty'][0]}/{t['relevant_to_empty'][1]}, "
-              f"balanced accuracy {t['balanced_accuracy']:.3f}{mark}")
-    print(f"wrote {folder / CALIBRATION}")
+    text = markdown(best, table, out["command"])
+    if a.report:
+        Path(a.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.report).write_text(text + "\n")
+    if a.readme:
+        replace_block(a.readme, a.tag, text)
+    print(text)
+    print(f"\nwrote {folder / CALIBRATION}")
     return 0
 
 
-__all__ = ["first_step_rows", "decide", "choose", "main", "GRID"]
+__all__ = ["first_step_rows", "decide", "choose", "markdown", "main", "GRID"]
