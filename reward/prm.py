@@ -202,14 +202,18 @@ def load(folder: str | os.PathLike | None = None) -> PRM:
     return PRM(head, manifest, _calibration(p))
 
 
+def weights_sha256(folder: str | os.PathLike) -> str:
+    """The sha256 of a checkpoint folder's weights (what a calibration was fit for)."""
+    return hashlib.sha256((Path(folder) / WEIGHTS).read_bytes()).hexdigest()
+
+
 def _calibration(folder: Path) -> float:
     """The ``[]`` shift in ``folder``, checked against the weights it was fit for."""
     path = folder / CALIBRATION
     if not path.exists():
         return 0.0
     cal = json.loads(path.read_text())
-    digest = hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
-    if cal.get("weights_sha256") != digest:
+    if cal.get("weights_sha256") != weights_sha256(folder):
         raise ToolprmError(f"{path} was fit for other weights than {folder / WEIGHTS}: refit it with "
                            "`toolprm train calibrate --walks <a train siblings folder> --checkpoint "
                            f"{folder}`, or delete it")
@@ -443,4 +447,4 @@ def default_scorer(policy: Policy | None = None, values: str = "head", path: str
 
 __all__ = ["N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
            "save", "feature_matrix", "extra_features", "default_scorer", "step_confidence", "SHIPPED",
-           "FEATURES", "VALUE_READERS", "CALIBRATION", "shifted", "is_empty_list"]
+           "FEATURES", "VALUE_READERS", "CALIBRATION", "shifted", "is_empty_list", "weights_sha256"]

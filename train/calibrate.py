@@ -20,7 +20,6 @@ weights, and ``train prm`` / ``train all`` remove it when they write new ones.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import shlex
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from toolprm.bfcl import IRRELEVANCE_CATEGORIES
 from toolprm.errors import ToolprmError
-from toolprm.reward.prm import CALIBRATION, SHIPPED, WEIGHTS, shifted
+from toolprm.reward.prm import CALIBRATION, SHIPPED, WEIGHTS, shifted, weights_sha256
 
 from .readme import replace_block
 from .siblings import SETS
@@ -89,10 +88,6 @@ def markdown(best: dict, table: list[dict], command: str) -> str:
         mark = " (chosen)" if t is best else ""
         lines.append(f"| ×{t['odds']:.2f}{mark} | {a}/{p} | {b}/{n} | {t['balanced_accuracy']:.3f} |")
     return "\n".join(lines)
-
-
-def weights_sha256(folder: Path) -> str:
-    return hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
