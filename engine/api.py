@@ -51,9 +51,9 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     best_of_n), a name of ``SCORERS`` ("prm", "hybrid": the head with the policy's
     confidence for values, "policy": the policy's own confidence, "minilm") or a Scorer.
     ``aggregation``: how a beam ranks a partial output by its step scores
-    (``AGGREGATIONS``; default ``DEFAULT_AGGREGATION``, "percall": a prefix product's
-    root by the number of calls, so a finished short list does not outrank a longer
-    one just by having fewer factors).
+    (``AGGREGATIONS``; default ``DEFAULT_AGGREGATION``, "last": the prefix product,
+    which can stop the search early; "percall", its root by the number of calls, does
+    not let a finished short list outrank a longer one just by having fewer factors).
     ``exploration``: how fine_beam proposes a step's candidates (``engine.explore``):
     "structured" (every discrete alternative the grammar allows, the ``top_k``
     likeliest where there are more; at a free-form value ``m`` samples plus the
