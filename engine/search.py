@@ -173,8 +173,8 @@ def beam(search: Search, coarse: bool = False) -> Seq:
     a while cannot push it out. The best finished output is returned. Where a
     partial output's score can only fall as it grows (``monotone``: "min", or "last"
     over a scorer of prefix products such as the PRM's), the search stops as soon as
-    the best finished output scores at least as high as every live one: no live one
-    can overtake it. ``[]`` stays in the beam instead, where it must keep a slot
+    the best finished output (``[]`` in the beam included) scores at least as high
+    as every live one: no live one can overtake it. ``[]`` stays in the beam instead, where it must keep a slot
     against the live outputs of each round: pooled, its one-step score would be set
     against whole call lists' products, whose every further step lowers them (on
     live queries the pool then answered ``[]`` to 27 of 64 relevant ones)."""
@@ -234,11 +234,11 @@ def beam(search: Search, coarse: bool = False) -> Seq:
                 best_done = rows[i]
         beam_rows = [i for i in ranked if i not in pooled][:search.n]  # live rows, and [] if it holds a slot
         live = [i for i in beam_rows if not rows[i].done]
-        if live and best_done is not None and monotone and rank(best_done)[0] >= rank(rows[live[0]])[0]:
-            live = []  # no live output can score above the best finished one any more
+        done = [rows[i] for i in beam_rows if rows[i].done] + ([best_done] if best_done is not None else [])
+        if live and done and monotone and max(rank(d)[0] for d in done) >= rank(rows[live[0]])[0]:
+            live = []  # no live output can score above the best finished one ([] included) any more
         if not live:
-            done = [rows[i] for i in beam_rows] + ([best_done] if best_done is not None else [])
-            return max(done, key=rank)
+            return max(done + [rows[i] for i in beam_rows], key=rank)
         dec.select(beam_rows)
         if search.on_step is not None:
             search.on_step(dec.rows + ([best_done] if best_done is not None else []))

@@ -208,8 +208,9 @@ def test_beam_stops_once_nothing_live_can_overtake_a_finished_output(tiny):
 
         def score(self, context, candidates):
             super().score(context, candidates)
-            out = [(1.0 if c.final else 0.6) * 0.5 ** len(c.events) for c in candidates]
-            # [] is no pooled output: it has to keep its slot in the beam
+            # [] scores low here: it ends the search once it leads (the test below)
+            out = [0.01 if c.text == "[]" else (1.0 if c.final else 0.6) * 0.5 ** len(c.events)
+                   for c in candidates]
             self.rounds[-1] = {c.text: (sc, c.final) for c, sc in zip(candidates, out) if c.text != "[]"}
             return out
 
@@ -223,6 +224,22 @@ def test_beam_stops_once_nothing_live_can_overtake_a_finished_output(tiny):
         done = [sc for sc, final in earlier.values() if final]
         live = [sc for sc, final in earlier.values() if not final]
         assert not done or not live or max(done) < max(live)
+
+
+def test_beam_stops_when_the_empty_list_leads(tiny):
+    """[] holds a slot in the beam rather than the pool; once it scores at least as high
+    as every live output, with prefix-product scores nothing can overtake it: the
+    search ends in that round and answers []."""
+    class EmptyLeads(HashScorer):
+        prefix_product = True
+
+        def score(self, context, candidates):
+            super().score(context, candidates)
+            return [0.9 if c.text == "[]" else 0.6 * 0.9 ** len(c.events) for c in candidates]
+
+    scorer = EmptyLeads()
+    best = beam(_search(tiny, scorer=scorer, m=4, n=2))
+    assert best.state.text == "[]" and len(scorer.rounds) == 1
 
 
 def _events(*kinds):
