@@ -236,8 +236,9 @@ def _freed_within(server: Server, seconds: float) -> bool:
 
 
 def test_a_request_past_its_time_limit_answers_504_and_frees_the_worker(slow_server):
+    # "required": no [] answer, which can end a search in its first round
     body = {"messages": [{"role": "user", "content": "Weather in Paris, Rome, Oslo, Lima and Cairo, in celsius?"}],
-            "tools": TOOLS, "max_tokens": 400}
+            "tools": TOOLS, "max_tokens": 400, "tool_choice": "required"}
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:  # one runs, one times out while it waits
         resps = list(pool.map(slow_server.post, [body, body]))
@@ -251,7 +252,7 @@ def test_a_request_past_its_time_limit_answers_504_and_frees_the_worker(slow_ser
 
 def test_a_client_that_leaves_mid_stream_cancels_its_generation(slow_server):
     body = {"messages": [{"role": "user", "content": "Weather in Paris, Rome, Oslo, Lima and Cairo?"}],
-            "tools": TOOLS, "max_tokens": 400, "stream": True}
+            "tools": TOOLS, "max_tokens": 400, "stream": True, "tool_choice": "required"}
     with httpx.stream("POST", slow_server.url + "/v1/chat/completions", json=body, timeout=30) as resp:
         assert resp.status_code == 200
         first = next(resp.iter_lines())
