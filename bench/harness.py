@@ -54,7 +54,7 @@ from toolprm.engine.explore import EXPLORATIONS
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES, normalize_tools
-from toolprm.reward.prm import default_scorer
+from toolprm.reward.prm import ENDS_READERS, default_scorer
 from toolprm.reward.prm import load as reward_load
 
 __all__ = ["STRATEGY_CHOICES", "BENCH_CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
@@ -133,7 +133,8 @@ class ModelRunner:
         if self._head is None:
             name = DEFAULT_SCORER if self.config.scorer == "default" else self.config.scorer
             self._head = default_scorer(self.policy, values="policy" if name == "hybrid" else "head",
-                                        path=self.config.prm)
+                                        path=None if self.config.prm == "shipped" else self.config.prm,
+                                        ends=self.config.ends)
         return self._head
 
     def __call__(self, case: Case, spec: StrategySpec, calls: str):
@@ -150,7 +151,7 @@ class ModelRunner:
                                                    max_new_tokens=c.max_new_tokens)
         scorer = {"default": None, "oracle": OracleScorer(case) if c.scorer == "oracle" else None}.get(
             c.scorer, c.scorer)
-        if c.prm != "shipped" and STRATEGIES[spec.name].ranks:
+        if (c.prm != "shipped" or c.ends != "auto") and STRATEGIES[spec.name].ranks:
             scorer = self._head_scorer()
         return generate(case.messages, model_tools(case), model=self.policy, strategy=spec.name, calls=calls,
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
@@ -414,6 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prm", default=None, metavar="FOLDER",
                    help="the head's checkpoint folder for the prm and hybrid scorers (default: the "
                         "shipped reward/checkpoint)")
+    p.add_argument("--ends", default=RunConfig.ends, choices=ENDS_READERS,
+                   help="who reads the end decision (after a call: close the list or call again) for "
+                        "the prm and hybrid scorers: auto (default: the policy where it was measured to "
+                        "read it well, reward.prm.POLICIES_READING_ENDS; else the head), head, or policy "
+                        "(its own probability of the choice)")
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (default) or sampling (m samples only)")
     p.add_argument("--top-k", type=int, default=RunConfig.top_k,
@@ -447,12 +453,14 @@ def main(argv: list[str] | None = None) -> int:
         if (DEFAULT_SCORER if a.scorer == "default" else a.scorer) not in ("prm", "hybrid"):
             raise ToolprmError(f"--prm is read by the prm and hybrid scorers, not by {a.scorer!r}")
         reward_load(a.prm)  # a clear error now, not in every worker
+    if a.ends != "auto" and (DEFAULT_SCORER if a.scorer == "default" else a.scorer) not in ("prm", "hybrid"):
+        raise ToolprmError(f"--ends is read by the prm and hybrid scorers, not by {a.scorer!r}")
     categories = _categories(a.category)
     specs = [StrategySpec(s, a.m, a.n, a.exploration) for s in dict.fromkeys(a.strategy or ["greedy"])]
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
                        temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
                        top_k=a.top_k, proposals=a.proposals,
-                       scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped")
+                       scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped", ends=a.ends)
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()
     records = run_sharded(cases, specs, a.out, config, a.jobs, a.threads, progress=not a.quiet)

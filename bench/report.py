@@ -355,6 +355,7 @@ class RunConfig:
     proposals: int = Exploration.proposals
     dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32
     prm: str = "shipped"     # the head's checkpoint folder the prm and hybrid scorers read
+    ends: str = "auto"       # who reads the end decision for the prm and hybrid scorers (reward.prm.ENDS_READERS)
 
 
 

@@ -247,17 +247,58 @@ def step_confidence(c, j: int) -> float:
     return math.exp(lp / n) if n else 1.0
 
 
+#: Who reads the end decision, the choice after a call between closing the list and
+#: beginning another call (with each tool): the head, or the policy (``ends="policy"``).
+#: The policy's factor for the step is its probability of the alternative taken (of its
+#: tokens together) over that of the likeliest alternative of the same parent: the
+#: choice the policy prefers costs nothing, another its odds against it. (Its plain
+#: probability would lower every call list where the policy is unsure how to end it,
+#: and hand the search to ``[]``, whose score does not pay it.) "auto": the policy
+#: where ``POLICIES_READING_ENDS`` names it, else the head.
+ENDS_READERS = ("head", "policy", "auto")
+#: The policies whose own P(another call) reads the end decision well. On gold
+#: prefixes of live queries (``toolprm bench ends``) Qwen2.5-Coder-0.5B's has an AUC
+#: of 0.85 (results/ends-qwen0.5b), SmolLM2-135M's 0.44, below chance (results/ends).
+POLICIES_READING_ENDS = frozenset({"qwen2.5-coder-0.5b"})
+
+
+def is_end_decision(ev) -> bool:
+    """Whether step ``ev`` decides, after a call, to close the list or (its name
+    step) to begin another call."""
+    return ev.call >= 1 and ev.kind in ("end", "name")
+
+
+def _end_odds(candidates: Sequence[Any], memo: dict) -> dict[tuple[int, int], float]:
+    """Per (candidate, step) end decision: the policy's probability of it over the
+    likeliest sibling's (``ENDS_READERS``). ``memo`` maps a parent (the text before the
+    step) to the highest probability seen of its children, across calls for one query:
+    siblings are scored together, and a step re-read later finds its siblings there."""
+    probs = {}
+    for k, c in enumerate(candidates):
+        for j, ev in enumerate(c.events):
+            if is_end_decision(ev):
+                lp, _ = c.event_steps[j] if j < len(c.event_steps) else (c.step_logprob, c.step_tokens)
+                parent = c.text[:c.events[j - 1].offset]
+                probs[k, j] = parent, math.exp(lp)
+                memo[parent] = max(memo.get(parent, 0.0), math.exp(lp))
+    return {kj: p / memo[parent] for kj, (parent, p) in probs.items()}
+
+
 def _prefix_scores(prm: "PRM", rows: list[list[list[float]]], candidates: Sequence[Any],
-                   values: str = "head") -> list[float]:
+                   values: str = "head", ends: str = "head", end_memo: dict | None = None) -> list[float]:
     """P(every step of the prefix correct) per candidate: the product of the head's
     per-step scores (each is P(step correct | the steps before it are)); with
-    ``values="policy"`` a value step's factor is the policy's confidence instead. The
-    ``[]`` step's score is shifted by the checkpoint's calibration (``train.calibrate``)."""
+    ``values="policy"`` a value step's factor is the policy's confidence instead, with
+    ``ends="policy"`` an end decision's the policy's odds of it (``_end_odds``, over
+    ``end_memo``). The ``[]`` step's score is shifted by the checkpoint's calibration
+    (``train.calibrate``)."""
     flat = [r for rs in rows for r in rs]
     p = prm.predict(np.array(flat, dtype=np.float32)) if flat else np.zeros(0)
+    odds = _end_odds(candidates, {} if end_memo is None else end_memo) if ends == "policy" else {}
     out, i = [], 0
-    for rs, c in zip(rows, candidates):
+    for k, (rs, c) in enumerate(zip(rows, candidates)):
         steps = [step_confidence(c, j) if values == "policy" and c.events[j].kind == "value"
+                 else odds[k, j] if (k, j) in odds
                  else shifted(float(p[i + j]), prm.empty_log_odds) if is_empty_list(c.events[j])
                  else float(p[i + j]) for j in range(len(rs))]
         out.append(math.prod(steps))
@@ -271,18 +312,34 @@ def _check_values(values: str) -> str:
     return values
 
 
+def _check_ends(ends: str) -> str:
+    if ends not in ENDS_READERS[:2]:
+        raise ToolprmError(f"ends must be one of {ENDS_READERS}, got {ends!r}")
+    return ends
+
+
+def ends_reader(ends: str, policy: Policy | None) -> str:
+    """``ends`` with "auto" resolved for ``policy`` (None: the default SmolLM2)."""
+    if ends == "auto":
+        return "policy" if str(getattr(policy, "name", "")).lower() in POLICIES_READING_ENDS else "head"
+    return _check_ends(ends)
+
+
 class _IndexCache:
-    """One ToolIndex per query (the search scores many candidates of one context).
-    The context itself is held, not its ``id``: a freed query's id can be reused by
-    the next one, which would then read the old query's tools."""
+    """One ToolIndex and one end-decision memo (``_end_odds``) per query (the search
+    scores many candidates of one context). The context itself is held, not its
+    ``id``: a freed query's id can be reused by the next one, which would then read
+    the old query's tools."""
 
     def __init__(self):
         self._context = None
         self._index = None
+        self.end_memo: dict = {}
 
     def get(self, context) -> ToolIndex:
         if self._context is not context:
             self._context, self._index = context, ToolIndex(context.messages, context.tools)
+            self.end_memo = {}
         return self._index
 
 
@@ -295,9 +352,10 @@ class PRMScorer:
     needs_hidden = True
     prefix_product = True  # a score can only fall as the output grows (engine.search.beam)
 
-    def __init__(self, prm: PRM, values: str = "head"):
+    def __init__(self, prm: PRM, values: str = "head", ends: str = "head"):
         self.prm = prm
         self.values = _check_values(values)
+        self.ends = _check_ends(ends)
         self._index = _IndexCache()
 
     def score(self, context, candidates) -> list[float]:
@@ -320,7 +378,7 @@ class PRMScorer:
             hiddens = [c.event_hidden[j] if j < len(c.event_hidden) else c.hidden
                        for j in range(len(c.events))]
             rows.append(_step_rows(c, hiddens, index))
-        return _prefix_scores(self.prm, rows, candidates, self.values)
+        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo)
 
 
 class BackbonePRM:
@@ -332,9 +390,10 @@ class BackbonePRM:
     needs_hidden = False
     prefix_product = True
 
-    def __init__(self, prm: PRM, model: Any, tokenizer: Any, values: str = "head"):
+    def __init__(self, prm: PRM, model: Any, tokenizer: Any, values: str = "head", ends: str = "head"):
         self.prm, self.model, self.tokenizer = prm, model, tokenizer
         self.values = _check_values(values)
+        self.ends = _check_ends(ends)
         size = model.config.hidden_size
         if size != prm.hidden_size:
             raise ToolprmError(f"the PRM head expects hidden size {prm.hidden_size}, the backbone "
@@ -394,7 +453,7 @@ class BackbonePRM:
                 self._memo[p] = h
         index = self._index.get(context)
         rows = [_step_rows(c, [self._memo[p] for p in ps], index) for c, ps in zip(candidates, partials)]
-        return _prefix_scores(self.prm, rows, candidates, self.values)
+        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo)
 
 
 def load_prm(path: str | os.PathLike | None = None, *, backbone: Any = None):
@@ -424,7 +483,8 @@ def _cached(path: str) -> PRM:
     return load(path)
 
 
-def default_scorer(policy: Policy | None = None, values: str = "head", path: str | os.PathLike | None = None):
+def default_scorer(policy: Policy | None = None, values: str = "head", path: str | os.PathLike | None = None,
+                   ends: str = "auto"):
     """The scorer ``generate()`` uses by default for best_of_n, coarse_beam and fine_beam.
 
     The shipped head reads the policy's own hidden states, so for the policy it was
@@ -432,19 +492,21 @@ def default_scorer(policy: Policy | None = None, values: str = "head", path: str
     For any other policy it is a ``BackbonePRM`` with the shipped backbone: the PRM
     runs its own forward pass over (prompt, partial output).  ``policy``: an
     ``engine.models.Policy`` (or None for the default). ``values``: who reads a
-    value step (``VALUE_READERS``: "policy" makes the hybrid scorer). ``path``: another
-    head's checkpoint folder than the shipped one."""
+    value step (``VALUE_READERS``: "policy" makes the hybrid scorer). ``ends``: who
+    reads the end decision (``ENDS_READERS``). ``path``: another head's checkpoint
+    folder than the shipped one."""
+    ends = ends_reader(ends, policy)
     prm = _cached(str(Path(path) if path is not None else SHIPPED))
     trained_on = prm.manifest.get("backbone", {})
     name = trained_on.get("name", "smollm2")
     if trained_on.get("kind", "policy") == "policy":
         if policy is None or (getattr(policy, "name", None) == name
                               and policy.model.config.hidden_size == prm.hidden_size):
-            return PRMScorer(prm, values)
+            return PRMScorer(prm, values, ends)
     backbone = get_policy(None if name == "smollm2" else name)
-    return BackbonePRM(prm, backbone.model, backbone.tokenizer, values)
+    return BackbonePRM(prm, backbone.model, backbone.tokenizer, values, ends)
 
 
 __all__ = ["N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
            "save", "feature_matrix", "extra_features", "default_scorer", "step_confidence", "SHIPPED",
-           "FEATURES", "VALUE_READERS", "CALIBRATION", "shifted", "is_empty_list", "weights_sha256"]
+           "FEATURES", "VALUE_READERS", "ENDS_READERS", "ends_reader", "CALIBRATION", "shifted", "is_empty_list", "weights_sha256"]

@@ -116,6 +116,45 @@ def test_score_is_the_product_of_the_step_scores():
         load(d)
 
 
+def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice():
+    """ends="policy": after a call, closing and calling again are factors of the
+    policy's probability over the likeliest sibling's; other steps keep the head's."""
+    prm = _prm()
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
+        "a": {"type": "integer"}}}}]
+    ctx = Query([{"role": "user", "content": "call f with 1 and 2"}], tools, [])
+    call = '[{"name": "f", "arguments": {"a": 1'
+    evs = (StepEvent("name", 0, None, '"f"', "f", 13), StepEvent("key", 0, "a", '"a"', "a", 32),
+           StepEvent("value", 0, "a", "1", 1, len(call)))
+    close = call + "}}]"
+    again = call + '}}, {"name": "f"'
+    h = torch.zeros(D)
+
+    def cand(text, ev, lp):
+        events = evs + (ev,)
+        steps = ((-0.1, 1), (0.0, 0), (-0.2, 1), (lp, 3))
+        return Candidate(text, events, lp, 3, -1.0, h, ev.kind == "end", (h,) * 4, steps)
+
+    c_close = cand(close, StepEvent("end", 1, None, "]", [{"name": "f", "arguments": {"a": 1}}], len(close)),
+                   math.log(0.3))
+    c_again = cand(again, StepEvent("name", 1, None, '"f"', "f", len(again)), math.log(0.6))
+    head = PRMScorer(prm).score(ctx, [c_close, c_again])
+    prefix = PRMScorer(prm).score(ctx, [Candidate(call, evs, -0.2, 1, -1.0, h, False, (h,) * 3,
+                                                  ((-0.1, 1), (0.0, 0), (-0.2, 1)))])[0]
+    s = PRMScorer(prm, ends="policy")
+    scored = s.score(ctx, [c_close, c_again])
+    assert scored == pytest.approx([prefix * 0.5, prefix * 1.0])
+    assert head != pytest.approx(scored)  # the head read those steps itself
+    # scored alone later (a descendant re-reads its prefix), the step keeps its odds
+    assert s.score(ctx, [c_close]) == pytest.approx([prefix * 0.5])
+    with pytest.raises(ToolprmError, match="ends must be one of"):
+        PRMScorer(prm, ends="oracle")
+    from toolprm.engine.models import Policy
+    from toolprm.reward.prm import ends_reader
+    assert ends_reader("auto", Policy(None, None, "Qwen2.5-Coder-0.5B")) == "policy"
+    assert ends_reader("auto", None) == "head" and ends_reader("head", None) == "head"
+
+
 def test_one_scorer_reads_each_querys_own_tools():
     """A scorer reused across queries indexes each query's tools, even when the
     next query object takes the freed one's id (same message and tool counts):
