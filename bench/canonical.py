@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from toolprm.engine.query import prepare
 from toolprm.engine.workers import run_jobs, threads_per_job
 from toolprm.errors import InvalidTokenError, ToolprmError
 
-from .report import replace_block
+from toolprm.train.readme import publish
 from toolprm.train.stats import paired, wilson
 
 MODES = {"longest": False, "canonical": True}
@@ -230,15 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         run_jobs(_run_share, jobs, threads_per_job(a.jobs, a.threads))
     records = [r for s in shards for r in _read(s)]
     (out / "cases.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    summary = summarize(records)
-    command = "toolprm bench canonical " + shlex.join(sys.argv[2:] if argv is None else argv)
-    summary["command"] = command.strip()
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    text = table(summary, summary["command"])
-    (out / "table.md").write_text(text + "\n")
-    print(text)
-    if a.readme:
-        replace_block(a.readme, "canonical-results", text)
+    publish(out, summarize(records), table, "toolprm bench canonical", argv, a.readme, "canonical-results")
     return 0
 
 

@@ -27,8 +27,6 @@ import argparse
 import json
 import math
 import re
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,26 +38,16 @@ from toolprm.engine.explore import query_text
 from toolprm.engine.models import get_policy
 from toolprm.engine.query import prepare
 from toolprm.errors import InvalidTokenError, ToolprmError
+from toolprm.reward.features import leaves
 from toolprm.train.evaluate import auc, balanced_accuracy
 from toolprm.train.siblings import held_out
 
-from .report import replace_block
+from toolprm.train.readme import publish
 
 CATEGORIES = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
 READERS = {"policy": 0.5, "cue": 1.0}  # the cut at or above which a reader says "goes on"
 _AFTER = re.compile(r"\s*(?:,|and\b|or\b|&|vs\b\.?|versus\b|as well as\b|also\b|then\b|;)\s*", re.I)
 _BEFORE = re.compile(r"(?:,|\band|\bor|&|\bvs\.?|\bversus|\bas well as|\balso|\bthen|;)\s*$", re.I)
-
-
-def _scalars(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _scalars(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _scalars(v)
-    elif not isinstance(value, bool) and value is not None:
-        yield str(value)
 
 
 def coordination_cue(query: str, calls: list[dict]) -> int:
@@ -69,7 +57,7 @@ def coordination_cue(query: str, calls: list[dict]) -> int:
     text = query.lower()
     used = []
     for c in calls:
-        for s in _scalars(c.get("arguments") or {}):
+        for s in (str(x) for x in leaves(c.get("arguments") or {}) if not isinstance(x, bool) and x is not None):
             s = s.lower().strip()
             at = text.find(s) if len(s) >= 2 else -1
             if at >= 0:
@@ -163,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="results/ends")
-    p.add_argument("--readme", default=None, help="also put the table into this file's ends-results block")
+    p.add_argument("--readme", default=None, help="also put the table into this file's --tag block")
+    p.add_argument("--tag", default="ends-results", help="the README block to write (default ends-results)")
     a = p.parse_args(argv)
     if a.limit < 1:
         raise ToolprmError("--limit must be at least 1")
@@ -190,15 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             f.flush()
             skipped.flush()
             records += new
-    summary = summarize(records)
-    command = "toolprm bench ends " + shlex.join(sys.argv[2:] if argv is None else argv)
-    summary["command"] = command.strip()
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    text = table(summary, summary["command"])
-    (out / "table.md").write_text(text + "\n")
-    print(text)
-    if a.readme:
-        replace_block(a.readme, "ends-results", text)
+    publish(out, summarize(records), table, "toolprm bench ends", argv, a.readme, a.tag)
     return 0
 
 

@@ -68,21 +68,22 @@ def query_text(messages: Sequence[dict]) -> str:
     return "\n".join(users or [m.get("content") or "" for m in messages])
 
 
-def _leaves(v: Any) -> list:
+def leaves(v: Any) -> list:
+    """The scalar leaves of a JSON value (bools and None included), depth first."""
     if isinstance(v, dict):
-        return [x for val in v.values() for x in _leaves(val)]
+        return [x for val in v.values() for x in leaves(val)]
     if isinstance(v, list):
-        return [x for val in v for x in _leaves(val)]
+        return [x for val in v for x in leaves(val)]
     return [v]
 
 
 def grounded(value: Any, query: str, qnorm: str) -> float:
     """Share of the value's leaves that occur in the query (bools and None count half)."""
-    leaves = _leaves(value)
-    if not leaves:
+    found = leaves(value)
+    if not found:
         return 0.5
     score = 0.0
-    for x in leaves:
+    for x in found:
         if isinstance(x, bool) or x is None:
             score += 0.5
         elif isinstance(x, (int, float)):
@@ -93,7 +94,7 @@ def grounded(value: Any, query: str, qnorm: str) -> float:
         else:
             n = _norm(str(x))
             score += 1.0 if n and n in qnorm else 0.0
-    return score / len(leaves)
+    return score / len(found)
 
 
 def _param_text(key: str, spec: Any) -> str:
@@ -105,7 +106,7 @@ def word_grounding(value: Any, query_words: list[str]) -> tuple[float, float]:
     """(share of the value's words that are words of the query, 1.0 if they occur
     there as one contiguous phrase): stricter than ``grounded``'s substring test,
     which finds "ca" in "jacket"."""
-    words = [w for x in _leaves(value) if isinstance(x, str) for w in _WORD.findall(x.lower())]
+    words = [w for x in leaves(value) if isinstance(x, str) for w in _WORD.findall(x.lower())]
     if not words:
         return 0.0, 0.0
     have = set(query_words)
