@@ -116,7 +116,7 @@ def test_score_is_the_product_of_the_step_scores():
         load(d)
 
 
-def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice():
+def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice(monkeypatch):
     """ends="policy": after a call, closing and calling again are factors of the
     policy's probability over the likeliest sibling's; other steps keep the head's."""
     prm = _prm()
@@ -150,9 +150,11 @@ def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice():
     with pytest.raises(ToolprmError, match="ends must be one of"):
         PRMScorer(prm, ends="oracle")
     from toolprm.engine.models import Policy
-    from toolprm.reward.prm import ends_reader
-    assert ends_reader("auto", Policy(None, None, "Qwen2.5-Coder-0.5B")) == "policy"
-    assert ends_reader("auto", None) == "head" and ends_reader("head", None) == "head"
+    from toolprm.reward import prm as reward_prm
+    monkeypatch.setattr(reward_prm, "POLICIES_READING_ENDS", frozenset({"qwen2.5-coder-0.5b"}))
+    assert reward_prm.ends_reader("auto", Policy(None, None, "Qwen2.5-Coder-0.5B")) == "policy"
+    assert reward_prm.ends_reader("auto", Policy(None, None, "smollm2")) == "head"
+    assert reward_prm.ends_reader("auto", None) == "head" and reward_prm.ends_reader("policy", None) == "policy"
 
 
 def test_one_scorer_reads_each_querys_own_tools():
