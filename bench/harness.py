@@ -29,6 +29,7 @@ not a BFCL score. ``one`` and ``one_or_more`` apply everywhere.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -49,7 +50,7 @@ from toolprm.bfcl import (CATEGORIES, LANGUAGE_CATEGORIES, OTHER_CATEGORIES, TES
 from toolprm.engine.api import DEFAULT_SCORER, SCORERS, generate
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.models import get_policy
-from toolprm.engine.workers import threads_per_job
+from toolprm.engine.workers import WorkerPool, threads_per_job
 from toolprm.engine.explore import EXPLORATIONS
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
@@ -196,6 +197,21 @@ def make_record(case: Case, label: str, calls_mode: str, result: Any = None,
     }
 
 
+def run_pair(runner: Runner, case: Case, spec: StrategySpec, calls_mode: str) -> dict:
+    """One (case, strategy) pair run and scored: its cases.jsonl record. A strategy
+    that raises is recorded as such (``make_record``), and the run goes on."""
+    calls = calls_for(case.category, calls_mode)
+    t0 = time.perf_counter()
+    try:
+        return make_record(case, spec.label, calls, runner(case, spec, calls))
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        if os.environ.get("TOOLPRM_DEBUG"):
+            traceback.print_exc()
+        return make_record(case, spec.label, calls, exception=exc, seconds=time.perf_counter() - t0)
+
+
 def _check_run_file(out: Path, config: RunConfig) -> None:
     """Refuse to mix settings in one folder; (re)write run.json with the full settings."""
     path = out / report.RUN_FILE
@@ -255,20 +271,9 @@ def run_bench(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLi
         try:
             with open(path, "a", encoding="utf-8") as f:
                 for case, spec in todo:
-                    calls = calls_for(case.category, config.calls)
-                    t0 = time.perf_counter()
-                    try:
-                        result = live_runner(case, spec, calls)
-                        rec = make_record(case, spec.label, calls, result)
-                    except (KeyboardInterrupt, MemoryError):
-                        raise
-                    except Exception as exc:  # recorded; the run goes on
-                        rec = make_record(case, spec.label, calls, exception=exc,
-                                          seconds=time.perf_counter() - t0)
-                        if progress:
-                            bar.write(f"{case.id} {spec.label}: {rec['exception']}")
-                            if os.environ.get("TOOLPRM_DEBUG"):
-                                bar.write(traceback.format_exc())
+                    rec = run_pair(live_runner, case, spec, config.calls)
+                    if progress and rec["exception"]:
+                        bar.write(f"{case.id} {spec.label}: {rec['exception']}")
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     f.flush()
                     existing[(case.id, spec.label)] = rec
@@ -304,34 +309,32 @@ def _run_share(cases, specs, out: Path, config: RunConfig, shard: int | None = N
               position=0 if shard is None else shard, desc="bfcl" if shard is None else f"shard-{shard}")
 
 
-_WORKER: dict = {}
+def _chunk_records(runner: "ModelRunner", chunk: tuple[list, list]) -> list[dict]:
+    """The records of one chunk of (cases, strategies), run in a worker on its runner."""
+    cases, specs = chunk
+    return [run_pair(runner, case, spec, runner.config.calls) for case in cases for spec in specs]
 
 
-def _worker_start(counter) -> None:
-    """Pool initializer: this worker's shard number (its own output folder)."""
-    with counter.get_lock():
-        _WORKER["shard"] = counter.value
-        counter.value += 1
-
-
-def _run_chunk(cases, specs, out: Path, config: RunConfig, threads: int) -> int:
-    """One chunk of cases, in whichever worker is free, into that worker's shard folder."""
-    import torch
-    torch.set_num_threads(threads)
-    _run_share(cases, specs, out / f"shard-{_WORKER['shard']}", config, progress=False)
-    return len(cases)
+def _append_records(shard: Path, config: RunConfig, records: list[dict]) -> None:
+    """Records a worker sent back, appended to its shard folder by the driver (so a
+    worker on another machine needs no shared disk)."""
+    _check_run_file(shard, config)
+    with open(shard / report.CASES_FILE, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLike, config: RunConfig,
-                jobs: int = 1, threads: int | None = None, progress: bool = True) -> list[dict]:
-    """Run every pair not yet done, in this process (``jobs`` 1: into ``out``) or in
-    ``jobs`` worker processes with ``threads`` torch threads each (default: a share
-    of the cores). Workers take chunks of a few cases as they become free (a worker
-    that drew quick cases takes more), each writing to its own ``out/shard-K``; a
-    resumed run skips the pairs any shard holds, whatever ``jobs`` is. Returns the
-    records of every pair in the folder(s), one per (case, strategy)."""
-    import multiprocessing
-
+                jobs: int = 1, threads: int | None = None, progress: bool = True,
+                address: str | None = None) -> list[dict]:
+    """Run every pair not yet done, in this process (``jobs`` 1: into ``out``) or on
+    ``jobs`` Ray workers (``engine.workers.WorkerPool``: a local cluster, or the one
+    at ``address``) with ``threads`` torch threads each (default: a share of the
+    cores). Each worker loads the policy once and takes chunks of a few cases as it
+    becomes free (one that drew quick cases takes more); the driver appends what
+    worker K sends back to ``out/shard-K`` as each chunk ends. A resumed run skips
+    the pairs any shard holds, whatever ``jobs`` is; a worker that dies is started
+    again and its chunk rerun. Returns the records of every pair in the folder(s),
+    one per (case, strategy)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -352,16 +355,13 @@ def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.Path
     size = max(1, min(8, len(todo) // (4 * jobs)))  # small enough to even out the ends
     chunks = plan_chunks(todo, specs, done, size)
     if chunks:
-        ctx = multiprocessing.get_context("spawn")
-        counter = ctx.Value("i", 0)
-        per = threads_per_job(jobs, threads)
-        with ctx.Pool(jobs, initializer=_worker_start, initargs=(counter,)) as pool, \
+        with WorkerPool(functools.partial(ModelRunner, config), jobs, threads_per_job(jobs, threads),
+                        address) as pool, \
                 tqdm(total=len(cases), initial=len(cases) - len(todo), desc="bfcl", unit="case",
                      disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            for n in pool.imap_unordered(_run_chunk_args, [(ch, sp, out, config, per) for ch, sp in chunks]):
-                bar.update(n)
-            pool.close()
-            pool.join()
+            for k, records in pool.imap_unordered(_chunk_records, chunks):
+                _append_records(out / f"shard-{k}", config, records)
+                bar.update(len({r["id"] for r in records}))
     # Keyed by (case, strategy): a pair run twice (e.g. in an interrupted chunk) counts once.
     return list(merged().values())
 
@@ -375,10 +375,6 @@ def plan_chunks(cases: list[Case], specs: list[StrategySpec], done, size: int) -
         groups.setdefault(tuple(s.label for s in specs if (c.id, s.label) not in done), []).append(c)
     return [(group[i:i + size], [s for s in specs if s.label in labels])
             for labels, group in groups.items() if labels for i in range(0, len(group), size)]
-
-
-def _run_chunk_args(args: tuple) -> int:
-    return _run_chunk(*args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -429,9 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "
                         "oversubscription, which slows decoding many times over)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, taking chunks of cases as "
-                   "they become free, each writing to OUT/shard-K; a share of the cores each unless "
-                   "--threads says otherwise")
+    p.add_argument("--jobs", type=int, default=1, help="Ray workers (pip install 'toolprm[scale]'), each "
+                   "loading the policy once and taking chunks of cases as they become free, their "
+                   "records in OUT/shard-K; a share of the cores each unless --threads says otherwise")
+    p.add_argument("--address", default=None, help="the Ray cluster to run the --jobs workers on: 'auto' "
+                   "or host:port (default: a local one, started for this run)")
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="the policy's weights: auto (int4 on a CPU with AVX512-BF16 or AMX, else "
                         "float32), float32, bfloat16 or int4 (see README, Speed)")
@@ -463,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
                        scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped", ends=a.ends)
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()
-    records = run_sharded(cases, specs, a.out, config, a.jobs, a.threads, progress=not a.quiet)
+    records = run_sharded(cases, specs, a.out, config, a.jobs, a.threads, progress=not a.quiet,
+                          address=a.address)
     wall = time.perf_counter() - t0
     _, table = report.write_outputs(records, a.out, strategies=[s.label for s in specs],
                                     config=asdict(config), plots=not a.no_plots)

@@ -302,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="how the beams rank partial outputs (see toolprm generate --help); a "
                         "resumed folder must be run with the one it was made with")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes, taking chunks of cases as "
-                   "they become free, each writing to OUT/shard-K")
+    p.add_argument("--jobs", type=int, default=1, help="Ray workers (pip install 'toolprm[scale]'), "
+                   "taking chunks of cases as they become free, their records in OUT/shard-K")
+    p.add_argument("--address", default=None, help="the Ray cluster for the --jobs workers: 'auto' or "
+                   "host:port (default: a local one)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="the policy's weights (see bench bfcl)")
     p.add_argument("--no-run", action="store_true",
                    help="run nothing: summarize the pairs the folder holds (a run stopped early)")
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if not records:
             raise ToolprmError(f"{out} holds no record of these cases and strategies")
     else:
-        records = run_sharded(cases, specs, out, config, a.jobs, a.threads)
+        records = run_sharded(cases, specs, out, config, a.jobs, a.threads, address=a.address)
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)

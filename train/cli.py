@@ -73,8 +73,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="the policy's weights for the rollouts (see README, Speed; default auto)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted data run")
     p.add_argument("--jobs", type=int, default=1,
-                   help="worker processes for the rollouts, each on an interleaved share of the "
-                        "queries in DATA/shard-K (the same data as one process; resume with the same --jobs)")
+                   help="Ray workers for the rollouts (pip install 'toolprm[scale]'), each on an "
+                        "interleaved share of the queries in DATA/shard-K (the same data as one process; "
+                        "resume with the same --jobs)")
+    p.add_argument("--address", default=None,
+                   help="the Ray cluster for the --jobs workers: 'auto' or host:port (default: a local "
+                        "one; its machines must share DATA's disk)")
 
 
 def _prm_args(p: argparse.ArgumentParser) -> None:
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.jobs < 1:
             raise ToolprmError("--jobs must be a positive integer")
         meta = build(a.data, _data_config(a), resume=getattr(a, "resume", False), progress=progress,
-                     command=command, jobs=a.jobs, threads=a.threads or None)
+                     command=command, jobs=a.jobs, threads=a.threads or None, address=a.address)
         print(json.dumps({k: meta[k] for k in ("n_queries", "n_steps", "splits", "label_balance",
                                                "skipped", "seconds")}, indent=1))
         print(f"data: {time.perf_counter() - t0:.0f}s → {a.data}")

@@ -111,16 +111,17 @@ def _jsonable(v: Any) -> Any:
 
 def build(out_dir: str | os.PathLike, cfg: DataConfig, *, resume: bool = False,
           progress: bool = True, policy=None, command: str = "", jobs: int = 1,
-          threads: int | None = None, share: tuple[int, int] = (0, 1)) -> dict:
+          threads: int | None = None, share: tuple[int, int] = (0, 1), address: str | None = None) -> dict:
     """Roll out, label and write the data; returns the meta dict (also in meta.json).
 
-    ``jobs`` > 1: that many worker processes (``threads`` torch threads each), each
+    ``jobs`` > 1: that many Ray workers (``threads`` torch threads each; a local
+    cluster, or the one at ``address``, whose machines share ``out_dir``), each
     on an interleaved share of the queries in ``out_dir/shard-K``, merged in query
     order; every query has its own seed, so the data are those of one process (up
     to float rounding in the last digits).
     ``share=(k, j)``: only the queries ``k, k + j, k + 2j, ...`` (one worker's)."""
     if jobs > 1:
-        return _build_parallel(Path(out_dir), cfg, resume, progress, command, jobs, threads)
+        return _build_parallel(Path(out_dir), cfg, resume, progress, command, jobs, threads, address)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy = policy or get_policy(cfg.model, dtype=cfg.dtype)
@@ -268,12 +269,12 @@ def _build_share(out: str, cfg: DataConfig, resume: bool, progress: bool, comman
 
 
 def _build_parallel(out: Path, cfg: DataConfig, resume: bool, progress: bool, command: str,
-                    jobs: int, threads: int | None) -> dict:
+                    jobs: int, threads: int | None, address: str | None = None) -> dict:
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     shards = [out / f"shard-{k}" for k in range(jobs)]
     metas = run_jobs(_build_share, [(str(shards[k]), cfg, resume, progress, command, (k, jobs))
-                                    for k in range(jobs)], threads_per_job(jobs, threads))
+                                    for k in range(jobs)], threads_per_job(jobs, threads), address)
     # Merge in query order: each shard holds whole queries, its steps contiguous per query.
     d = metas[0]["hidden_size"]
     order = {c.id: i for i, c in enumerate(pick_cases(cfg))}
