@@ -54,6 +54,8 @@ def _ray(address: str | None, cpus: int):
     import ray
     started = not ray.is_initialized()
     if started:
+        if not address:  # Ray lowers its workers' priority (nice 15): beside any other job they starved
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address=address, include_dashboard=False, configure_logging=False,
                  num_cpus=None if address else max(os.cpu_count() or 1, cpus))
     try:

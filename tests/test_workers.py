@@ -39,6 +39,8 @@ def test_a_killed_worker_is_replaced_and_its_task_rerun():
     with workers.WorkerPool(lambda: "state", 2, 1) as pool:
         pids = pool.pids()
         assert len(set(pids)) == 2
+        # at the driver's priority (Ray's default nice 15 starves workers beside any other job)
+        assert {os.getpriority(os.PRIO_PROCESS, p) for p in pids} == {os.getpriority(os.PRIO_PROCESS, 0)}
         got, killed = {}, False
         for k, (item, state, pid) in pool.imap_unordered(
                 lambda obj, i: (time.sleep(1.0), i, obj, os.getpid())[1:], items):
