@@ -331,8 +331,8 @@ def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.Path
     at ``address``) with ``threads`` torch threads each (default: a share of the
     cores). Each worker loads the policy once and takes chunks of a few cases as it
     becomes free (one that drew quick cases takes more); the driver appends what
-    worker K sends back to ``out/shard-K`` as each chunk ends. A resumed run skips
-    the pairs any shard holds, whatever ``jobs`` is; a worker that dies is started
+    worker K sends back to ``out/shard-K`` as each chunk ends. A resumed run with
+    ``jobs`` above 1 skips the pairs any shard holds; a worker that dies is started
     again and its chunk rerun. Returns the records of every pair in the folder(s),
     one per (case, strategy)."""
     from tqdm import tqdm
@@ -447,12 +447,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ToolprmError(f"--{name.replace('_', '-')} must be a positive integer")
     if a.threads is not None and a.threads < 1:
         raise ToolprmError("--threads must be a positive integer")
+    head_read = (DEFAULT_SCORER if a.scorer == "default" else a.scorer) in ("prm", "hybrid")
+    for flag, given in (("--prm", a.prm is not None), ("--ends", a.ends != "auto")):
+        if given and not head_read:
+            raise ToolprmError(f"{flag} is read by the prm and hybrid scorers, not by {a.scorer!r}")
     if a.prm is not None:
-        if (DEFAULT_SCORER if a.scorer == "default" else a.scorer) not in ("prm", "hybrid"):
-            raise ToolprmError(f"--prm is read by the prm and hybrid scorers, not by {a.scorer!r}")
         reward_load(a.prm)  # a clear error now, not in every worker
-    if a.ends != "auto" and (DEFAULT_SCORER if a.scorer == "default" else a.scorer) not in ("prm", "hybrid"):
-        raise ToolprmError(f"--ends is read by the prm and hybrid scorers, not by {a.scorer!r}")
     categories = _categories(a.category)
     specs = [StrategySpec(s, a.m, a.n, a.exploration) for s in dict.fromkeys(a.strategy or ["greedy"])]
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,

@@ -20,6 +20,14 @@ from toolprm.reward.prm import N_EXTRA, SHIPPED, extra_features, feature_matrix
 D = 8
 
 
+#: One tool and the events of one call to it, ``[{"name": "f", "arguments": {"a": 1``.
+F_TOOLS = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
+    "a": {"type": "integer"}}}}]
+F_CALL = '[{"name": "f", "arguments": {"a": 1'
+F_EVENTS = (StepEvent("name", 0, None, '"f"', "f", 13), StepEvent("key", 0, "a", '"a"', "a", 32),
+            StepEvent("value", 0, "a", "1", 1, len(F_CALL)))
+
+
 def _cand(kind="value", hidden=None, text='[{"name": "f", "arguments": {"a": 1', logprob=-0.5, tokens=2):
     ev = StepEvent(kind, 0, "a" if kind in ("key", "value") else None, "1", 1, len(text))
     return Candidate(text, (ev,), logprob, tokens, logprob, hidden, kind == "end")
@@ -83,12 +91,8 @@ def test_scorer_uses_candidate_hidden():
 def test_score_is_the_product_of_the_step_scores():
     prm = _prm()
     s = PRMScorer(prm)
-    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
-        "a": {"type": "integer"}}}}]
+    tools, text, evs = F_TOOLS, F_CALL, F_EVENTS
     ctx = Query([{"role": "user", "content": "call f with 1"}], tools, [])
-    text = '[{"name": "f", "arguments": {"a": 1'
-    evs = (StepEvent("name", 0, None, '"f"', "f", 13), StepEvent("key", 0, "a", '"a"', "a", 32),
-           StepEvent("value", 0, "a", "1", 1, len(text)))
     hs = [torch.full((D,), float(i)) for i in range(3)]
     steps = [(-0.1, 1), (0.0, 0), (-0.7, 2)]
 
@@ -120,12 +124,8 @@ def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice(monk
     """ends="policy": after a call, closing and calling again are factors of the
     policy's probability over the likeliest sibling's; other steps keep the head's."""
     prm = _prm()
-    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
-        "a": {"type": "integer"}}}}]
-    ctx = Query([{"role": "user", "content": "call f with 1 and 2"}], tools, [])
-    call = '[{"name": "f", "arguments": {"a": 1'
-    evs = (StepEvent("name", 0, None, '"f"', "f", 13), StepEvent("key", 0, "a", '"a"', "a", 32),
-           StepEvent("value", 0, "a", "1", 1, len(call)))
+    call, evs = F_CALL, F_EVENTS
+    ctx = Query([{"role": "user", "content": "call f with 1 and 2"}], F_TOOLS, [])
     close = call + "}}]"
     again = call + '}}, {"name": "f"'
     h = torch.zeros(D)
