@@ -11,7 +11,9 @@ Each such boundary is read by:
 * ``cue``: a text cue that needs no model: the number of values the calls so far
   took from the query that stand next to a coordination (``and``, ``or``, a
   comma, ``&``, ``vs``, ``as well as``, ``also``, ``then``, ``;``) whose other
-  side no call has used yet ("weather in Paris and Tokyo", after Paris).
+  side no call has used yet ("weather in Paris and Tokyo", after Paris);
+* ``text``: the text end reader's P(goes on) (``reward.ends``; ``toolprm train ends``
+  trains it on the same live queries' training side, so read its held-out split).
 
 Reported per reader, over the boundaries of the train and the held-out live
 queries (``train.siblings.held_out``) apart: the AUC of the score for "goes on",
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -38,46 +39,18 @@ from toolprm.engine.explore import query_text
 from toolprm.engine.models import get_policy
 from toolprm.engine.query import prepare
 from toolprm.errors import InvalidTokenError, ToolprmError
-from toolprm.reward.features import leaves
+from toolprm.reward.ends import coordination_cue, load_end_reader
+from toolprm.reward.features import ToolIndex
 from toolprm.train.evaluate import auc, balanced_accuracy
 from toolprm.train.siblings import held_out
 
 from toolprm.train.readme import publish
 
 CATEGORIES = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple")
-READERS = {"policy": 0.5, "cue": 1.0}  # the cut at or above which a reader says "goes on"
-_AFTER = re.compile(r"\s*(?:,|and\b|or\b|&|vs\b\.?|versus\b|as well as\b|also\b|then\b|;)\s*", re.I)
-_BEFORE = re.compile(r"(?:,|\band|\bor|&|\bvs\.?|\bversus|\bas well as|\balso|\bthen|;)\s*$", re.I)
+READERS = {"policy": 0.5, "cue": 1.0, "text": 0.5}  # the cut at or above which a reader says "goes on"
 
 
-def coordination_cue(query: str, calls: list[dict]) -> int:
-    """How many of the values ``calls`` took from ``query`` stand next to a
-    coordination whose other side (the next word after it, or the last before it)
-    lies outside every used value."""
-    text = query.lower()
-    used = []
-    for c in calls:
-        for s in (str(x) for x in leaves(c.get("arguments") or {}) if not isinstance(x, bool) and x is not None):
-            s = s.lower().strip()
-            at = text.find(s) if len(s) >= 2 else -1
-            if at >= 0:
-                used.append((at, at + len(s)))
-
-    def free(i: int) -> bool:
-        return 0 <= i < len(text) and text[i].isalnum() and not any(a <= i < b for a, b in used)
-
-    n = 0
-    for a, b in used:
-        after = _AFTER.match(text, b)
-        if after and after.end() > b and free(after.end()):
-            n += 1
-        before = _BEFORE.search(text[:a])
-        if before and free(len(text[:before.start()].rstrip()) - 1):
-            n += 1
-    return n
-
-
-def boundary_records(policy, case) -> list[dict]:
+def boundary_records(policy, case, reader=None) -> list[dict]:
     """One record per gold call of ``case``: does the list go on after it, and what
     each reader says. [] where the ground truth is outside the grammar."""
     calls = ground_truth_calls(case)
@@ -85,6 +58,7 @@ def boundary_records(policy, case) -> list[dict]:
     dec = q.decoder(policy, "any", max_new_tokens=2048)
     vocab = dec.grammar.vocab
     query = query_text(case.messages)
+    index = ToolIndex(case.messages, q.tools)
     out, text = [], "["
     for k, call in enumerate(calls):
         written = json.dumps(call, ensure_ascii=False)
@@ -98,7 +72,8 @@ def boundary_records(policy, case) -> list[dict]:
                                                   vocab.canonical(prefix + b"}}]")])
         out.append({"id": case.id, "category": case.category, "held_out": held_out(case.id), "k": k,
                     "calls": len(calls), "goes_on": k < len(calls) - 1,
-                    "policy": 1 / (1 + math.exp(close - go)), "cue": coordination_cue(query, calls[:k + 1])})
+                    "policy": 1 / (1 + math.exp(close - go)), "cue": coordination_cue(query, calls[:k + 1]),
+                    **({"text": reader.p_more(index, calls[:k + 1])} if reader else {})})
         text += written + ", "
     return out
 
@@ -111,7 +86,7 @@ def summarize(records: list[dict]) -> dict:
             continue
         y = np.array([r["goes_on"] for r in rs])
         s: dict = {"boundaries": len(rs), "goes_on": int(y.sum()), "readers": {}}
-        for name, cut in READERS.items():
+        for name, cut in ((n, c) for n, c in READERS.items() if all(n in r for r in rs)):
             x = np.array([r[name] for r in rs], dtype=float)
             means = {f"{cat} {'goes on' if lab else 'closes'}": float(np.mean([r[name] for r in rs
                                                                               if r["category"] == cat and r["goes_on"] == lab]))
@@ -134,7 +109,7 @@ def table(s: dict, command: str) -> str:
                   "another call.", "", "| reader | AUC (goes on) | balanced accuracy at its cut |",
                   "|---|---:|---:|"]
         for name, r in v["readers"].items():
-            cut = "P ≥ 0.5" if name == "policy" else "cue > 0"
+            cut = "cue > 0" if name == "cue" else "P ≥ 0.5"
             lines.append(f"| {name} | {f(r['auc'])} | {f(r['balanced_accuracy'])} ({cut}) |")
         names = list(v["readers"])
         lines += ["", "| mean score | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -165,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     done = {r["id"] for r in records} | set(skips.read_text().split() if skips.exists() else ())
     cases = [c for cat in CATEGORIES for c in load_cases(cat, a.limit) if c.id not in done]
     policy = get_policy(a.model) if cases else None
+    reader = load_end_reader()
     with path.open("a") as f, skips.open("a") as skipped:
         for case in tqdm(cases, desc="ends", unit="query"):
             try:
-                new = boundary_records(policy, case)
+                new = boundary_records(policy, case, reader)
             except ToolprmError as e:  # a tool set the grammar refuses: named, not hidden
                 tqdm.write(f"{case.id}: {e}")
                 new = []

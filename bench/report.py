@@ -402,6 +402,20 @@ def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[str]]:
     return records, list(dict.fromkeys(order))
 
 
+def interval_table(summary: dict, labels: list[str], records: list[dict]) -> str:
+    """The table of ``bench scaling`` for these runs: every accuracy with its 95%
+    interval, and each strategy against greedy (else the first) on the same cases by
+    McNemar's exact test."""
+    from types import SimpleNamespace
+
+    from .scaling import scaling_table  # bench scaling builds on this module
+
+    ref = next((label for label in labels if label.startswith("greedy")), labels[0])
+    sizes = {c: max(b["n"] for label in labels if (b := summary["results"][label].get(c)))
+             for c in summary["categories"]}
+    return scaling_table(summary, [SimpleNamespace(label=label) for label in labels], sizes, records, ref)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="toolprm bench report",
                                 description="Merge BFCL harness runs into one table and plot.")
@@ -423,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     config = configs[0] if len(dirs) == 1 else {"merged_from": [str(d) for d in dirs]}
     if len({c.get("scorer") for c in configs}) == 1:
         config["scorer"] = configs[0].get("scorer")
-    _, table = write_outputs(records, out, strategies=order, config=config, plots=not a.no_plots)
+    summary, table = write_outputs(records, out, strategies=order, config=config, plots=not a.no_plots)
+    if records:
+        table += "\n\n" + interval_table(summary, order, records)
     print(table)
     if a.readme:
         cmd = "toolprm bench report " + " ".join(sys.argv[3:] if argv is None else argv)

@@ -40,6 +40,7 @@ DELEGATES = {
     ("train", "generative"): "toolprm.train.cli",
     ("train", "readers"): "toolprm.train.cli",
     ("train", "calibrate"): "toolprm.train.cli",
+    ("train", "ends"): "toolprm.train.cli",
 }
 
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
              "  serve [--host H] [--port P]   an OpenAI-compatible chat-completions server\n"
              "  demo                          a short demonstration on the default model\n"
              "  bench {grammar,decode,bfcl,report,scaling,first-step,canonical,ceiling,compare,bounds,serve}\n"
-             "  train {data,prm,eval,all,siblings,sets,encoder,generative,readers,calibrate}\n")
+             "  train {data,prm,eval,all,siblings,sets,encoder,generative,readers,calibrate,ends}\n")
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2

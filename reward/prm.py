@@ -47,6 +47,7 @@ from toolprm.engine.query import prompt_ids as encode_prompt
 from toolprm.errors import GenerationError, ToolprmError
 from toolprm.grammar import STEP_KINDS as KINDS
 
+from .ends import ENDS_SHIPPED, EndReader, calls_before, load_end_reader
 from .features import N_TEXT, TEXT_FEATURES, ToolIndex, text_features
 
 #: The step features, in the order ``extra_features`` returns them.
@@ -248,14 +249,17 @@ def step_confidence(c, j: int) -> float:
 
 
 #: Who reads the end decision, the choice after a call between closing the list and
-#: beginning another call (with each tool): the head, or the policy (``ends="policy"``).
+#: beginning another call (with each tool): the head, the policy (``ends="policy"``),
+#: or the text end reader (``ends="text"``, ``reward.ends``: closing gets 1 − P(more),
+#: beginning a call with a tool P(more) times the head's score of that tool over the
+#: best sibling tool's, so the head still picks the tool and the reader the ending).
 #: The policy's factor for the step is its probability of the alternative taken (of its
 #: tokens together) over that of the likeliest alternative of the same parent: the
 #: choice the policy prefers costs nothing, another its odds against it. (Its plain
 #: probability would lower every call list where the policy is unsure how to end it,
 #: and hand the search to ``[]``, whose score does not pay it.) "auto": the policy
 #: where ``POLICIES_READING_ENDS`` names it, else the head.
-ENDS_READERS = ("head", "policy", "auto")
+ENDS_READERS = ("head", "policy", "text", "auto")
 #: The policies whose own odds read the end decision better than the head in the
 #: search, by a rule stated before the runs (results/qwen-live-ends/RULE.md). None yet:
 #: Qwen2.5-Coder-0.5B's P(another call) has an AUC of 0.85 on gold prefixes of live
@@ -287,25 +291,61 @@ def _end_odds(candidates: Sequence[Any], memo: dict) -> dict[tuple[int, int], fl
     return {kj: p / memo[parent] for kj, (parent, p) in probs.items()}
 
 
+@lru_cache(maxsize=2)
+def _end_reader(path: str) -> EndReader:
+    return load_end_reader(path)
+
+
+def _text_end_factors(candidates: Sequence[Any], head: list[list[float]], index: ToolIndex,
+                      memo: dict) -> dict[tuple[int, int], float]:
+    """Per (candidate, step) end decision, its factor under the text end reader
+    (``ENDS_READERS``). ``memo`` keeps, per parent text, P(more) and the best head score
+    of a sibling tool seen so far, across calls for one query."""
+    reader = _end_reader(str(ENDS_SHIPPED))
+    found = {}
+    for k, c in enumerate(candidates):
+        for j, ev in enumerate(c.events):
+            if is_end_decision(ev):
+                parent = c.text[:c.events[j - 1].offset]
+                entry = memo.get(("text", parent))
+                if entry is None:
+                    entry = memo[("text", parent)] = [reader.p_more(index, calls_before(c.events, j)), 0.0]
+                if ev.kind == "name":
+                    entry[1] = max(entry[1], head[k][j])
+                found[k, j] = ev.kind, parent
+    out = {}
+    for (k, j), (kind, parent) in found.items():
+        p_more, best = memo[("text", parent)]
+        out[k, j] = 1.0 - p_more if kind == "end" else p_more * (head[k][j] / best if best > 0 else 1.0)
+    return out
+
+
 def _prefix_scores(prm: "PRM", rows: list[list[list[float]]], candidates: Sequence[Any],
-                   values: str = "head", ends: str = "head", end_memo: dict | None = None) -> list[float]:
+                   values: str = "head", ends: str = "head", end_memo: dict | None = None,
+                   index: ToolIndex | None = None) -> list[float]:
     """P(every step of the prefix correct) per candidate: the product of the head's
     per-step scores (each is P(step correct | the steps before it are)); with
     ``values="policy"`` a value step's factor is the policy's confidence instead, with
     ``ends="policy"`` an end decision's the policy's odds of it (``_end_odds``, over
-    ``end_memo``). The ``[]`` step's score is shifted by the checkpoint's calibration
-    (``train.calibrate``)."""
+    ``end_memo``), with ``ends="text"`` the text end reader's (``_text_end_factors``,
+    over ``index``, the query's ``ToolIndex``). The ``[]`` step's score is shifted by
+    the checkpoint's calibration (``train.calibrate``)."""
     flat = [r for rs in rows for r in rs]
     p = prm.predict(np.array(flat, dtype=np.float32)) if flat else np.zeros(0)
-    odds = _end_odds(candidates, {} if end_memo is None else end_memo) if ends == "policy" else {}
-    out, i = [], 0
-    for k, (rs, c) in enumerate(zip(rows, candidates)):
+    head, i = [], 0
+    for rs in rows:
+        head.append([float(x) for x in p[i:i + len(rs)]])
+        i += len(rs)
+    memo = {} if end_memo is None else end_memo
+    odds = (_end_odds(candidates, memo) if ends == "policy"
+            else _text_end_factors(candidates, head, index, memo) if ends == "text" else {})
+    out = []
+    for k, (hs, c) in enumerate(zip(head, candidates)):
         steps = [step_confidence(c, j) if values == "policy" and c.events[j].kind == "value"
                  else odds[k, j] if (k, j) in odds
-                 else shifted(float(p[i + j]), prm.empty_log_odds) if is_empty_list(c.events[j])
-                 else float(p[i + j]) for j in range(len(rs))]
+                 else shifted(hs[j], prm.empty_log_odds) if is_empty_list(c.events[j])
+                 else hs[j] for j in range(len(hs))]
         out.append(math.prod(steps))
-        i += len(rs)
     return out
 
 
@@ -316,7 +356,7 @@ def _check_values(values: str) -> str:
 
 
 def _check_ends(ends: str) -> str:
-    if ends not in ENDS_READERS[:2]:
+    if ends not in ENDS_READERS[:3]:
         raise ToolprmError(f"ends must be one of {ENDS_READERS}, got {ends!r}")
     return ends
 
@@ -381,7 +421,7 @@ class PRMScorer:
             hiddens = [c.event_hidden[j] if j < len(c.event_hidden) else c.hidden
                        for j in range(len(c.events))]
             rows.append(_step_rows(c, hiddens, index))
-        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo)
+        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo, index)
 
 
 class BackbonePRM:
@@ -456,7 +496,7 @@ class BackbonePRM:
                 self._memo[p] = h
         index = self._index.get(context)
         rows = [_step_rows(c, [self._memo[p] for p in ps], index) for c, ps in zip(candidates, partials)]
-        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo)
+        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo, index)
 
 
 def load_prm(path: str | os.PathLike | None = None, *, backbone: Any = None):

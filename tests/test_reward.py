@@ -157,6 +157,31 @@ def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice(monk
     assert reward_prm.ends_reader("auto", None) == "head" and reward_prm.ends_reader("policy", None) == "policy"
 
 
+def test_ends_read_by_the_text_reader_close_with_one_minus_p_and_go_on_with_p():
+    """ends="text": closing gets 1 − P(more) from the text end reader, calling again
+    P(more) times the head's score of the tool over the best sibling tool's (1 here:
+    one tool); the steps before keep the head's scores."""
+    from toolprm.reward.ends import load_end_reader
+    from toolprm.reward.features import ToolIndex
+
+    prm = _prm()
+    call, evs = F_CALL, F_EVENTS
+    ctx = Query([{"role": "user", "content": "call f with 1 and 2"}], F_TOOLS, [])
+    h = torch.zeros(D)
+    steps = ((-0.1, 1), (0.0, 0), (-0.2, 1), (-0.5, 3))
+    close, again = call + "}}]", call + '}}, {"name": "f"'
+    c_close = Candidate(close, evs + (StepEvent("end", 1, None, "]", [{"name": "f", "arguments": {"a": 1}}],
+                                                len(close)),), -0.5, 3, -1.0, h, True, (h,) * 4, steps)
+    c_again = Candidate(again, evs + (StepEvent("name", 1, None, '"f"', "f", len(again)),), -0.5, 3, -1.0, h,
+                        False, (h,) * 4, steps)
+    prefix = PRMScorer(prm).score(ctx, [Candidate(call, evs, -0.2, 1, -1.0, h, False, (h,) * 3, steps[:3])])[0]
+    p_more = load_end_reader().p_more(ToolIndex(ctx.messages, ctx.tools), [{"name": "f", "arguments": {"a": 1}}])
+    assert 0 < p_more < 1
+    s = PRMScorer(prm, ends="text")
+    assert s.score(ctx, [c_close, c_again]) == pytest.approx([prefix * (1 - p_more), prefix * p_more])
+    assert s.score(ctx, [c_close]) == pytest.approx([prefix * (1 - p_more)])  # re-read alone
+
+
 def test_one_scorer_reads_each_querys_own_tools():
     """A scorer reused across queries indexes each query's tools, even when the
     next query object takes the freed one's id (same message and tool counts):

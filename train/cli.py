@@ -17,6 +17,8 @@ argv starts at the subcommand word (``["data", "--queries", "50"]``).
 * ``readers``: the readers compared on the same held-out sibling sets (``train.readers``).
 * ``siblings``: how well the PRM and the policy rank the sets of candidates the
   search compares, on held-out live queries (``train.siblings``).
+* ``ends``: the text end reader (close the list or call again), trained on gold
+  call lists of live and synthetic multi-call queries (``train.ends``).
 * ``calibrate``: the shift of the head's ``[]`` score against a first call's, fit on
   a ``siblings`` folder (``train.calibrate``); ``prm`` and ``all`` drop it with the
   weights it was fit for.
@@ -34,7 +36,7 @@ from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.errors import ToolprmError
 from toolprm.reward.prm import SHIPPED
 
-from . import calibrate, encoder, gold_sets, readers, siblings
+from . import calibrate, encoder, ends, gold_sets, readers, siblings
 from .data import DataConfig, build
 from .evaluate import evaluate, markdown_table
 from .prm import TrainConfig, train
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return readers.main(argv[1:])
     if argv[:1] == ["calibrate"]:
         return calibrate.main(argv[1:])
+    if argv[:1] == ["ends"]:
+        return ends.main(argv[1:])
     if argv[:1] == ["all"] and "--reader" in argv:
         i = argv.index("--reader")
         reader = argv[i + 1] if i + 1 < len(argv) else ""
