@@ -265,7 +265,8 @@ ENDS_READERS = ("head", "policy", "text", "auto")
 #: Qwen2.5-Coder-0.5B's P(another call) has an AUC of 0.85 on gold prefixes of live
 #: queries (results/ends-qwen0.5b), yet with it the search got 14 of 60 live cases
 #: right, as with the head (1 / 1 cases apart; the rule's tie goes to the head);
-#: SmolLM2's odds got 44 of 184 against the head's 50 (results/live-ends-48).
+#: SmolLM2's odds got 44 of 184 against the head's 50 (results/live-ends-48). The text
+#: reader tied the head, 50 of 184 (results/live-ends-text-48), so "auto" keeps the head.
 POLICIES_READING_ENDS: frozenset[str] = frozenset()
 
 

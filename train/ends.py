@@ -35,6 +35,7 @@ from toolprm.reward.features import ToolIndex
 
 from .evaluate import auc, balanced_accuracy
 from .masking import mask_case
+from .readme import replace_block
 from .siblings import held_out
 
 SOURCE_CATEGORIES = ("live_simple", "live_multiple")
@@ -203,6 +204,8 @@ def measure(reader: EndReader, x: np.ndarray, y: np.ndarray) -> dict:
     p = np.array([reader.p_more_features(r) for r in x])
     both = 0 < y.sum() < len(y)
     return {"boundaries": int(len(y)), "goes_on": int(y.sum()),
+            "read_on_when_on": int(((p >= 0.5) & (y == 1)).sum()),
+            "read_on_when_closing": int(((p >= 0.5) & (y == 0)).sum()),
             "auc": auc(y, p) if both else None,
             "balanced_accuracy": balanced_accuracy(y, p >= 0.5) if both else None}
 
@@ -239,11 +242,13 @@ def markdown(splits: dict, command: str) -> str:
         return "—" if v is None else f"{v:.3f}"
 
     lines = [f"Written by `{command}`.", "",
-             "| boundaries | queries | count (goes on) | AUC (goes on) | balanced accuracy (P ≥ 0.5) |",
-             "|---|---:|---:|---:|---:|"]
+             "| boundaries | queries | count (goes on) | AUC (goes on) | balanced accuracy (P ≥ 0.5) | "
+             "read as going on: of those that go on / of those that close |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, s in splits.items():
         lines.append(f"| {name} | {s['queries']} | {s['boundaries']} ({s['goes_on']}) | {f(s['auc'])} | "
-                     f"{f(s['balanced_accuracy'])} |")
+                     f"{f(s['balanced_accuracy'])} | {s['read_on_when_on']} / {s['goes_on']}, "
+                     f"{s['read_on_when_closing']} / {s['boundaries'] - s['goes_on']} |")
     return "\n".join(lines)
 
 
@@ -259,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--l2", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ENDS_SHIPPED), help="where to write the reader (default: the shipped one)")
+    p.add_argument("--readme", default=None, help="also put the metrics table into this file's --tag block")
+    p.add_argument("--tag", default="ends-text-reader", help="the README block to write (default ends-text-reader)")
     a = p.parse_args(argv)
     if a.synthetic < 0 or not 0 <= a.mask_share <= 1 or not 0 <= a.coordinated <= 1:
         raise ToolprmError("--synthetic must be ≥ 0, --mask-share and --coordinated in [0, 1]")
@@ -271,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(splits, command.strip())
     out.with_suffix(".md").write_text(table + "\n")
     print(table)
+    if a.readme:
+        replace_block(a.readme, a.tag, table)
     print(f"→ {out} ({reader.meta['seconds']} s)")
     return 0
 
