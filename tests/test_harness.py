@@ -271,9 +271,12 @@ def test_report_merges_runs(tmp_path, capsys):
     d = _run(tmp_path, "d", ["simple_python"], 2)  # same label and cases as a: kept apart
     out = tmp_path / "merged"
     assert report.main([str(a), str(b), str(c), str(d), "--out", str(out)]) == 0
-    table = capsys.readouterr().out
+    table, intervals = capsys.readouterr().out.split("\n\n", 1)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:] if line.startswith("|")}
     assert list(rows) == ["truth@a", "truth@b", "wrong_name", "truth@d"]
+    # then every accuracy with its interval, each strategy paired with the first on the same cases
+    assert "| wrong_name | 0.0 (0/3) [0, 56] |" in intervals
+    assert "truth@a against it on the non-live AST cases" in intervals and "| 3 / 0, p = 0.25 |" in intervals
     summary = json.loads((out / report.SUMMARY_FILE).read_text())
     assert summary["results"]["wrong_name"]["simple_python"]["accuracy"] == 0.0
     for png in (report.PLOT_CATEGORIES, report.PLOT_COMPUTE):
@@ -281,7 +284,7 @@ def test_report_merges_runs(tmp_path, capsys):
 
     # a and b alone score different categories with the same settings: one row.
     assert report.main([str(a), str(b), "--out", str(out), "--no-plots"]) == 0
-    table = capsys.readouterr().out
+    table = capsys.readouterr().out.split("\n\n", 1)[0]
     (row,) = [line for line in table.splitlines() if line.startswith("| truth")]
     assert row.startswith("| truth | 100.0 (3/3) | 100.0 (2/2) |")
 
