@@ -226,7 +226,7 @@ def train_reader(synthetic: int = 1500, mask_share: float = 0.5, seed: int = 0, 
     splits = {}
     for name, cases in (("held-out live", test_real), ("held-out live, parallel only",
                                                        [c for c in test_real if "parallel" in c.category]),
-                        ("held-out synthetic joins", test_syn), ("training data", train_real + train_syn)):
+                        ("held-out synthetic queries", test_syn), ("training data", train_real + train_syn)):
         xs, ys, _ = examples(cases, 0.0 if name != "training data" else mask_share, seed)
         splits[name] = {"queries": len(cases), **measure(reader, xs, ys)}
     reader.meta = {"data": {"real_queries": len(train_real), "synthetic_queries": len(train_syn),
