@@ -18,14 +18,16 @@ import sys
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable
 
-from toolprm.bfcl import CATEGORIES, non_live_summary
-from toolprm.bfcl.summary import NON_LIVE
+from toolprm.bfcl import CATEGORIES, LANGUAGE_CATEGORIES, TEST_CATEGORIES, non_live_summary
+from toolprm.bfcl.summary import NON_LIVE, ast_summary_weights
 from toolprm.engine.explore import Exploration
 from toolprm.engine.search import DEFAULT_AGGREGATION
 from toolprm.errors import ToolprmError
 from toolprm.train.readme import replace_block
+from toolprm.train.stats import mean_of_groups_ci, paired, wilson
 
 __all__ = ["CASES_FILE", "SUMMARY_FILE", "RUN_FILE", "NON_LIVE_AST", "load_records", "summarize",
            "markdown_table", "plot", "write_outputs", "main"]
@@ -402,14 +404,91 @@ def merge_runs(dirs: list[Path]) -> tuple[list[dict], list[str]]:
     return records, list(dict.fromkeys(order))
 
 
+def compute_per_case(block: dict) -> float:
+    """The compute measure of the plots: generated tokens plus scorer calls per case."""
+    return (block["mean_generated_tokens"] or 0) + (block["mean_scorer_calls"] or 0)
+
+
+def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int],
+                  records: list[dict], ref: str) -> str:
+    """Accuracy per category with its 95% Wilson interval, the non-live AST mean with a
+    stratified bootstrap interval, cost, and each strategy paired with ``ref`` (the
+    matched-budget fine_beam) on the same cases by McNemar's exact test."""
+    cats = [c for c in TEST_CATEGORIES + LANGUAGE_CATEGORIES
+            if any(c in summary["results"].get(s.label, {}) for s in specs)]
+    weights = ast_summary_weights()
+    by = {}  # label -> case id -> (category, correct)
+    for r in records:
+        by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
+    ast_cats = set(NON_LIVE_AST) & set(cats)
+    scope = "on the non-live AST cases" if ast_cats else "on every case"
+    head = ("| strategy | " + " | ".join(cats) + f" | non-live AST, Python only [95% CI] | BFCL Non-Live AST "
+            f"[95% CI] | {ref} against it {scope}: right only there / only here, p | compute / case | "
+            "s / case | scorer share of time |")
+    lines = [head, "|" + "---|" * (len(cats) + 7)]
+    missing: set[str] = set()
+    spent = {}  # label -> [scorer seconds, wall seconds]: what scoring costs inside the search
+    for r in records:
+        t = spent.setdefault(r["strategy"], [0.0, 0.0])
+        t[0] += float((r.get("stats") or {}).get("scorer_seconds") or 0)
+        t[1] += float(r.get("seconds") or 0)
+    for s in specs:
+        res = summary["results"].get(s.label)
+        if not res:
+            continue
+        cells = []
+        for c in cats:
+            b = res.get(c)
+            lo, hi = wilson(b["correct"], b["n"]) if b else (0, 0)
+            cells.append(f"{_pct(b['accuracy'])} ({b['correct']}/{b['n']}) [{100 * lo:.0f}, {100 * hi:.0f}]"
+                         if b else "—")
+        ov = summary["overall"][s.label]
+        ast = summary["non_live_ast"][s.label]
+        mine = by.get(s.label, {})
+        groups = [[ok for cat, ok in mine.values() if cat == c] for c in ast["categories"]]
+        lo, hi = mean_of_groups_ci(groups)
+        nl = f"{_pct(ast['accuracy'])} [{100 * lo:.1f}, {100 * hi:.1f}]" if ast["categories"] else "—"
+        official = non_live_summary({c: (b["correct"], b["n"]) for c, b in res.items() if c in NON_LIVE})
+        if official.non_live_ast is None:
+            missing.update(c for c in official.missing if c != "irrelevance")
+            bfcl = "N/A"
+        else:
+            members = list(weights)
+            lo, hi = mean_of_groups_ci([[ok for cat, ok in mine.values() if cat == c] for c in members],
+                                       weights=[weights[c] for c in members])
+            bfcl = f"{_pct(official.non_live_ast)} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        theirs = by.get(ref, {})
+        common = sorted(i for i in set(mine) & set(theirs) if not ast_cats or mine[i][0] in ast_cats)
+        if s.label == ref or not common:
+            vs = "—"
+        else:
+            t = paired([theirs[i][1] for i in common], [mine[i][1] for i in common])
+            vs = f"{t['only_a']} / {t['only_b']}, p = {t['p']:.3g}"
+        sc, wall = spent.get(s.label, (0.0, 0.0))
+        share = f"{100 * sc / wall:.1f}%" if sc and wall else "—"
+        lines.append(f"| {s.label} | " + " | ".join(cells) + f" | {nl} | {bfcl} | {vs} | "
+                     f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} | {share} |")
+    sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
+    return "\n".join(lines) + (f"\n\nCases per category: {sizes}, the same for every strategy. Accuracy "
+                               "in %, scored by BFCL's AST checker, with 95% Wilson intervals; non-live "
+                               "AST is the unweighted mean of simple_python, multiple, parallel and "
+                               "parallel_multiple (over the categories run), its interval a bootstrap "
+                               "over cases within each category. BFCL Non-Live AST is BFCL's own summary "
+                               "(bfcl.summary: the mean of Simple AST, itself the mean of simple_python, "
+                               "simple_java and simple_javascript, and multiple, parallel and "
+                               "parallel_multiple), which leaderboard rows quote; N/A where a category of it"
+                               f" was not run{' (here: ' + ', '.join(sorted(missing)) + ')' if missing else ''}"
+                               ". The paired column counts, over the "
+                               f"cases of those categories (of every category where none ran), where "
+                               f"{ref} is right and this strategy wrong, the reverse, and McNemar's exact p. Compute per case = generated tokens + "
+                               "scorer calls; the scorer's share is the time spent in it over the "
+                               "strategy's wall time, in the same run.")
+
+
 def interval_table(summary: dict, labels: list[str], records: list[dict]) -> str:
     """The table of ``bench scaling`` for these runs: every accuracy with its 95%
     interval, and each strategy against greedy (else the first) on the same cases by
     McNemar's exact test."""
-    from types import SimpleNamespace
-
-    from .scaling import scaling_table  # bench scaling builds on this module
-
     ref = next((label for label in labels if label.startswith("greedy")), labels[0])
     sizes = {c: max(b["n"] for label in labels if (b := summary["results"][label].get(c)))
              for c in summary["categories"]}
