@@ -13,7 +13,7 @@ from toolprm.grammar import DEFAULT_MAX_CALLS
 from toolprm.reward import prm as reward_prm
 from toolprm.reward.encoder import EncoderScorer
 
-from .decode import Stats
+from .decode import GREEDY_BELOW, Stats
 from .explore import Exploration
 from .models import Policy, get_policy
 from .parse import parse_calls
@@ -206,7 +206,7 @@ def _plain(policy: Policy, prompt_ids: list[int], max_new_tokens: int, stats: St
            temperature: float = 0.0, top_p: float = 1.0, seed: int = 0, cancel=None) -> list[int]:
     """transformers' own generation from ``prompt_ids`` up to EOS (greedy, or seeded sampling)."""
     ids = torch.tensor([prompt_ids])
-    sampled = temperature > 0
+    sampled = temperature >= GREEDY_BELOW
     if sampled:
         torch.manual_seed(seed)  # transformers samples from the global generator
     t0 = time.perf_counter()

@@ -605,9 +605,16 @@ def _masked_log_probs(logits: torch.Tensor, state: State, canonical: bool = True
     return torch.log_softmax(row.masked_fill(~m, float("-inf")), dim=-1)
 
 
+#: A temperature below this decodes greedily: sampling at it differs from greedy only
+#: on exact ties, and logits divided by it overflow (a request's temperature of 5e-324
+#: made the sampler's probabilities NaN).
+GREEDY_BELOW = 1e-5
+
+
 def sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
-    """Greedy when temperature is 0, else temperature + nucleus sampling (seeded)."""
-    if temperature <= 0:
+    """Greedy when temperature is under ``GREEDY_BELOW``, else temperature + nucleus
+    sampling (seeded)."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:

@@ -261,6 +261,19 @@ def test_a_client_that_leaves_mid_stream_cancels_its_generation(slow_server):
     assert _freed_within(slow_server, 3)
 
 
+def test_a_temperature_too_small_to_divide_by_decodes_greedily(server):
+    """The fuzzer's find: temperature and top_p of 5e-324 made the sampler's
+    probabilities NaN, a 500. Such a temperature is greedy decoding, with tools or not."""
+    tiny = {"temperature": 5e-324, "top_p": 5e-324, "max_tokens": 16}
+    plain = server.post({"messages": [{"role": "user", "content": "Say hi."}], **tiny})
+    assert plain.status_code == 200, plain.text
+    greedy = server.post({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 16})
+    assert plain.json()["choices"][0]["message"]["content"] == greedy.json()["choices"][0]["message"]["content"]
+    body = {"messages": [{"role": "user", "content": "What's the weather in Paris?"}], "tools": TOOLS,
+            "strategy": "sample", **tiny}
+    assert server.post(body).status_code == 200
+
+
 def test_the_api_schema_fuzzed_gives_no_server_error(server):
     """schemathesis generates requests from the app's own OpenAPI schema: whatever
     they hold, the answer is never a 5xx."""
