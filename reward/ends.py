@@ -28,7 +28,6 @@ ENDS_SHIPPED = Path(__file__).resolve().parent / "ends_checkpoint.json"
 _AFTER = re.compile(r"\s*(?:,|and\b|or\b|&|vs\b\.?|versus\b|as well as\b|also\b|then\b|;)\s*", re.I)
 _BEFORE = re.compile(r"(?:,|\band|\bor|&|\bvs\.?|\bversus|\bas well as|\balso|\bthen|;)\s*$", re.I)
 _COORDINATION = re.compile(r",|;|&|\b(?:and|or|also|then|vs|versus|both|each|respectively|as well as)\b", re.I)
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 

@@ -18,7 +18,6 @@ held-out joins). The loss weighs the two outcomes equally, so the reader's cut a
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import shlex
