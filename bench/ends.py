@@ -16,7 +16,7 @@ Each such boundary is read by:
   trains it on the same live queries' training side, so read its held-out split).
 
 Reported per reader, over the boundaries of the train and the held-out live
-queries (``train.siblings.held_out``) apart: the AUC of the score for "goes on",
+queries (``bfcl.held_out``) apart: the AUC of the score for "goes on",
 the balanced accuracy at the reader's own cut (P ≥ 0.5; a cue > 0), and the mean
 score by category and outcome. Nothing here is chosen or trained: it measures.
 Live categories only, by construction.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from toolprm.bfcl import ground_truth_calls, load_cases
+from toolprm.bfcl import ground_truth_calls, held_out, load_cases
 from toolprm.engine.explore import query_text
 from toolprm.engine.models import get_policy
 from toolprm.engine.query import prepare
@@ -42,7 +42,6 @@ from toolprm.errors import InvalidTokenError, ToolprmError
 from toolprm.reward.ends import coordination_cue, load_end_reader
 from toolprm.reward.features import ToolIndex
 from toolprm.train.evaluate import auc, balanced_accuracy
-from toolprm.train.siblings import held_out
 
 from toolprm.train.readme import publish
 

@@ -297,7 +297,7 @@ def _categories(values: list[str] | None) -> list[str]:
                 out.append(item)
             elif item:
                 raise ToolprmError(f"unknown BFCL category {item!r}; choose from "
-                                   f"{', '.join(CATEGORIES + LANGUAGE_CATEGORIES)}, another benchmark's "
+                                   f"{', '.join(CATEGORIES + LANGUAGE_CATEGORIES)}, a held-out other "
                                    f"({', '.join(OTHER_CATEGORIES)}) or a group: {', '.join(CATEGORY_GROUPS)}")
     return list(dict.fromkeys(out))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import importlib.resources
 import json
 import re
@@ -18,7 +19,6 @@ from typing import Any
 
 from toolprm.errors import ToolprmError
 
-from . import nestful
 from .literals import literal
 
 #: Non-live BFCL categories: the test set. Never train or tune on them.
@@ -42,8 +42,10 @@ CATEGORIES: tuple[str, ...] = TEST_CATEGORIES + TRAIN_CATEGORIES
 #: Non-Live AST summary (``bfcl.summary``), but kept out of TEST_CATEGORIES, which
 #: is the default run of ``bench bfcl`` and ``bench scaling``: ask for them by name.
 LANGUAGE_CATEGORIES: tuple[str, ...] = ("simple_java", "simple_javascript")
-#: Other benchmarks' cases in BFCL's form (``bfcl.nestful``): held out, never trained on.
-OTHER_CATEGORIES: tuple[str, ...] = ("nestful",)
+#: Other cases in BFCL's form, held out and never trained on: NESTFUL's (``bfcl.nestful``)
+#: and the coordinated multi-call queries built from held-out live ones
+#: (``bfcl.synthetic``). The checker reads them as BFCL's parallel_multiple.
+OTHER_CATEGORIES: tuple[str, ...] = ("nestful", "coordinated")
 #: Categories without possible answers: a case passes iff no call is made.
 IRRELEVANCE_CATEGORIES: tuple[str, ...] = ("irrelevance", "live_irrelevance")
 
@@ -119,7 +121,7 @@ def _unknown_category(category: object) -> ToolprmError:
         f"unknown BFCL category {category!r}; valid categories: "
         f"test (non-live) {', '.join(TEST_CATEGORIES + LANGUAGE_CATEGORIES)}; "
         f"train (live) {', '.join(TRAIN_CATEGORIES)}; "
-        f"other benchmarks (held out) {', '.join(OTHER_CATEGORIES)}"
+        f"held-out others {', '.join(OTHER_CATEGORIES)}"
     )
 
 
@@ -154,28 +156,26 @@ def _raw_entries(category: str) -> tuple[tuple[dict, list], ...]:
     return tuple((p, a["ground_truth"]) for p, a in zip(prompts, answers))
 
 
-def _spread(n: int, limit: int) -> list[int]:
+def spread(n: int, limit: int) -> list[int]:
     """``limit`` distinct indices evenly spread over range(n), always the same."""
     if limit >= n:
         return list(range(n))
     return [i * n // limit for i in range(limit)]
 
 
-def load_cases(category: str, limit: int | None = None) -> list[Case]:
-    """Load the cases of one BFCL category, in BFCL's order.
-
-    ``limit`` picks a deterministic, evenly spread subset (indices ``i*n//limit``);
-    ``None`` (or a limit ≥ the category size) loads all of them.
-    """
-    if category not in _LOADABLE:
-        raise _unknown_category(category)
+def check_limit(limit: object) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ToolprmError(f"limit must be a non-negative integer or None, got {limit!r}")
-    if category == "nestful":
-        cases = [Case(**d) for d in nestful.samples()]
-        return cases if limit is None else [cases[i] for i in _spread(len(cases), limit)]
+
+
+def bfcl_cases(category: str, limit: int | None = None) -> list[Case]:
+    """The cases of one of BFCL's own categories, in BFCL's order (``load_cases``
+    serves every category)."""
+    if category not in CATEGORIES + LANGUAGE_CATEGORIES:
+        raise _unknown_category(category)
+    check_limit(limit)
     entries = _raw_entries(category)
-    picked = range(len(entries)) if limit is None else _spread(len(entries), limit)
+    picked = range(len(entries)) if limit is None else spread(len(entries), limit)
     cases = []
     for i in picked:
         prompt, answer = entries[i]
@@ -206,6 +206,22 @@ def category_of(case_id: str) -> str | None:
     """The BFCL category an id belongs to, or None for a non-BFCL id."""
     m = _ANY_ID.match(case_id)
     return m.group(1) if m else None
+
+
+def split_of(query_id: str, val_share: float, seed: int = 0) -> str:
+    """"val" for a stable, seeded ``val_share`` of query ids (a hash), else "train"."""
+    h = int(hashlib.sha256(f"{seed}:{query_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_share else "train"
+
+
+#: The held-out live queries every reader is compared on: a stable hash of the query id
+#: puts this share of the live queries here; no reader trains on them.
+HELD_OUT_SHARE, HELD_OUT_SEED = 0.12, 13
+
+
+def held_out(case_id: str) -> bool:
+    """Is this live query held out from every reader's training data?"""
+    return split_of(case_id, HELD_OUT_SHARE, HELD_OUT_SEED) == "val"
 
 
 def assert_not_test(case_ids: Iterable[str | Case] | str | Case) -> None:

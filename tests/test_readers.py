@@ -10,7 +10,7 @@ from types import SimpleNamespace as E
 import pytest
 import torch
 
-from toolprm.bfcl import ground_truth_calls, load_cases
+from toolprm.bfcl import ground_truth_calls, held_out, load_cases
 from toolprm.engine import get_policy
 from toolprm.errors import ToolprmError
 from toolprm.grammar import compile, normalize_tools
@@ -27,7 +27,7 @@ def sets_of(case):
 
 @pytest.mark.parametrize("category", ["live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"])
 def test_gold_sets_are_siblings_of_one_parent_with_the_right_one_among_them(category):
-    case = next(c for c in load_cases(category) if not gold_sets.held_out(c.id)
+    case = next(c for c in load_cases(category) if not held_out(c.id)
                 and c.id not in gold_sets.KNOWN_UNSATISFIABLE)
     sets = sets_of(case)
     assert len(sets) >= 2
@@ -49,7 +49,7 @@ def test_gold_sets_are_siblings_of_one_parent_with_the_right_one_among_them(cate
 
 
 def test_irrelevance_gold_set_rights_the_empty_list_only():
-    case = next(c for c in load_cases("live_irrelevance") if not gold_sets.held_out(c.id))
+    case = next(c for c in load_cases("live_irrelevance") if not held_out(c.id))
     (first,) = sets_of(case)
     by_text = {c["text"]: c["label"] for c in first["candidates"]}
     assert by_text.pop("[]") == 1 and by_text and not any(by_text.values())
@@ -57,7 +57,7 @@ def test_irrelevance_gold_set_rights_the_empty_list_only():
 
 def test_hard_negatives_are_offered_and_labelled_by_the_checker():
     # a number off by one, or in another unit, is offered and wrong
-    case = next(c for c in load_cases("live_simple") if not gold_sets.held_out(c.id) and any(
+    case = next(c for c in load_cases("live_simple") if not held_out(c.id) and any(
         type(v) is int for call in ground_truth_calls(c) for v in call["arguments"].values()))
     for s in sets_of(case):
         values = [c for c in s["candidates"] if c["kind"] == "value"]
@@ -67,7 +67,7 @@ def test_hard_negatives_are_offered_and_labelled_by_the_checker():
             wrong = {c["events"][-1][3] for c in values if not c["label"]}
             assert {v + 1, v - 1} & wrong
     # and, whatever the case, a value set holds a wrong value beside the right one
-    cases = [c for c in load_cases("live_simple")[:40] if not gold_sets.held_out(c.id)]
+    cases = [c for c in load_cases("live_simple")[:40] if not held_out(c.id)]
     mixed = [s for c in cases for s in sets_of(c)
              if any(x["kind"] == "value" for x in s["candidates"])
              and 0 < sum(x["label"] for x in s["candidates"]) < len(s["candidates"])]
@@ -75,7 +75,7 @@ def test_hard_negatives_are_offered_and_labelled_by_the_checker():
 
 
 def test_masked_variant_is_consistent_across_tools_query_and_answer():
-    case = next(c for c in load_cases("live_multiple") if not gold_sets.held_out(c.id)
+    case = next(c for c in load_cases("live_multiple") if not held_out(c.id)
                 and c.id not in gold_sets.KNOWN_UNSATISFIABLE)
     (vid0, orig), (vid1, masked), (vid2, masked2) = gold_sets.variants(case, 2, seed=0)
     assert vid0 == case.id and vid1 == f"{case.id}#mask0" and vid2 == f"{case.id}#mask1"
@@ -99,8 +99,8 @@ def test_every_data_source_refuses_the_test_categories(monkeypatch):
         gold_sets.usable_cases()
     # held-out queries never reach the training data
     monkeypatch.setattr(gold_sets, "CATEGORIES", ("live_simple",))
-    assert not any(gold_sets.held_out(c.id) for c in gold_sets.usable_cases())
-    assert all(gold_sets.held_out(c.id) for c in gold_sets.usable_cases(held=True))
+    assert not any(held_out(c.id) for c in gold_sets.usable_cases())
+    assert all(held_out(c.id) for c in gold_sets.usable_cases(held=True))
 
 
 def test_listwise_and_pointwise_losses_on_a_hand_made_example():
@@ -187,7 +187,7 @@ def test_quick_encoder_train_scores_and_checkpoint_checks(tmp_path):
     walks = tmp_path / "walks"
     assert siblings.main(["--train-side", "--queries", "1", "-m", "2", "--follow", "policy", "--max-new-tokens",
                           "96", "--out", str(walks), "--no-progress"]) == 0
-    assert not any(siblings.held_out(json.loads(x)["query"]) for x in (walks / siblings.SETS).read_text().splitlines())
+    assert not any(held_out(json.loads(x)["query"]) for x in (walks / siblings.SETS).read_text().splitlines())
     ckpt = tmp_path / "ckpt"
     assert train_enc.main(["--data", str(data), "--out", str(ckpt), "--steps", "3", "--batch", "8",
                            "--max-length", "96", "--val-share", "0.5", "--walks", str(walks),

@@ -253,7 +253,8 @@ def test_masking_is_consistent(category):
 # --------------------------------------------------------------------------- split guard
 
 def test_pick_cases_only_live_and_split_by_query():
-    from toolprm.train.data import DataConfig, pick_cases, split_of
+    from toolprm.bfcl import split_of
+    from toolprm.train.data import DataConfig, pick_cases
     cases = pick_cases(DataConfig(queries=60))
     assert cases and all(c.category.startswith("live_") for c in cases)
     assert {c.category for c in cases} == {"live_simple", "live_multiple", "live_parallel",

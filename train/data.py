@@ -15,7 +15,6 @@ The split is by query: every rollout and step of a query is in ``train`` or
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from toolprm.bfcl import KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES, Case, assert_not_test, load_cases
+from toolprm.bfcl import KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES, Case, assert_not_test, load_cases, split_of
 from toolprm.engine.models import get_policy
 from toolprm.engine.query import Query, prepare
 from toolprm.engine.workers import run_jobs, threads_per_job
@@ -58,11 +57,6 @@ class DataConfig:
     model: str | None = None       # policy (None: the default SmolLM2)
     dtype: str = "float32"         # the policy's weights (engine.lean); data before the option were float32
     order_basis: int = 160         # the query order is built for this many (see pick_cases)
-
-
-def split_of(query_id: str, val_share: float, seed: int = 0) -> str:
-    h = int(hashlib.sha256(f"{seed}:{query_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "val" if h < val_share else "train"
 
 
 def pick_cases(cfg: DataConfig) -> list[Case]:
@@ -335,4 +329,4 @@ def load(data_dir: str | os.PathLike) -> tuple[list[dict], np.ndarray, dict]:
     return records, hidden, meta
 
 
-__all__ = ["DataConfig", "DEFAULT_MIX", "build", "load", "pick_cases", "split_of"]
+__all__ = ["DataConfig", "DEFAULT_MIX", "build", "load", "pick_cases"]

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from toolprm.bfcl import TRAIN_CATEGORIES
+from toolprm.bfcl import TRAIN_CATEGORIES, held_out
 from toolprm.errors import ToolprmError
 from toolprm.reward import generative
 from toolprm.reward.encoder import ENCODER_CHECKPOINT, CrossEncoder, load, logits, new_model, save
@@ -37,7 +37,7 @@ from toolprm.reward.render import render
 from . import gold_sets
 from .gold_sets import read_queries, read_sets
 from .readers import walk_sets
-from .siblings import held_out, rank_metrics
+from .siblings import rank_metrics
 
 
 @dataclass

@@ -21,7 +21,7 @@ queries, "any call" are all among them. Each candidate is labelled by
 acceptable is labelled right. What this misses: the policy's own sampled values;
 the policy walks supply those where they are run.
 
-Held-out queries (``siblings.held_out``) are never used. Output, per worker shard:
+Held-out queries (``bfcl.held_out``) are never used. Output, per worker shard:
 ``sets.jsonl`` (one sibling set a line) and ``queries.jsonl`` (each variant's
 messages and normalized tools, which a text reader renders). Resumable.
 """
@@ -35,7 +35,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from toolprm.bfcl import KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES, Case, assert_not_test, ground_truth_calls, load_cases
+from toolprm.bfcl import (KNOWN_UNSATISFIABLE, TRAIN_CATEGORIES, Case, assert_not_test, ground_truth_calls, held_out,
+                          load_cases)
 from toolprm.engine.explore import grounded, query_text
 from toolprm.engine.models import get_policy
 from toolprm.engine.workers import run_jobs
@@ -44,7 +45,6 @@ from toolprm.grammar import State, StepEvent, compile, normalize_tools
 
 from .labels import step_labels
 from .masking import mask_case
-from .siblings import held_out
 
 SETS, QUERIES = "sets.jsonl", "queries.jsonl"
 #: live_relevance has no answer key (any call passes), so it makes no labels.

@@ -31,11 +31,12 @@ from torch import nn
 
 from tqdm import tqdm
 
+from toolprm.bfcl import split_of
 from toolprm.errors import ToolprmError
 from toolprm.grammar import STEP_KINDS as KINDS
 from toolprm.reward.prm import N_EXTRA, PRM, PRMHead, save
 
-from .data import load, split_of
+from .data import load
 from .evaluate import evaluate, markdown_table
 from .features import backbone_hidden, features
 from .labels import prefix_correct

@@ -1,7 +1,7 @@
 """Readers compared on the same held-out sibling sets: ``toolprm train readers``.
 
 Two kinds of held-out sets, both from live queries no reader trained on
-(``siblings.held_out``):
+(``bfcl.held_out``):
 
 * policy walks (``toolprm train siblings``): the search's own candidate generator
   with the policy in the loop, scored when made by the shipped head ("prm") and the

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from toolprm.bfcl import KNOWN_UNSATISFIABLE, Case, assert_not_test, load_cases
+from toolprm.bfcl import KNOWN_UNSATISFIABLE, Case, assert_not_test, held_out, load_cases
 from toolprm.engine.explore import Exploration
 from toolprm.engine.models import get_policy
 from toolprm.engine.query import prepare
@@ -37,22 +37,12 @@ from toolprm.engine.search import PolicyScorer
 from toolprm.errors import ToolprmError
 from toolprm.reward.prm import default_scorer
 
-from .data import DEFAULT_MIX, DataConfig, pick_cases, split_of
+from .data import DEFAULT_MIX, DataConfig, pick_cases
 from .labels import step_labels
 from .rollout import FOLLOW, sibling_sets
 from .stats import paired, wilson
 
 SETS, METRICS, TABLE = "sets.jsonl", "metrics.json", "metrics.md"
-
-
-#: The held-out live queries every reader is compared on: a stable hash of the query id
-#: (``data.split_of``) puts this share of the live queries here; no reader trains on them.
-HELD_OUT_SHARE, HELD_OUT_SEED = 0.12, 13
-
-
-def held_out(case_id: str) -> bool:
-    """Is this live query held out from every reader's training data?"""
-    return split_of(case_id, HELD_OUT_SHARE, HELD_OUT_SEED) == "val"
 
 
 def held_out_cases(n: int, seed: int = 0, held: bool = True) -> list[Case]:

@@ -1,0 +1,22 @@
+"""``load_cases``: every category's cases, BFCL's own and the held-out others."""
+from __future__ import annotations
+
+from . import nestful
+from .data import Case, bfcl_cases, check_limit, spread
+from .synthetic import coordinated_cases
+
+
+def load_cases(category: str, limit: int | None = None) -> list[Case]:
+    """Load the cases of one category, in BFCL's order (for ``nestful`` and
+    ``coordinated``: in their builders' order).
+
+    ``limit`` picks a deterministic, evenly spread subset (indices ``i*n//limit``);
+    ``None`` (or a limit ≥ the category size) loads all of them.
+    """
+    check_limit(limit)
+    if category == "nestful":
+        cases = [Case(**d) for d in nestful.samples()]
+        return cases if limit is None else [cases[i] for i in spread(len(cases), limit)]
+    if category == "coordinated":
+        return coordinated_cases(limit)
+    return bfcl_cases(category, limit)
