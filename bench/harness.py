@@ -14,6 +14,9 @@ Output folder (``--out DIR``, default ``out/bfcl``):
   max_new_tokens, temperature, seed, aggregation, scorer);
 * ``cases.jsonl``: one record per (case, strategy), appended as each finishes, so
   an interrupted run resumes where it stopped (pairs already present are skipped);
+* ``invocations.jsonl``: each invocation's command, machine (CPU, cores), jobs and
+  threads when it starts, and its wall time when it ends (``bench report`` states
+  them under its table);
 * ``summary.json``, ``accuracy_by_category.png``, ``accuracy_vs_compute.png``
   (see :mod:`toolprm.bench.report`), and the markdown table on stdout. They
   describe every record in the folder (earlier invocations' too), the requested
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import json
 import os
 import sys
@@ -48,7 +52,7 @@ from toolprm.bench.processor_peers import PROCESSOR_PEERS
 from toolprm.bfcl import (CATEGORIES, LANGUAGE_CATEGORIES, OTHER_CATEGORIES, TEST_CATEGORIES, TRAIN_CATEGORIES, Case,
                           check, language_of, load_cases)
 from toolprm.engine.api import DEFAULT_SCORER, SCORERS, generate
-from toolprm.engine.lean import DTYPES, resolve_dtype
+from toolprm.engine.lean import DTYPES, cpu_flags, cpu_model, resolve_dtype
 from toolprm.engine.models import get_policy
 from toolprm.engine.workers import WorkerPool, threads_per_job
 from toolprm.engine.explore import EXPLORATIONS
@@ -286,6 +290,28 @@ def run_bench(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLi
     return [existing[(c.id, s.label)] for c, s in wanted]
 
 
+def machine() -> dict:
+    """What a run's wall times depend on: the CPU, its cores, its bf16 units, torch."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "bf16": sorted({"amx_bf16", "avx512_bf16"} & cpu_flags()), "torch": importlib.metadata.version("torch")}
+
+
+def log_invocation(out: str | os.PathLike, entry: dict, started: str | None = None) -> str:
+    """Append one line to ``out/invocations.jsonl``: an invocation's start (its
+    command, this machine; ``started`` None) or its end (``started`` names it).
+    Returns the start's time stamp."""
+    path = Path(out) / report.INVOCATIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if started is None:
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        entry = {"started": started, **entry, "machine": machine()}
+    else:
+        entry = {"started": started, **entry}
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+    return started
+
+
 def _categories(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or ["test"]:
@@ -461,9 +487,13 @@ def main(argv: list[str] | None = None) -> int:
                        scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped", ends=a.ends)
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()
+    started = log_invocation(a.out, {"command": "toolprm bench bfcl " + " ".join(sys.argv[3:] if argv is None else argv),
+                                     "jobs": a.jobs, "threads": threads_per_job(a.jobs, a.threads),
+                                     "dtype": config.dtype, "pairs": len(cases) * len(specs)})
     records = run_sharded(cases, specs, a.out, config, a.jobs, a.threads, progress=not a.quiet,
                           address=a.address)
     wall = time.perf_counter() - t0
+    log_invocation(a.out, {"ended": True, "seconds": round(wall, 1)}, started)
     _, table = report.write_outputs(records, a.out, strategies=[s.label for s in specs],
                                     config=asdict(config), plots=not a.no_plots)
     print(table)

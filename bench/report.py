@@ -35,6 +35,7 @@ __all__ = ["CASES_FILE", "SUMMARY_FILE", "RUN_FILE", "NON_LIVE_AST", "load_recor
 CASES_FILE = "cases.jsonl"
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.json"
+INVOCATIONS_FILE = "invocations.jsonl"  # written by bench.harness.log_invocation
 PLOT_CATEGORIES = "accuracy_by_category.png"
 PLOT_COMPUTE = "accuracy_vs_compute.png"
 #: BFCL's non-live AST summary: the unweighted mean of these four categories' accuracies.
@@ -495,6 +496,31 @@ def interval_table(summary: dict, labels: list[str], records: list[dict]) -> str
     return scaling_table(summary, [SimpleNamespace(label=label) for label in labels], sizes, records, ref)
 
 
+def runs_note(dirs: list[Path]) -> str:
+    """Where and how long each folder's runs ran, from its ``invocations.jsonl``: the
+    machines, jobs × threads, dtype, and the wall time of the invocations that ended."""
+    lines = []
+    for d in dirs:
+        path = next((p / INVOCATIONS_FILE for p in (d, d.parent) if (p / INVOCATIONS_FILE).exists()), None)
+        if path is None:
+            lines.append(f"- `{d}`: no invocation log (run before the harness kept one)")
+            continue
+        starts, ends = {}, {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            e = json.loads(line)
+            (ends if e.get("ended") else starts)[e["started"]] = e
+        machines = sorted({f"{m.get('cpu')} ({', '.join(m.get('bf16') or ['no bf16'])}), {m.get('cores')} cores"
+                           for e in starts.values() if (m := e.get("machine"))})
+        setups = sorted({f"{e.get('jobs')} job(s) × {e.get('threads')} thread(s), {e.get('dtype')}"
+                         for e in starts.values()})
+        seconds = sum(e.get("seconds", 0) for e in ends.values())
+        open_ = len(starts) - len(ends)
+        lines.append(f"- `{d}`: {len(starts)} invocation(s), {seconds:,.0f} s of wall time in those that ended"
+                     + (f" ({open_} stopped before the end, not counted)" if open_ else "")
+                     + f"; {'; '.join(machines)}; {'; '.join(setups)}")
+    return "Runs (from each folder's invocation log):\n\n" + "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="toolprm bench report",
                                 description="Merge BFCL harness runs into one table and plot.")
@@ -519,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     summary, table = write_outputs(records, out, strategies=order, config=config, plots=not a.no_plots)
     if records:
         table += "\n\n" + interval_table(summary, order, records)
+    table += "\n\n" + runs_note(dirs)
     print(table)
     if a.readme:
         cmd = "toolprm bench report " + " ".join(sys.argv[3:] if argv is None else argv)

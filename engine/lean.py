@@ -62,6 +62,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it ("unknown" elsewhere); read once."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def resolve_dtype(dtype: str | None) -> str:
     """``dtype`` as one of "float32", "bfloat16", "int4". "auto" (or None, or the
     ``TOOLPRM_DTYPE`` environment variable when None) picks "int4" on a CPU with

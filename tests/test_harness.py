@@ -277,6 +277,7 @@ def test_report_merges_runs(tmp_path, capsys):
     # then every accuracy with its interval, each strategy paired with the first on the same cases
     assert "| wrong_name | 0.0 (0/3) [0, 56] |" in intervals
     assert "truth@a against it on the non-live AST cases" in intervals and "| 3 / 0, p = 0.25 |" in intervals
+    assert f"- `{a}`: no invocation log" in intervals  # _run writes records, not a log
     summary = json.loads((out / report.SUMMARY_FILE).read_text())
     assert summary["results"]["wrong_name"]["simple_python"]["accuracy"] == 0.0
     for png in (report.PLOT_CATEGORIES, report.PLOT_COMPUTE):
@@ -358,6 +359,18 @@ def test_end_to_end_real_model(tmp_path, capsys):
     # Rerun: everything is done, so nothing is generated and the records stay as they were.
     assert harness.main(argv) == 0
     assert report.load_records(out) == records
+    # Each invocation logged its command, machine and setup, then its wall time; the
+    # report states them under its table.
+    log = [json.loads(line) for line in (out / report.INVOCATIONS_FILE).read_text().splitlines()]
+    assert [bool(e.get("ended")) for e in log] == [False, True, False, True]
+    assert log[0]["started"] == log[1]["started"] and log[0]["command"].endswith(" ".join(argv))
+    assert log[0]["jobs"] == 1 and log[0]["threads"] == 1 and log[0]["machine"]["cores"] >= 1
+    assert log[1]["seconds"] > 0
+    capsys.readouterr()
+    assert report.main([str(out), "--no-plots"]) == 0
+    note = capsys.readouterr().out.split("Runs (from each folder's invocation log):")[1]
+    assert f"- `{out}`: 2 invocation(s), " in note and "1 job(s) × 1 thread(s)" in note
+    assert log[0]["machine"]["cpu"] in note
 
 
 def test_time_ratio_pairs_cases_of_the_same_run():
