@@ -81,6 +81,7 @@ _ORACLE = {
     "parallel": "one_or_more", "parallel_multiple": "one_or_more",
     "live_parallel": "one_or_more", "live_parallel_multiple": "one_or_more",
     "irrelevance": "any", "live_irrelevance": "any",
+    "nestful": "one_or_more", "coordinated": "one_or_more",
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from toolprm.bench import harness, report
-from toolprm.bfcl import (CATEGORIES, IRRELEVANCE_CATEGORIES, KNOWN_UNSATISFIABLE, Case,
+from toolprm.bfcl import (CATEGORIES, IRRELEVANCE_CATEGORIES, KNOWN_UNSATISFIABLE, LANGUAGE_CATEGORIES, OTHER_CATEGORIES, Case,
                                 ground_truth_calls, load_cases)
 from toolprm.bench.harness import RunConfig, StrategySpec, calls_for, make_record, run_bench
 from toolprm.engine.parse import strict_calls
@@ -160,6 +160,9 @@ def test_calls_mode_per_category():
     assert calls_for("parallel_multiple", "oracle") == "one_or_more"
     assert calls_for("irrelevance", "oracle") == "any"
     assert calls_for("live_irrelevance", "oracle") == "any"
+    # every loadable category has an answer shape, the held-out others too
+    for cat in CATEGORIES + LANGUAGE_CATEGORIES + OTHER_CATEGORIES:
+        assert calls_for(cat, "oracle") in ("one", "one_or_more", "any")
     with pytest.raises(ToolprmError):
         calls_for("simple_python", "two")
 
