@@ -415,15 +415,16 @@ def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int]
     """Accuracy per category with its 95% Wilson interval, the non-live AST mean with a
     stratified bootstrap interval, cost, and each strategy paired with ``ref`` (the
     matched-budget fine_beam) on the same cases by McNemar's exact test."""
-    cats = [c for c in TEST_CATEGORIES + LANGUAGE_CATEGORIES
-            if any(c in summary["results"].get(s.label, {}) for s in specs)]
+    ran = [c for c in TEST_CATEGORIES + LANGUAGE_CATEGORIES + tuple(summary["categories"])
+           if any(c in summary["results"].get(s.label, {}) for s in specs)]
+    cats = list(dict.fromkeys(ran))  # the test categories first, then any other that ran
     weights = ast_summary_weights()
     by = {}  # label -> case id -> (category, correct)
     for r in records:
         by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
     ast_cats = set(NON_LIVE_AST) & set(cats)
     scope = "on the non-live AST cases" if ast_cats else "on every case"
-    head = ("| strategy | " + " | ".join(cats) + f" | non-live AST, Python only [95% CI] | BFCL Non-Live AST "
+    head = ("| " + " | ".join(["strategy", *cats]) + f" | non-live AST, Python only [95% CI] | BFCL Non-Live AST "
             f"[95% CI] | {ref} against it {scope}: right only there / only here, p | compute / case | "
             "s / case | scorer share of time |")
     lines = [head, "|" + "---|" * (len(cats) + 7)]

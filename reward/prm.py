@@ -266,7 +266,9 @@ ENDS_READERS = ("head", "policy", "text", "auto")
 #: queries (results/ends-qwen0.5b), yet with it the search got 14 of 60 live cases
 #: right, as with the head (1 / 1 cases apart; the rule's tie goes to the head);
 #: SmolLM2's odds got 44 of 184 against the head's 50 (results/live-ends-48). The text
-#: reader tied the head, 50 of 184 (results/live-ends-text-48), so "auto" keeps the head.
+#: reader tied the head, 50 of 184 (results/live-ends-text-48), and on 150 coordinated
+#: multi-call queries built from held-out live ones got 1 right against 0
+#: (results/coordinated-ends), so "auto" keeps the head.
 POLICIES_READING_ENDS: frozenset[str] = frozenset()
 
 

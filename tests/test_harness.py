@@ -437,3 +437,13 @@ def test_prm_option_reads_another_head(tmp_path):
         harness.main(argv[:-6] + ["--prm", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
     with pytest.raises(ToolprmError, match="not by 'policy'"):
         harness.main(argv + ["--scorer", "policy"])
+
+
+def test_report_intervals_cover_categories_outside_the_test_set(tmp_path, capsys):
+    a = _run(tmp_path, "a", ["live_simple", "coordinated"], 2)
+    assert report.main([str(a), "--no-plots"]) == 0
+    intervals = capsys.readouterr().out.split("\n\n")[1]
+    head, rule, row = intervals.splitlines()[:3]
+    assert head.startswith("| strategy | live_simple | coordinated | non-live AST")
+    assert head.count("|") == rule.count("|") == row.count("|")  # no empty column
+    assert "| truth | 100.0 (2/2) [34, 100] | 100.0 (2/2) [34, 100] |" in row
