@@ -14,9 +14,7 @@ def load_cases(category: str, limit: int | None = None) -> list[Case]:
     ``None`` (or a limit ≥ the category size) loads all of them.
     """
     check_limit(limit)
-    if category == "nestful":
-        cases = [Case(**d) for d in nestful.samples()]
-        return cases if limit is None else [cases[i] for i in spread(len(cases), limit)]
-    if category == "coordinated":
-        return coordinated_cases(limit)
-    return bfcl_cases(category, limit)
+    if category not in ("nestful", "coordinated"):
+        return bfcl_cases(category, limit)
+    cases = [Case(**d) for d in nestful.samples()] if category == "nestful" else coordinated_cases()
+    return cases if limit is None else [cases[i] for i in spread(len(cases), limit)]

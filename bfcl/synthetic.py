@@ -25,7 +25,7 @@ import re
 
 from toolprm.errors import ToolprmError
 
-from .data import KNOWN_UNSATISFIABLE, Case, assert_not_test, bfcl_cases, ground_truth_calls, held_out, spread
+from .data import KNOWN_UNSATISFIABLE, Case, assert_not_test, bfcl_cases, ground_truth_calls, held_out
 
 #: Where single-call sources come from.
 SOURCE_CATEGORIES = ("live_simple", "live_multiple")
@@ -158,9 +158,7 @@ def _coordinated() -> tuple[Case, ...]:
     return tuple(dataclasses.replace(c, category="coordinated") for c in made)
 
 
-def coordinated_cases(limit: int | None = None) -> list[Case]:
-    """The ``coordinated`` category: ``COORDINATED_SIZE`` coordinated multi-call
-    queries built from held-out live queries only; ``limit`` picks an evenly spread
-    subset, as for BFCL's categories."""
-    cases = list(_coordinated())
-    return cases if limit is None else [cases[i] for i in spread(len(cases), limit)]
+def coordinated_cases() -> list[Case]:
+    """The ``coordinated`` category (``load_cases("coordinated")``): ``COORDINATED_SIZE``
+    coordinated multi-call queries built from held-out live queries only."""
+    return list(_coordinated())

@@ -155,3 +155,10 @@ def sentencepiece_tokenizer():
 def any_tokenizer(request):
     """Each of the three tokenizers in turn."""
     return request.getfixturevalue(f"{request.param}_tokenizer")
+
+
+#: A one-tool BFCL-style spec for tests of multi-call queries (bfcl.synthetic, reward.ends).
+WEATHER = {"name": "get_weather", "description": "Current weather of a city",
+           "parameters": {"type": "dict", "required": ["location"],
+                          "properties": {"location": {"type": "string", "description": "the city"},
+                                         "unit": {"type": "string", "description": "celsius or fahrenheit"}}}}

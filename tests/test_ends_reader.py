@@ -10,15 +10,7 @@ from toolprm.reward.ends import END_FEATURES, EndReader, end_features, load_end_
 from toolprm.reward.features import ToolIndex
 from toolprm.train import ends
 
-WEATHER = {"name": "get_weather", "description": "Current weather of a city",
-           "parameters": {"type": "dict", "required": ["location"],
-                          "properties": {"location": {"type": "string", "description": "the city"},
-                                         "unit": {"type": "string", "description": "celsius or fahrenheit"}}}}
-
-
-def _case(cid: str, text: str, city: str, tools=(WEATHER,)) -> Case:
-    return Case(cid, "live_simple", [{"role": "user", "content": text}], list(tools),
-                [{"get_weather": {"location": [city], "unit": ["", "celsius"]}}])
+from conftest import WEATHER
 
 
 def test_end_features_see_what_the_calls_leave_unused():

@@ -9,10 +9,7 @@ from toolprm.bfcl import Case, assert_not_test, check, ground_truth_calls, held_
 from toolprm.bfcl import synthetic
 from toolprm.errors import ToolprmError
 
-WEATHER = {"name": "get_weather", "description": "Current weather of a city",
-           "parameters": {"type": "dict", "required": ["location"],
-                          "properties": {"location": {"type": "string", "description": "the city"},
-                                         "unit": {"type": "string", "description": "celsius or fahrenheit"}}}}
+from conftest import WEATHER
 
 
 def _case(cid: str, text: str, city: str, tools=(WEATHER,)) -> Case:
