@@ -55,7 +55,7 @@ from toolprm.engine.api import DEFAULT_SCORER, SCORERS, generate
 from toolprm.engine.lean import DTYPES, cpu_flags, cpu_model, resolve_dtype
 from toolprm.engine.models import get_policy
 from toolprm.engine.workers import WorkerPool, threads_per_job
-from toolprm.engine.explore import EXPLORATIONS
+from toolprm.engine.explore import EXPLORATIONS, Exploration
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES, normalize_tools
@@ -162,7 +162,8 @@ class ModelRunner:
         return generate(case.messages, model_tools(case), model=self.policy, strategy=spec.name, calls=calls,
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
                         max_new_tokens=c.max_new_tokens, aggregation=c.aggregation, scorer=scorer,
-                        exploration=spec.exploration, top_k=c.top_k, proposals=c.proposals)
+                        exploration=spec.exploration, top_k=c.top_k, proposals=c.proposals,
+                        distinct_values=c.distinct_values)
 
 
 def make_record(case: Case, label: str, calls_mode: str, result: Any = None,
@@ -449,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="discrete alternatives kept per step (structured exploration)")
     p.add_argument("--proposals", type=int, default=RunConfig.proposals,
                    help="grounded proposals kept per free-form value (structured exploration)")
+    p.add_argument("--distinct-values", action=argparse.BooleanOptionalAction, default=Exploration.distinct_values,
+                   help="at a free-form value, drop a candidate that repeats another parameter's string in "
+                        "the same call where a sibling does not (structured exploration; default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "
                         "oversubscription, which slows decoding many times over)")
@@ -484,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [StrategySpec(s, a.m, a.n, a.exploration) for s in dict.fromkeys(a.strategy or ["greedy"])]
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
                        temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
-                       top_k=a.top_k, proposals=a.proposals,
+                       top_k=a.top_k, proposals=a.proposals, distinct_values=a.distinct_values,
                        scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped", ends=a.ends)
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()

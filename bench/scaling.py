@@ -21,6 +21,7 @@ from pathlib import Path
 
 from toolprm.bfcl import LANGUAGE_CATEGORIES, TEST_CATEGORIES, load_cases
 from toolprm.engine.api import DEFAULT_SCORER
+from toolprm.engine.explore import Exploration
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.search import AGGREGATIONS
 from toolprm.errors import ToolprmError
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for cat in cats for c in load_cases(cat, a.limit)]
     per_cat = {cat: sum(1 for c in cases if c.category == cat) for cat in cats}
     config = RunConfig(model=a.model or DEFAULT_MODEL, max_new_tokens=a.max_new_tokens,
-                       aggregation=a.aggregation, dtype=resolve_dtype(a.dtype))
+                       aggregation=a.aggregation, dtype=resolve_dtype(a.dtype),
+                       distinct_values=Exploration.distinct_values)
     out = Path(a.out)
     t0 = time.perf_counter()
     if a.no_run:

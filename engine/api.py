@@ -40,7 +40,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
              m: int = 8, n: int = 2, temperature: float = 0.8, top_p: float = 1.0, seed: int = 0,
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = DEFAULT_AGGREGATION,
              exploration: str = "structured", top_k: int = Exploration.top_k,
-             proposals: int = Exploration.proposals,
+             proposals: int = Exploration.proposals, distinct_values: bool = Exploration.distinct_values,
              on_step: Callable[[dict], None] | None = None, tool: str | None = None,
              max_calls: int = DEFAULT_MAX_CALLS, cancel=None, dtype: str | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
@@ -58,7 +58,9 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     "structured" (every discrete alternative the grammar allows, the ``top_k``
     likeliest where there are more; at a free-form value ``m`` samples plus the
     ``proposals`` likeliest grounded proposals from the query) or "sampling" (``m``
-    samples only). ``on_step`` is called with each step of the answer as soon as
+    samples only). ``distinct_values``: at a free-form value, a candidate that repeats
+    another parameter's string in the same call gives way to one that does not
+    (``engine.explore``). ``on_step`` is called with each step of the answer as soon as
     every surviving candidate agrees on it. ``tool``: every call must use this tool
     (the prompt still lists them all). ``max_calls``: at most this many calls.
     ``cancel``: a ``threading.Event``; once set, generation stops with
@@ -74,7 +76,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     for name, v in (("m", m), ("n", n), ("max_new_tokens", max_new_tokens)):
         if not isinstance(v, int) or v < 1:
             raise ToolprmError(f"{name} must be a positive integer, got {v!r}")
-    explore = Exploration(exploration, top_k, proposals)
+    explore = Exploration(exploration, top_k, proposals, distinct_values=distinct_values)
     policy = get_policy(model, dtype)
     q = prepare(policy.tokenizer, query, tools)
     if tool is not None:

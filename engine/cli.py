@@ -70,6 +70,9 @@ def _generate(argv: list[str]) -> int:
                    help=f"discrete alternatives kept per step (default {Exploration.top_k})")
     p.add_argument("--proposals", type=int, default=Exploration.proposals,
                    help=f"grounded proposals kept per free-form value (default {Exploration.proposals})")
+    p.add_argument("--distinct-values", action=argparse.BooleanOptionalAction, default=Exploration.distinct_values,
+                   help="at a free-form value, drop a candidate that repeats another parameter's string in "
+                        "the same call where a sibling does not (default: %(default)s)")
     p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
     a = p.parse_args(argv)
     try:
@@ -80,7 +83,7 @@ def _generate(argv: list[str]) -> int:
     r = api.generate(a.query, tools, model=a.model, dtype=a.dtype, strategy=a.strategy, calls=a.calls, m=a.m, n=a.n,
                      temperature=a.temperature, seed=a.seed, max_new_tokens=a.max_new_tokens,
                      aggregation=a.aggregation, exploration=a.exploration, top_k=a.top_k,
-                     proposals=a.proposals)
+                     proposals=a.proposals, distinct_values=a.distinct_values)
     if a.trace:
         print(api.format_trace(r.steps), file=sys.stderr)
         print(json.dumps(r.stats), file=sys.stderr)

@@ -48,6 +48,7 @@ class Stats:
     forward_passes: int = 0
     fed_slots: int = 0          # rows x chunk width summed over decoding passes (padding included)
     scorer_calls: int = 0
+    repeats_dropped: int = 0    # candidates dropped for repeating another parameter's value (engine.explore)
     scorer_seconds: float = 0.0  # in the scorer (a reader with its own forward pass: most of it)
     grammar_seconds: float = 0.0
     forward_seconds: float = 0.0

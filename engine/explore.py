@@ -12,6 +12,13 @@ policy samples plus *grounded proposals*: spans and numbers of the query that fi
 the parameter's type, fed through the grammar (so valid by construction), the
 ``proposals`` likeliest under the policy. Spans an earlier call already used for
 the same parameter are left out, so a parallel answer's later call gets new ones.
+
+``distinct_values``: the parameters of one call rarely share a text (1.9% of the
+gold calls of BFCL's live categories, mostly flags written as strings), yet the
+search wrote one text into two parameters in 18 of 147 calls on live queries, all
+wrong ("start": "Santa Barbara", "end": "Santa Barbara"). With it, a value step's
+candidate that repeats another parameter's string (``repeats_value``) gives way to
+a sibling that does not.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ class Exploration:
     top_k: int = 16        # discrete alternatives kept per step, the likeliest under the policy
     proposals: int = 8     # grounded proposals kept per free-form value, the likeliest under the policy
     max_ngram: int = 3     # longest word span proposed for a string
+    distinct_values: bool = False  # a value repeating another parameter's string gives way (docstring)
 
     def __post_init__(self):
         if self.mode not in EXPLORATIONS:
@@ -52,6 +60,8 @@ class Exploration:
                 raise ToolprmError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.proposals, int) or self.proposals < 0:
             raise ToolprmError(f"proposals must be a non-negative integer, got {self.proposals!r}")
+        if not isinstance(self.distinct_values, bool):
+            raise ToolprmError(f"distinct_values must be True or False, got {self.distinct_values!r}")
 
 
 def plan(dec: Decoder, row: int, m: int, ex: Exploration, query: str) -> tuple[int, list[list[int]], int]:
@@ -89,6 +99,32 @@ def likeliest(dec: Decoder, added: list[int], parents: list[int], bounds: dict[i
     for p, rows in by_parent.items():
         keep.update(sorted(rows, key=lambda r: -dec.rows[r].trace.step_logprob)[:bounds[p]])
     return [r for r in added if r in keep]
+
+
+def standardized(s: str) -> str:
+    """A string as BFCL's checker compares it (its standardize_string): without
+    spaces and ,./-_*^, lower case, ' as "."""
+    return re.sub(r"[ ,./\-_*^]", "", s).lower().replace("'", '"')
+
+
+def _texts(value) -> set[str]:
+    """The standardized strings of a value (itself, or a list's items), those of at
+    least two characters."""
+    items = value if isinstance(value, list) else [value]
+    return {t for t in (standardized(v) for v in items if isinstance(v, str)) if len(t) >= 2}
+
+
+def repeats_value(events, since: int) -> bool:
+    """Whether a value completed at or after event ``since`` shares a string with
+    another parameter of its call (``Exploration.distinct_values``)."""
+    for ev in events[since:]:
+        if ev.kind != "value":
+            continue
+        mine = _texts(ev.value)
+        if mine and any(o.kind == "value" and o.call == ev.call and o.key != ev.key and mine & _texts(o.value)
+                        for o in events):
+            return True
+    return False
 
 
 def query_text(messages: list[dict]) -> str:

@@ -23,7 +23,7 @@ import torch
 from toolprm.grammar import State, StepEvent
 
 from .decode import Decoder, Seq, Stats, never
-from .explore import Exploration, likeliest, plan, query_text
+from .explore import Exploration, likeliest, plan, query_text, repeats_value
 from .query import Query
 
 #: How a partial output's step scores become the one number a beam ranks it by.
@@ -205,6 +205,7 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         # Read now: a parent's row object is reused by one of its candidates, whose
         # state the run below moves on (it may end the list).
         was_done = [s.done for s in parents]
+        had_events = [len(s.state.events) for s in parents]
         for s in parents:
             if not s.done:
                 s.trace.begin_step()
@@ -225,6 +226,10 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         rows = dec.run(stop)
         keep, to_score = merge_candidates([s.state for s in rows], [s.trace.logprob for s in rows],
                                           parent_of, [was_done[p] for p in parent_of])
+        if ex.distinct_values and not coarse:
+            repeats = [repeats_value(s.state.events, had_events[parent_of[i]]) for i, s in enumerate(rows)]
+            keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
+            search.stats.repeats_dropped += dropped
         if to_score:
             search.score([rows[i] for i in to_score])
         ranked = sorted(keep, key=lambda i: rank(rows[i]), reverse=True)
@@ -267,6 +272,16 @@ def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_
             children.setdefault(parent_of[i], set()).add(k)
     chosen = set().union(*(c for c in children.values() if len(c) > 1))
     return keep, [i for i in keep if key[i] in chosen]
+
+
+def without_repeats(keep: list[int], to_score: list[int], repeats: Sequence[bool],
+                    parent_of: Sequence[int]) -> tuple[list[int], list[int], int]:
+    """``keep`` and ``to_score`` without the candidates that repeat another parameter's
+    value (``repeats``, ``Exploration.distinct_values``) where their parent has a
+    kept candidate that does not; and how many were dropped."""
+    clean = {parent_of[i] for i in keep if not repeats[i]}
+    drop = {i for i in keep if repeats[i] and parent_of[i] in clean}
+    return [i for i in keep if i not in drop], [i for i in to_score if i not in drop], len(drop)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ import json
 import re
 from typing import Any, Sequence
 
+from toolprm.engine.explore import standardized
+
 #: The text features, in the order ``text_features`` returns them.
 TEXT_FEATURES = (
     "value_grounded", "values_grounded_mean", "values_grounded_min", "values_so_far", "key_required",
@@ -44,11 +46,6 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset("a an the of to in on for and or is are be by with from at as it this that you your "
                   "me my i we can could would please what which how get".split())
-
-
-def _norm(s: str) -> str:
-    # BFCL's standardize_string: drop spaces and ,./-_*^ ; lower case; ' → "
-    return re.sub(r"[ ,./\-_*^]", "", s).lower().replace("'", '"')
 
 
 def _stem(w: str) -> str:
@@ -92,7 +89,7 @@ def grounded(value: Any, query: str, qnorm: str) -> float:
                 forms.add(str(int(x)))
             score += 1.0 if any(re.search(r"(?<![\d.])" + re.escape(f) + r"(?![\d])", query) for f in forms) else 0.0
         else:
-            n = _norm(str(x))
+            n = standardized(str(x))
             score += 1.0 if n and n in qnorm else 0.0
     return score / len(found)
 
@@ -121,7 +118,7 @@ class ToolIndex:
 
     def __init__(self, messages: Sequence[dict], tools: Sequence[dict]):
         self.query = query_text(messages)
-        self.qnorm = _norm(self.query)
+        self.qnorm = standardized(self.query)
         self.qwords = _words(self.query)
         self.qseq = _WORD.findall(self.query.lower())
         self.tools = {t["name"]: t for t in tools}

@@ -160,3 +160,47 @@ def test_array_proposals_are_lists_built_from_the_query(smollm2_tokenizer):
     interval = props("interval")
     assert [1.5, 3.0] in interval and all(isinstance(x, float) for v in interval for x in v)
     assert ["vegan"] in props("diet")
+
+
+ROUTE = [{"name": "route", "description": "Driving time between two places", "parameters": {
+    "type": "object", "properties": {"start": {"type": "string"}, "end": {"type": "string"},
+                                     "stops": {"type": "array", "items": {"type": "string"}},
+                                     "mode": {"type": "string", "enum": ["car", "bike"]}},
+    "required": ["start", "end"]}}]
+
+
+def test_a_value_repeating_another_parameters_string_gives_way_to_a_sibling(smollm2_tokenizer):
+    from toolprm.engine.explore import repeats_value
+    from toolprm.engine.search import without_repeats
+    g = compile(ROUTE, smollm2_tokenizer, calls="any")
+    base = g.start().advance_bytes(b'[{"name": "route", "arguments": {"start": "Santa Barbara", "end"')
+    since = len(base.events)
+    same = base.advance_bytes(b': "santa-barbara"')  # equal once standardized as BFCL compares strings
+    other = base.advance_bytes(b': "Los Angeles"')
+    assert repeats_value(same.events, since) and not repeats_value(other.events, since)
+    # a list item counts, and so does a repeat written in the step that reaches the value
+    listed = base.advance_bytes(b': "Los Angeles", "stops"')
+    assert repeats_value(listed.advance_bytes(b': ["Monterey", "Santa Barbara"]').events, len(listed.events))
+    assert not repeats_value(listed.advance_bytes(b': ["Monterey"]').events, len(listed.events))
+    # only strings of two or more characters, and only within one call
+    two = g.start().advance_bytes(b'[{"name": "route", "arguments": {"start": "A", "end": "B"}}, '
+                                  b'{"name": "route", "arguments": {"start": "A"')
+    assert not repeats_value(two.events, 0)
+    # parent 0 has a sibling that does not repeat: the repeat is dropped (and not scored);
+    # parent 1's every candidate repeats: they stay
+    keep, to_score, dropped = without_repeats([0, 1, 2, 3], [0, 1, 2, 3], [True, False, True, True], [0, 0, 1, 1])
+    assert (keep, to_score, dropped) == ([1, 2, 3], [1, 2, 3], 1)
+    with pytest.raises(ToolprmError, match="distinct_values"):
+        Exploration(distinct_values="yes")
+
+
+def test_fine_beam_with_distinct_values_writes_no_string_twice_in_a_call():
+    """The real policy and grammar: with the rule, no call of the answer gives two
+    parameters the same text. (Without it, this answer is {"end": "2023-01-01T00:00:00Z",
+    "start": "2023-01-01T00:00:00Z"}.)"""
+    query = "How long is the drive from Santa Barbara to Los Angeles with stops in Monterey?"
+    r = engine.generate(query, ROUTE, strategy="fine_beam", m=2, n=2, max_new_tokens=96, distinct_values=True)
+    assert r.calls and r.stats["repeats_dropped"] > 0
+    for call in r.calls:
+        texts = [v for v in call["arguments"].values() if isinstance(v, str)]
+        assert len({t.lower() for t in texts}) == len(texts), r.text
