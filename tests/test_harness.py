@@ -447,3 +447,26 @@ def test_report_intervals_cover_categories_outside_the_test_set(tmp_path, capsys
     assert head.startswith("| strategy | live_simple | coordinated | non-live AST")
     assert head.count("|") == rule.count("|") == row.count("|")  # no empty column
     assert "| truth | 100.0 (2/2) [34, 100] | 100.0 (2/2) [34, 100] |" in row
+
+
+def test_distinct_values_is_a_setting_of_the_folder(tmp_path):
+    """--distinct-values is recorded in run.json: a resume must repeat it, and a folder
+    written before the option existed reads as run without the rule."""
+    import torch
+    out = tmp_path / "run"
+    argv = ["--category", "live_simple", "--limit", "1", "--max-new-tokens", "48", "--threads", "1",
+            "--out", str(out), "--quiet", "--no-plots"]
+    threads = torch.get_num_threads()
+    try:
+        assert harness.main(argv + ["--distinct-values"]) == 0
+        assert json.loads((out / report.RUN_FILE).read_text())["config"]["distinct_values"] is True
+        with pytest.raises(ToolprmError, match="distinct_values: True there, False now"):
+            harness.main(argv + ["--no-distinct-values"])
+        old = json.loads((out / report.RUN_FILE).read_text())
+        del old["config"]["distinct_values"]
+        (out / report.RUN_FILE).write_text(json.dumps(old))
+        assert harness.main(argv + ["--no-distinct-values"]) == 0  # nothing left to run
+        with pytest.raises(ToolprmError, match="distinct_values: False there, True now"):
+            harness.main(argv + ["--distinct-values"])
+    finally:
+        torch.set_num_threads(threads)
