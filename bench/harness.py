@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposals", type=int, default=RunConfig.proposals,
                    help="grounded proposals kept per free-form value (structured exploration)")
     p.add_argument("--distinct-values", action=argparse.BooleanOptionalAction, default=Exploration.distinct_values,
-                   help="at a free-form value, drop a candidate that repeats another parameter's string in "
+                   help="at a value step, drop a candidate that repeats another parameter's string in "
                         "the same call where a sibling does not (structured exploration; default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "

@@ -58,7 +58,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     "structured" (every discrete alternative the grammar allows, the ``top_k``
     likeliest where there are more; at a free-form value ``m`` samples plus the
     ``proposals`` likeliest grounded proposals from the query) or "sampling" (``m``
-    samples only). ``distinct_values``: at a free-form value, a candidate that repeats
+    samples only). ``distinct_values``: at a value step, a candidate that repeats
     another parameter's string in the same call gives way to one that does not
     (``engine.explore``). ``on_step`` is called with each step of the answer as soon as
     every surviving candidate agrees on it. ``tool``: every call must use this tool

@@ -71,7 +71,7 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--proposals", type=int, default=Exploration.proposals,
                    help=f"grounded proposals kept per free-form value (default {Exploration.proposals})")
     p.add_argument("--distinct-values", action=argparse.BooleanOptionalAction, default=Exploration.distinct_values,
-                   help="at a free-form value, drop a candidate that repeats another parameter's string in "
+                   help="at a value step, drop a candidate that repeats another parameter's string in "
                         "the same call where a sibling does not (default: %(default)s)")
     p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
     a = p.parse_args(argv)

@@ -13,12 +13,14 @@ the parameter's type, fed through the grammar (so valid by construction), the
 ``proposals`` likeliest under the policy. Spans an earlier call already used for
 the same parameter are left out, so a parallel answer's later call gets new ones.
 
-``distinct_values``: the parameters of one call rarely share a text (1.9% of the
-gold calls of BFCL's live categories, mostly flags written as strings), yet the
-search wrote one text into two parameters in 18 of 147 calls on live queries, all
-wrong ("start": "Santa Barbara", "end": "Santa Barbara"). With it, a value step's
-candidate that repeats another parameter's string (``repeats_value``) gives way to
-a sibling that does not.
+``distinct_values`` (on by default): the parameters of one call rarely share a
+text (1.9% of the gold calls of BFCL's live categories, mostly flags written as
+strings), yet the search wrote one text into two parameters in 18 of 147 calls on
+live queries, all wrong ("start": "Santa Barbara", "end": "Santa Barbara"). With
+it, a value step's candidate (sampled, proposed or enumerated) that repeats
+another parameter's string (``repeats_value``) gives way to a sibling that does
+not. Chosen by a rule stated before its live run (results/live-distinct-48): 51
+of 184 live cases right against 50 without (1 / 0 apart, McNemar p = 1).
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ class Exploration:
     top_k: int = 16        # discrete alternatives kept per step, the likeliest under the policy
     proposals: int = 8     # grounded proposals kept per free-form value, the likeliest under the policy
     max_ngram: int = 3     # longest word span proposed for a string
-    distinct_values: bool = False  # a value repeating another parameter's string gives way (docstring)
+    distinct_values: bool = True  # a value repeating another parameter's string gives way (docstring)
 
     def __post_init__(self):
         if self.mode not in EXPLORATIONS:
