@@ -29,12 +29,10 @@ def _load(spec: str, strategy: str) -> tuple[str, dict[str, dict], dict]:
         raise ToolprmError(f"a run is NAME=DIR[,DIR...], got {spec!r}")
     recs: dict[str, dict] = {}
     for d in (Path(x) for x in dirs.split(",") if x):
-        folders = [d] + sorted(d.glob("shard-*"))
-        found = [f for f in folders if (f / "cases.jsonl").exists()]
+        found = [f for f in [d, *sorted(d.glob("shard-*"))] if (f / "cases.jsonl").exists()]
         if not found:
             raise ToolprmError(f"run {name!r}: {d} holds no cases.jsonl (made by `toolprm bench bfcl`)")
-        for f in found:
-            recs.update({r["id"]: r for r in load_records(f) if r["strategy"] == strategy})
+        recs.update({r["id"]: r for r in load_records(d) if r["strategy"] == strategy})
     return name, recs, _read_config(found[0])
 
 

@@ -14,6 +14,9 @@ Output folder (``--out DIR``, default ``out/bfcl``):
   max_new_tokens, temperature, seed, aggregation, scorer);
 * ``cases.jsonl``: one record per (case, strategy), appended as each finishes, so
   an interrupted run resumes where it stopped (pairs already present are skipped);
+  under ``--jobs J``, ``shard-K/cases.jsonl`` per worker instead. The folder and
+  its shards are one run: a resumed run skips what any of them holds, whatever
+  ``--jobs`` it runs with, and ``bench report`` and ``bench compare`` read them all;
 * ``invocations.jsonl``: each invocation's command, machine (CPU, cores), jobs and
   threads when it starts, and its wall time when it ends (``bench report`` states
   them under its table);
@@ -256,7 +259,8 @@ def run_bench(cases: list[Case], specs: list[StrategySpec], out: str | os.PathLi
     out = Path(out)
     _check_run_file(out, config)
     path = out / report.CASES_FILE
-    existing = {(r["id"], r["strategy"]): r for r in report.load_records(path, repair=True)}
+    # the folder's shards too: a run begun with --jobs J resumes here without repeats
+    existing = {(r["id"], r["strategy"]): r for r in report.load_records(out, repair=True)}
     labels = [s.label for s in specs]
     wanted = [(case, spec) for case in cases for spec in specs]
     done = {(c.id, s.label) for c, s in wanted if (c.id, s.label) in existing}
@@ -359,9 +363,9 @@ def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.Path
     at ``address``) with ``threads`` torch threads each (default: a share of the
     cores). Each worker loads the policy once and takes chunks of a few cases as it
     becomes free (one that drew quick cases takes more); the driver appends what
-    worker K sends back to ``out/shard-K`` as each chunk ends. A resumed run with
-    ``jobs`` above 1 skips the pairs any shard holds; a worker that dies is started
-    again and its chunk rerun. Returns the records of every pair in the folder(s),
+    worker K sends back to ``out/shard-K`` as each chunk ends. A resumed run, with
+    any ``jobs``, skips the pairs ``out`` or any shard holds; a worker that dies is
+    started again and its chunk rerun. Returns the records of every pair in the folder(s),
     one per (case, strategy)."""
     from tqdm import tqdm
 
@@ -375,9 +379,9 @@ def run_sharded(cases: list[Case], specs: list[StrategySpec], out: str | os.Path
         _run_share(cases, specs, out, config, progress=progress)
         return report.load_records(out)
 
-    def merged() -> dict:
-        return {(r["id"], r["strategy"]): r for d in sorted(out.glob("shard-*"))
-                for r in report.load_records(d)}
+    def merged() -> dict:  # OUT's own records (a --jobs 1 run) and its shards'
+        return {(r["id"], r["strategy"]): r for r in report.load_records(out)}
+    _check_run_file(out, config)  # the folder's settings, whichever --jobs wrote its records
     done = merged()
     todo = [c for c in cases if any((c.id, s.label) not in done for s in specs)]
     size = max(1, min(8, len(todo) // (4 * jobs)))  # small enough to even out the ends

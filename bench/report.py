@@ -48,14 +48,19 @@ REFERENCE = "outlines"
 
 
 def load_records(path: str | os.PathLike, *, repair: bool = False) -> list[dict[str, Any]]:
-    """The records of a ``cases.jsonl`` (or of ``DIR/cases.jsonl``), in file order.
+    """The records of a ``cases.jsonl``, in file order; of a folder, those of
+    ``DIR/cases.jsonl`` (written by ``--jobs 1``) and then of each ``DIR/shard-K``
+    (written by ``--jobs J``): one run, whichever way each invocation ran it.
 
     A line that is not a complete JSON record (a run killed mid-write) is skipped;
     with ``repair`` the file is rewritten without it, so appending can go on.
     A later record for the same (id, strategy) replaces an earlier one."""
     path = Path(path)
     if path.is_dir():
-        path = path / CASES_FILE
+        records = {}
+        for f in [path / CASES_FILE, *sorted(path.glob(f"shard-*/{CASES_FILE}"))]:
+            records.update({(r["id"], r["strategy"]): r for r in load_records(f, repair=repair)})
+        return list(records.values())
     if not path.exists():
         return []
     text = path.read_text(encoding="utf-8")

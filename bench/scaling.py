@@ -247,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if a.no_run:
         wanted = {c.id for c in cases}, {sp.label for sp in specs}
-        records = list({(r["id"], r["strategy"]): r for d in [out, *sorted(out.glob("shard-*"))]
-                        for r in report.load_records(d)
-                        if r["id"] in wanted[0] and r["strategy"] in wanted[1]}.values())
+        records = [r for r in report.load_records(out) if r["id"] in wanted[0] and r["strategy"] in wanted[1]]
         if not records:
             raise ToolprmError(f"{out} holds no record of these cases and strategies")
     else:

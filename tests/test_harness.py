@@ -233,6 +233,16 @@ def test_resume_skips_done_pairs_and_drops_a_torn_line(tmp_path):
     with pytest.raises(ToolprmError, match="scorer"):
         run_bench(cases, specs, tmp_path, RunConfig(scorer="policy"), must_not_load, progress=False)
 
+    # What a worker wrote (--jobs J: OUT/shard-K) is part of the folder: one process
+    # resuming it runs none of those pairs again, and reading the folder reads them.
+    lines = path.read_text().splitlines()
+    (tmp_path / "shard-0").mkdir()
+    (tmp_path / "shard-0" / report.CASES_FILE).write_text("\n".join(lines[2:]) + "\n")
+    path.write_text("\n".join(lines[:2]) + "\n")
+    assert run_bench(cases, specs, tmp_path, RunConfig(), must_not_load, progress=False) == records
+    assert len(path.read_text().splitlines()) == 2
+    assert sorted(map(json.dumps, report.load_records(tmp_path))) == sorted(map(json.dumps, records))
+
 
 # --------------------------------------------------------------------------- summary, report
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from toolprm.bench.harness import RunConfig, StrategySpec, run_sharded
+from toolprm.bench.report import load_records
 from toolprm.bfcl import load_cases
 from toolprm.engine import workers
 
@@ -31,6 +32,15 @@ def test_two_ray_workers_write_what_one_process_writes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").glob("shard-*"))  # the driver wrote the shards
     # resumed: nothing is left to run, so no worker starts and the records stay
     assert _key(run_sharded(cases, specs, tmp_path / "two", config, jobs=2, progress=False)) == _key(two)
+    # in one process, the shards' pairs are done too: nothing runs, nothing is written
+    assert _key(run_sharded(cases, specs, tmp_path / "two", config, jobs=1, progress=False)) == _key(two)
+    assert not (tmp_path / "two" / "cases.jsonl").exists()
+    # a run begun in one process goes on over workers: only the new cases run
+    more = load_cases("simple_python", 4)
+    new = {c.id for c in more} - {c.id for c in cases}
+    both = run_sharded(more, specs, tmp_path / "one", config, jobs=2, threads=1, progress=False)
+    assert new and len(both) == 3 + len(new) and set(_key(one)) <= set(_key(both))
+    assert sorted(r["id"] for d in (tmp_path / "one").glob("shard-*") for r in load_records(d)) == sorted(new)
 
 
 @needs_ray
