@@ -1,9 +1,17 @@
 """Golden outputs: greedy and fine_beam on a fixed set of BFCL live cases, with the
-shipped PRM, must stay exactly what they were when ``tests/golden/outputs.json``
+shipped PRM, must stay exactly what they were when ``tests/golden/outputs-KIND.json``
 was recorded (the same seed gives the same output). A refactor must not change
 them; a change of behaviour on purpose re-records them, and its commit says why:
 
     TOOLPRM_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+
+One recording per CPU kind (``intel``, ``amd``): fp32 is deterministic on one
+machine, but torch's fp32 matmul kernels round differently on Intel and AMD CPUs,
+and a sampled or scored step close to a tie goes the other way (live_multiple_0's
+fine_beam output differs; every other output and score of the set is the same).
+Re-recording on one kind removes the other kinds' files, which hold the old
+behaviour: a machine of such a kind skips, with a message that says how to record
+its own, until one does.
 """
 from __future__ import annotations
 
@@ -13,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
-GOLDEN = Path(__file__).parent / "golden" / "outputs.json"
+
+def cpu_kind() -> str:
+    from toolprm.engine.lean import cpu_model
+    model = cpu_model().lower()
+    return next((k for k in ("intel", "amd") if k in model), "other")
+
+
+GOLDEN = Path(__file__).parent / "golden" / f"outputs-{cpu_kind()}.json"
 CASES = {"live_simple": 2, "live_multiple": 2, "live_parallel": 1, "live_parallel_multiple": 1,
          "live_irrelevance": 1}
 RUNS = {"greedy": {"strategy": "greedy"}, "fine_beam": {"strategy": "fine_beam", "m": 4, "n": 2}}
@@ -42,7 +57,13 @@ def test_golden_outputs_unchanged():
     if os.environ.get("TOOLPRM_REGEN_GOLDEN"):
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=1, ensure_ascii=False) + "\n")
-        pytest.skip("re-recorded tests/golden/outputs.json")
+        for stale in GOLDEN.parent.glob("outputs-*.json"):
+            if stale != GOLDEN:
+                stale.unlink()
+        pytest.skip(f"re-recorded {GOLDEN}")
+    if not GOLDEN.exists():
+        pytest.skip(f"no golden outputs recorded for this CPU ({cpu_kind()}): record them with "
+                    "TOOLPRM_REGEN_GOLDEN=1 (see this module's docstring)")
     want = json.loads(GOLDEN.read_text())
     assert sorted(got) == sorted(want)
     for key in want:
