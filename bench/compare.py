@@ -5,7 +5,10 @@ harness runs (``toolprm bench bfcl``, a folder or its shard folders) that differ
 one setting (the dtype, say) and reports, on the cases both scored: each run's
 accuracy per category with its 95% Wilson interval, the share of identical
 outputs, McNemar's exact test of B against A, and B's wall time per case as a
-ratio to A's (meaningful only when both ran on one machine under the same load).
+ratio to A's (meaningful only when both ran on one machine under the same load),
+with each folder's machines and setups from its invocation log. Outputs can differ
+between CPUs at the same settings (int4 most), so runs made on different machines
+differ by that too.
 """
 from __future__ import annotations
 
@@ -15,29 +18,34 @@ import shlex
 import sys
 from pathlib import Path
 
-from toolprm.bfcl import CATEGORIES
+from toolprm.bfcl import CATEGORIES, LANGUAGE_CATEGORIES, OTHER_CATEGORIES
 from toolprm.errors import ToolprmError
 from toolprm.train.stats import paired, wilson
 
-from .report import _read_config, load_records, replace_block
+from .report import _read_config, load_records, replace_block, runs_note
 from .scaling import failure_kind
 
 
-def _load(spec: str, strategy: str) -> tuple[str, dict[str, dict], dict]:
+#: The order of a comparison's category rows (any other category follows, by name).
+ORDER = CATEGORIES + LANGUAGE_CATEGORIES + OTHER_CATEGORIES
+
+
+def _load(spec: str, strategy: str) -> tuple[str, dict[str, dict], dict, list[Path]]:
     name, sep, dirs = spec.partition("=")
     if not sep or not name or not dirs:
         raise ToolprmError(f"a run is NAME=DIR[,DIR...], got {spec!r}")
     recs: dict[str, dict] = {}
-    for d in (Path(x) for x in dirs.split(",") if x):
+    folders = [Path(x) for x in dirs.split(",") if x]
+    for d in folders:
         found = [f for f in [d, *sorted(d.glob("shard-*"))] if (f / "cases.jsonl").exists()]
         if not found:
             raise ToolprmError(f"run {name!r}: {d} holds no cases.jsonl (made by `toolprm bench bfcl`)")
         recs.update({r["id"]: r for r in load_records(d) if r["strategy"] == strategy})
-    return name, recs, _read_config(found[0])
+    return name, recs, _read_config(found[0]), folders
 
 
 def summarize(a_spec: str, b_spec: str, strategy: str = "greedy") -> dict:
-    (an, a, ac), (bn, b, bc) = _load(a_spec, strategy), _load(b_spec, strategy)
+    (an, a, ac, ad), (bn, b, bc, bd) = _load(a_spec, strategy), _load(b_spec, strategy)
     ids = sorted(set(a) & set(b))
     if not ids:
         raise ToolprmError(f"{an} and {bn} share no case scored with {strategy!r}")
@@ -50,7 +58,8 @@ def summarize(a_spec: str, b_spec: str, strategy: str = "greedy") -> dict:
         return {"correct": k, "n": len(rs), "accuracy": k / len(rs), "ci95": [lo, hi], "wrong_count": wrong_count}
 
     rows = {}
-    for cat in [c for c in CATEGORIES if any(a[i]["category"] == c for i in ids)] + ["all"]:
+    present = {a[i]["category"] for i in ids}
+    for cat in [c for c in ORDER if c in present] + sorted(present - set(ORDER)) + ["all"]:
         sel = [i for i in ids if cat == "all" or a[i]["category"] == cat]
         rows[cat] = {an: acc([a[i] for i in sel]), bn: acc([b[i] for i in sel]),
                      "identical": sum(a[i]["text"] == b[i]["text"] for i in sel) / len(sel),
@@ -58,7 +67,7 @@ def summarize(a_spec: str, b_spec: str, strategy: str = "greedy") -> dict:
     secs = sum(float(a[i]["stats"].get("seconds") or 0) for i in ids)
     ratio = sum(float(b[i]["stats"].get("seconds") or 0) for i in ids) / secs if secs else None
     return {"a": an, "b": bn, "strategy": strategy, "cases": len(ids), "categories": rows,
-            "seconds_ratio": ratio, "configs": {an: ac, bn: bc}}
+            "seconds_ratio": ratio, "configs": {an: ac, bn: bc}, "runs": runs_note(ad + bd)}
 
 
 def markdown(s: dict) -> str:
@@ -81,7 +90,7 @@ def markdown(s: dict) -> str:
     lines.append(f"{s['strategy']} on {s['cases']} cases both runs scored: {b} minus {a} = {delta:+.1f} "
                  f"points overall" + (f"; {b}'s wall time per case {s['seconds_ratio']:.2f}x {a}'s"
                                       if s["seconds_ratio"] else "") + ".")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + s["runs"]
 
 
 def main(argv: list[str] | None = None) -> int:

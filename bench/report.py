@@ -541,8 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     dirs = [Path(d) for d in a.dirs]
     for d in dirs:
-        if not (d / CASES_FILE).exists():
-            raise ToolprmError(f"{d} has no {CASES_FILE}: not a `toolprm bench bfcl` output folder")
+        if not (d / CASES_FILE).exists() and not any(d.glob(f"shard-*/{CASES_FILE}")):
+            raise ToolprmError(f"{d} has no {CASES_FILE}, nor shards that hold one: not a "
+                               "`toolprm bench bfcl` output folder")
     records, order = merge_runs(dirs)
     out = Path(a.out) if a.out else (dirs[0] if len(dirs) == 1 else Path("bfcl-report"))
     configs = [_read_config(d) for d in dirs]

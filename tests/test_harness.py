@@ -308,6 +308,13 @@ def test_report_refuses_a_folder_without_cases(tmp_path):
         report.main([str(tmp_path)])
 
 
+def test_report_reads_a_folder_of_shards(tmp_path, capsys):
+    _run(tmp_path, "a/shard-0", ["simple_python"], 2)  # what --jobs J writes: records in shards only
+    _run(tmp_path, "a/shard-1", ["multiple"], 1)
+    assert report.main([str(tmp_path / "a"), "--no-plots"]) == 0
+    assert "| truth | 100.0 (2/2) | 100.0 (1/1) |" in capsys.readouterr().out
+
+
 def test_strict_calls():
     assert strict_calls('[{"name": "f", "arguments": {"a": 1}}]') == [{"name": "f", "arguments": {"a": 1}}]
     assert strict_calls("[]") == []
