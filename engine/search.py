@@ -16,7 +16,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -227,7 +227,7 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         keep, to_score = merge_candidates([s.state for s in rows], [s.trace.logprob for s in rows],
                                           parent_of, [was_done[p] for p in parent_of])
         if ex.distinct_values and not coarse:
-            repeats = [repeats_value(s.state.events, had_events[parent_of[i]]) for i, s in enumerate(rows)]
+            repeats = {i: repeats_value(rows[i].state.events, had_events[parent_of[i]]) for i in keep}
             keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
             search.stats.repeats_dropped += dropped
         if to_score:
@@ -274,11 +274,11 @@ def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_
     return keep, [i for i in keep if key[i] in chosen]
 
 
-def without_repeats(keep: list[int], to_score: list[int], repeats: Sequence[bool],
+def without_repeats(keep: list[int], to_score: list[int], repeats: Mapping[int, bool] | Sequence[bool],
                     parent_of: Sequence[int]) -> tuple[list[int], list[int], int]:
     """``keep`` and ``to_score`` without the candidates that repeat another parameter's
-    value (``repeats``, ``Exploration.distinct_values``) where their parent has a
-    kept candidate that does not; and how many were dropped."""
+    value (``repeats``, read for the kept ones; ``Exploration.distinct_values``) where
+    their parent has a kept candidate that does not; and how many were dropped."""
     clean = {parent_of[i] for i in keep if not repeats[i]}
     drop = {i for i in keep if repeats[i] and parent_of[i] in clean}
     return [i for i in keep if i not in drop], [i for i in to_score if i not in drop], len(drop)
