@@ -6,6 +6,8 @@ caches the result as safetensors (plus the tokenizer) under
 ``<cache root>/<name>-<first 12 hex of sha256>``; later loads read that folder
 in about a second. The cache folder is written under a temporary name and
 renamed into place, so an interrupted first load leaves no half-written cache.
+Processes that load the same model for the first time together (``--jobs``
+workers) convert it once: the others wait on a lock file beside the cache.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,13 +149,44 @@ def _from_hub(name: str, dtype: torch.dtype):
 def _load_gguf(source: GgufSource, root: Path, dtype: torch.dtype):
     """Built-in GGUF model: from the safetensors cache if present, else convert and cache."""
     target = root / f"{source.name}-{source.sha256[:12]}"
-    if (target / "config.json").is_file():
-        log.info("loading %s from cache %s", source.name, target)
-        return _from_pretrained(target, dtype)
+    if not (target / "config.json").is_file():
+        parts = _locate_parts(source)  # a model not installed says so before anything is written
+        root.mkdir(parents=True, exist_ok=True)
+        with _first_load_lock(root, target):
+            if not (target / "config.json").is_file():  # no other process made it while we waited
+                model, tokenizer = _convert_gguf(source, parts, root, target)
+                return (model.to(dtype) if dtype != torch.float32 else model), tokenizer
+    log.info("loading %s from cache %s", source.name, target)
+    return _from_pretrained(target, dtype)
 
-    parts = _locate_parts(source)
+
+@contextmanager
+def _first_load_lock(root: Path, target: Path):
+    """Held while one process converts ``target``: workers started together (``--jobs``)
+    would otherwise each de-quantize the same GGUF at once, in fp32 (about 10 GB apiece
+    for the 1.5B model). The others wait, then read the cache it wrote. The kernel
+    drops the lock when its holder dies, so a killed first load blocks no one."""
+    try:
+        import fcntl
+    except ImportError:  # no flock here: concurrent first loads each convert; the rename keeps one
+        yield
+        return
+    with open(root / f".{target.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is caching %s; waiting for it", target.name)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _convert_gguf(source: GgufSource, parts: list[Path], root: Path, target: Path):
+    """De-quantize ``source`` (its files ``parts``) in float32, cache it at ``target``
+    and return it."""
     log.info("first load of %s: de-quantizing GGUF into %s", source.name, target)
-    root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(f".{target.name}.tmp-*"):  # left by a killed first load
         if time.time() - stale.stat().st_mtime > 3600:
             shutil.rmtree(stale, ignore_errors=True)
@@ -195,8 +229,6 @@ def _load_gguf(source: GgufSource, root: Path, dtype: torch.dtype):
         shutil.rmtree(tmp, ignore_errors=True)
     # point at the cache, not at the GGUF (or the deleted temp folder) it came from
     model.name_or_path = model.config.name_or_path = tokenizer.name_or_path = str(target)
-    if dtype != torch.float32:
-        model = model.to(dtype)
     return model, tokenizer
 
 

@@ -65,7 +65,7 @@ def test_default_model_loads_from_embedded_gguf(first, cache, cache_folder):
     assert model.config.vocab_size == len(tokenizer) == 49152
     assert tokenizer.pad_token is not None
     # the cache holds exactly one complete folder, no temp leftovers
-    assert [p.name for p in cache.iterdir()] == [cache_folder.name]
+    assert sorted(p.name for p in cache.iterdir()) == [f".{cache_folder.name}.lock", cache_folder.name]
     assert (cache_folder / "model.safetensors").is_file()
     assert (cache_folder / "tokenizer.json").is_file()
     assert getattr(model.config, "quantization_config", None) is None
@@ -225,7 +225,8 @@ def test_a_gguf_in_parts_is_joined_checked_and_loaded(first, tmp_path):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     with pytest.raises(ToolprmError, match="sha256 is " + digest):
         _load_gguf(bad, root, torch.float32)
-    assert sorted(p.name for p in root.iterdir()) == [young.name]  # stale one gone, no new leftovers
+    # stale one gone, no new leftovers but the (empty) lock file of first loads
+    assert sorted(p.name for p in root.iterdir()) == [".split-000000000000.lock", young.name]
     # the parts in the wrong order are another file
     swapped = GgufSource("split", "x.gguf", digest, (parts[1], parts[0], parts[2]), "")
     with pytest.raises(ToolprmError, match="expected " + digest):
@@ -242,5 +243,37 @@ def test_a_local_gguf_file_loads(first, tmp_path):
     path = tmp_path / "mine.gguf"
     shutil.copyfile(_embedded_gguf(), path)
     model, tokenizer = load_model(str(path), cache_dir=tmp_path / "cache")
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"mine-{SMOLLM2_SHA256[:12]}"]
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == [
+        f"mine-{SMOLLM2_SHA256[:12]}"]
     assert torch.equal(_logits(*first), _logits(model, tokenizer))
+
+
+def test_a_first_load_waits_for_one_already_under_way(first, cache_folder, tmp_path, caplog):
+    """Workers started together must not each de-quantize the same GGUF (about 10 GB
+    apiece for the 1.5B model): while one process holds a model's first load, another
+    waits without starting its own, then loads the cache the first one wrote."""
+    import fcntl
+    import threading
+
+    from toolprm.engine.models import _load_gguf
+    root = tmp_path / "cache"
+    root.mkdir()
+    target = root / cache_folder.name
+    got = {}
+
+    def load():
+        got["model"] = _load_gguf(BUILTIN_MODELS["smollm2"], root, torch.float32)
+
+    with open(root / f".{target.name}.lock", "a") as held, caplog.at_level(logging.INFO, logger=LOGGER):
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process's first load, under way
+        waiter = threading.Thread(target=load)
+        waiter.start()
+        waiter.join(timeout=2.0)
+        assert waiter.is_alive()  # it waits ...
+        assert [p.name for p in root.iterdir()] == [held.name.rsplit("/", 1)[-1]]  # ... and converts nothing
+        target.symlink_to(cache_folder, target_is_directory=True)  # the other process's cache lands
+        fcntl.flock(held, fcntl.LOCK_UN)
+        waiter.join(timeout=120)
+    assert not waiter.is_alive()
+    assert "waiting for it" in caplog.text and "from cache" in caplog.text and "first load" not in caplog.text
+    assert torch.equal(_logits(*first), _logits(*got["model"]))
