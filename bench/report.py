@@ -477,7 +477,7 @@ def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int]
         lines.append(f"| {s.label} | " + " | ".join(cells) + f" | {nl} | {bfcl} | {vs} | "
                      f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} | {share} |")
     sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
-    return "\n".join(lines) + (f"\n\nCases per category: {sizes}, the same for every strategy. Accuracy "
+    return "\n".join(lines) + (f"\n\nCases per category: {sizes}, {_sameness(records, specs, summary, cats)}. Accuracy "
                                "in %, scored by BFCL's AST checker, with 95% Wilson intervals; non-live "
                                "AST is the unweighted mean of simple_python, multiple, parallel and "
                                "parallel_multiple (over the categories run), its interval a bootstrap "
@@ -491,6 +491,21 @@ def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int]
                                f"{ref} is right and this strategy wrong, the reverse, and McNemar's exact p. Compute per case = generated tokens + "
                                "scorer calls; the scorer's share is the time spent in it over the "
                                "strategy's wall time, in the same run.")
+
+
+def _sameness(records: list[dict], specs: list[Any], summary: dict, cats: list[str]) -> str:
+    """Whether every strategy of the table ran the same cases in each category: a run
+    still under way has fewer, and its means are then over other cases than the rest's."""
+    labels = [s.label for s in specs if summary["results"].get(s.label)]
+    ids: dict[str, dict[str, set]] = {}
+    for r in records:
+        ids.setdefault(r["strategy"], {}).setdefault(r["category"], set()).add(r["id"])
+    uneven = [c for c in cats if len({frozenset(ids.get(label, {}).get(c, ())) for label in labels}) > 1]
+    if not uneven:
+        return "the same for every strategy"
+    return (f"but not the same cases for every strategy in {', '.join(uneven)} (each cell gives its own "
+            "count; a run not finished has fewer), so the means there are over different cases: compare "
+            "strategies by the paired column, which counts only the cases both ran")
 
 
 def interval_table(summary: dict, labels: list[str], records: list[dict]) -> str:
