@@ -477,7 +477,7 @@ def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int]
         lines.append(f"| {s.label} | " + " | ".join(cells) + f" | {nl} | {bfcl} | {vs} | "
                      f"{compute_per_case(ov):.0f} | {ov['mean_seconds']:.1f} | {share} |")
     sizes = ", ".join(f"{c}: {n}" for c, n in cases_per_cat.items())
-    return "\n".join(lines) + (f"\n\nCases per category: {sizes}, {_sameness(records, specs, summary, cats)}. Accuracy "
+    return "\n".join(lines) + (f"\n\nCases per category: {sizes}, {_sameness(by, [s.label for s in specs if summary['results'].get(s.label)], cats)}. Accuracy "
                                "in %, scored by BFCL's AST checker, with 95% Wilson intervals; non-live "
                                "AST is the unweighted mean of simple_python, multiple, parallel and "
                                "parallel_multiple (over the categories run), its interval a bootstrap "
@@ -493,14 +493,13 @@ def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int]
                                "strategy's wall time, in the same run.")
 
 
-def _sameness(records: list[dict], specs: list[Any], summary: dict, cats: list[str]) -> str:
-    """Whether every strategy of the table ran the same cases in each category: a run
-    still under way has fewer, and its means are then over other cases than the rest's."""
-    labels = [s.label for s in specs if summary["results"].get(s.label)]
-    ids: dict[str, dict[str, set]] = {}
-    for r in records:
-        ids.setdefault(r["strategy"], {}).setdefault(r["category"], set()).add(r["id"])
-    uneven = [c for c in cats if len({frozenset(ids.get(label, {}).get(c, ())) for label in labels}) > 1]
+def _sameness(by: dict[str, dict[str, tuple[str, bool]]], labels: list[str], cats: list[str]) -> str:
+    """Whether every strategy of the table (``labels``; ``by``: label -> case id ->
+    (category, correct)) ran the same cases in each category: a run still under way
+    has fewer, and its means are then over other cases than the rest's."""
+    def ids(label: str, cat: str) -> frozenset:
+        return frozenset(i for i, (c, _) in by.get(label, {}).items() if c == cat)
+    uneven = [c for c in cats if len({ids(label, c) for label in labels}) > 1]
     if not uneven:
         return "the same for every strategy"
     return (f"but not the same cases for every strategy in {', '.join(uneven)} (each cell gives its own "

@@ -155,7 +155,7 @@ def _load_gguf(source: GgufSource, root: Path, dtype: torch.dtype):
         with _first_load_lock(root, target):
             if not (target / "config.json").is_file():  # no other process made it while we waited
                 model, tokenizer = _convert_gguf(source, parts, root, target)
-                return (model.to(dtype) if dtype != torch.float32 else model), tokenizer
+                return model.to(dtype), tokenizer  # a no-op in float32
     log.info("loading %s from cache %s", source.name, target)
     return _from_pretrained(target, dtype)
 
