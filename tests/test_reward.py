@@ -151,6 +151,9 @@ def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice(monk
         PRMScorer(prm, ends="oracle")
     from toolprm.engine.models import Policy
     from toolprm.reward import prm as reward_prm
+    # the shipped choice (results/qwen15-live-ends/RULE.md): the 1.5B policy reads its own ends
+    assert reward_prm.ends_reader("auto", Policy(None, None, "qwen2.5-coder-1.5b")) == "policy"
+    assert reward_prm.ends_reader("auto", Policy(None, None, "qwen2.5-coder-0.5b")) == "head"
     monkeypatch.setattr(reward_prm, "POLICIES_READING_ENDS", frozenset({"qwen2.5-coder-0.5b"}))
     assert reward_prm.ends_reader("auto", Policy(None, None, "Qwen2.5-Coder-0.5B")) == "policy"
     assert reward_prm.ends_reader("auto", Policy(None, None, "smollm2")) == "head"
