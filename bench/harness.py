@@ -62,7 +62,7 @@ from toolprm.engine.explore import EXPLORATIONS, Exploration
 from toolprm.engine.search import AGGREGATIONS, STRATEGIES
 from toolprm.errors import ToolprmError
 from toolprm.grammar import CALL_MODES, normalize_tools
-from toolprm.reward.prm import ENDS_READERS, default_scorer
+from toolprm.reward.prm import ENDS_READERS, KEYS_READERS, default_scorer
 from toolprm.reward.prm import load as reward_load
 
 __all__ = ["STRATEGY_CHOICES", "BENCH_CALL_MODES", "RunConfig", "StrategySpec", "calls_for", "make_record",
@@ -143,7 +143,7 @@ class ModelRunner:
             name = DEFAULT_SCORER if self.config.scorer == "default" else self.config.scorer
             self._head = default_scorer(self.policy, values="policy" if name == "hybrid" else "head",
                                         path=None if self.config.prm == "shipped" else self.config.prm,
-                                        ends=self.config.ends)
+                                        ends=self.config.ends, keys=self.config.keys)
         return self._head
 
     def __call__(self, case: Case, spec: StrategySpec, calls: str):
@@ -160,7 +160,7 @@ class ModelRunner:
                                                    max_new_tokens=c.max_new_tokens)
         scorer = {"default": None, "oracle": OracleScorer(case) if c.scorer == "oracle" else None}.get(
             c.scorer, c.scorer)
-        if (c.prm != "shipped" or c.ends != "auto") and STRATEGIES[spec.name].ranks:
+        if (c.prm != "shipped" or c.ends != "auto" or c.keys != "auto") and STRATEGIES[spec.name].ranks:
             scorer = self._head_scorer()
         return generate(case.messages, model_tools(case), model=self.policy, strategy=spec.name, calls=calls,
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
@@ -448,6 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the prm and hybrid scorers: auto (default: the policy where it was measured to "
                         "read it well, reward.prm.POLICIES_READING_ENDS; else the head), head, or policy "
                         "(its own probability of the choice)")
+    p.add_argument("--keys", default=RunConfig.keys, choices=KEYS_READERS,
+                   help="who reads a key step (the next parameter, or closing the arguments) for the "
+                        "prm and hybrid scorers: auto (default: the policy where it was measured to read "
+                        "it well, reward.prm.POLICIES_READING_KEYS; else the head), head, or policy")
     p.add_argument("--exploration", default="structured", choices=EXPLORATIONS,
                    help="fine_beam's candidates: structured (default) or sampling (m samples only)")
     p.add_argument("--top-k", type=int, default=RunConfig.top_k,
@@ -483,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads is not None and a.threads < 1:
         raise ToolprmError("--threads must be a positive integer")
     head_read = (DEFAULT_SCORER if a.scorer == "default" else a.scorer) in ("prm", "hybrid")
-    for flag, given in (("--prm", a.prm is not None), ("--ends", a.ends != "auto")):
+    for flag, given in (("--prm", a.prm is not None), ("--ends", a.ends != "auto"),
+                        ("--keys", a.keys != "auto")):
         if given and not head_read:
             raise ToolprmError(f"{flag} is read by the prm and hybrid scorers, not by {a.scorer!r}")
     if a.prm is not None:
@@ -493,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
                        temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
                        top_k=a.top_k, proposals=a.proposals, distinct_values=a.distinct_values,
-                       scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped", ends=a.ends)
+                       scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped", ends=a.ends,
+                       keys=a.keys)
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]
     t0 = time.perf_counter()
     started = log_invocation(a.out, {"command": "toolprm bench bfcl " + " ".join(sys.argv[3:] if argv is None else argv),

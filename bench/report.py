@@ -365,6 +365,7 @@ class RunConfig:
     dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32
     prm: str = "shipped"     # the head's checkpoint folder the prm and hybrid scorers read
     ends: str = "auto"       # who reads the end decision for the prm and hybrid scorers (reward.prm.ENDS_READERS)
+    keys: str = "auto"       # who reads a key step for the prm and hybrid scorers (reward.prm.KEYS_READERS)
 
 
 

@@ -280,15 +280,29 @@ def is_end_decision(ev) -> bool:
     return ev.call >= 1 and ev.kind in ("end", "name")
 
 
-def _end_odds(candidates: Sequence[Any], memo: dict) -> dict[tuple[int, int], float]:
-    """Per (candidate, step) end decision: the policy's probability of it over the
-    likeliest sibling's (``ENDS_READERS``). ``memo`` maps a parent (the text before the
-    step) to the highest probability seen of its children, across calls for one query:
-    siblings are scored together, and a step re-read later finds its siblings there."""
+#: Who reads a key step (which parameter comes next, or none: the arguments close):
+#: the head, the policy (``keys="policy"``: its odds against its likeliest sibling, as
+#: for ends), or "auto": the policy where ``POLICIES_READING_KEYS`` names it, else the
+#: head. Why it matters: the order of the keys sets which optional parameters are
+#: written at all. With Qwen2.5-Coder-1.5B and the head picking keys, 7 of 12
+#: live_parallel answers set the optional "unit" to "celsius", 6 writing it before
+#: "location", where the policy alone writes "location" first (results/qwen15-live-ends).
+KEYS_READERS = ("head", "policy", "auto")
+#: The policies whose own odds read key steps, each chosen by a rule stated before its
+#: runs (more of 60 live cases right than with the head; a tie keeps the head).
+POLICIES_READING_KEYS: frozenset[str] = frozenset()
+
+
+def _policy_odds(candidates: Sequence[Any], memo: dict, reads) -> dict[tuple[int, int], float]:
+    """Per (candidate, step) where ``reads(event)``: the policy's probability of the
+    step over the likeliest sibling's (``ENDS_READERS``). ``memo`` maps a parent (the
+    text before the step) to the highest probability seen of its children, across
+    calls for one query: siblings are scored together, and a step re-read later finds
+    its siblings there."""
     probs = {}
     for k, c in enumerate(candidates):
         for j, ev in enumerate(c.events):
-            if is_end_decision(ev):
+            if j and reads(ev):
                 lp, _ = c.event_steps[j] if j < len(c.event_steps) else (c.step_logprob, c.step_tokens)
                 parent = c.text[:c.events[j - 1].offset]
                 probs[k, j] = parent, math.exp(lp)
@@ -327,14 +341,15 @@ def _text_end_factors(candidates: Sequence[Any], head: list[list[float]], index:
 
 def _prefix_scores(prm: "PRM", rows: list[list[list[float]]], candidates: Sequence[Any],
                    values: str = "head", ends: str = "head", end_memo: dict | None = None,
-                   index: ToolIndex | None = None) -> list[float]:
+                   index: ToolIndex | None = None, keys: str = "head") -> list[float]:
     """P(every step of the prefix correct) per candidate: the product of the head's
     per-step scores (each is P(step correct | the steps before it are)); with
     ``values="policy"`` a value step's factor is the policy's confidence instead, with
-    ``ends="policy"`` an end decision's the policy's odds of it (``_end_odds``, over
-    ``end_memo``), with ``ends="text"`` the text end reader's (``_text_end_factors``,
-    over ``index``, the query's ``ToolIndex``). The ``[]`` step's score is shifted by
-    the checkpoint's calibration (``train.calibrate``)."""
+    ``ends="policy"`` an end decision's and with ``keys="policy"`` a key step's the
+    policy's odds of it (``_policy_odds``, over ``end_memo``), with ``ends="text"`` an
+    end decision's the text end reader's (``_text_end_factors``, over ``index``, the
+    query's ``ToolIndex``). The ``[]`` step's score is shifted by the checkpoint's
+    calibration (``train.calibrate``)."""
     flat = [r for rs in rows for r in rs]
     p = prm.predict(np.array(flat, dtype=np.float32)) if flat else np.zeros(0)
     head, i = [], 0
@@ -342,8 +357,10 @@ def _prefix_scores(prm: "PRM", rows: list[list[list[float]]], candidates: Sequen
         head.append([float(x) for x in p[i:i + len(rs)]])
         i += len(rs)
     memo = {} if end_memo is None else end_memo
-    odds = (_end_odds(candidates, memo) if ends == "policy"
-            else _text_end_factors(candidates, head, index, memo) if ends == "text" else {})
+    odds = _text_end_factors(candidates, head, index, memo) if ends == "text" else {}
+    if "policy" in (ends, keys):
+        odds.update(_policy_odds(candidates, memo, lambda ev: (ends == "policy" and is_end_decision(ev))
+                                 or (keys == "policy" and ev.kind == "key")))
     out = []
     for k, (hs, c) in enumerate(zip(head, candidates)):
         steps = [step_confidence(c, j) if values == "policy" and c.events[j].kind == "value"
@@ -366,15 +383,30 @@ def _check_ends(ends: str) -> str:
     return ends
 
 
+def _check_keys(keys: str) -> str:
+    if keys not in KEYS_READERS[:2]:
+        raise ToolprmError(f"keys must be one of {KEYS_READERS}, got {keys!r}")
+    return keys
+
+
+def _resolved(choice: str, policy: Policy | None, reading: frozenset[str]) -> str:
+    if choice == "auto":
+        return "policy" if str(getattr(policy, "name", "")).lower() in reading else "head"
+    return choice
+
+
 def ends_reader(ends: str, policy: Policy | None) -> str:
     """``ends`` with "auto" resolved for ``policy`` (None: the default SmolLM2)."""
-    if ends == "auto":
-        return "policy" if str(getattr(policy, "name", "")).lower() in POLICIES_READING_ENDS else "head"
-    return _check_ends(ends)
+    return _check_ends(_resolved(ends, policy, POLICIES_READING_ENDS))
+
+
+def keys_reader(keys: str, policy: Policy | None) -> str:
+    """``keys`` with "auto" resolved for ``policy`` (None: the default SmolLM2)."""
+    return _check_keys(_resolved(keys, policy, POLICIES_READING_KEYS))
 
 
 class _IndexCache:
-    """One ToolIndex and one end-decision memo (``_end_odds``) per query (the search
+    """One ToolIndex and one memo of the policy's odds (``_policy_odds``) per query (the search
     scores many candidates of one context). The context itself is held, not its
     ``id``: a freed query's id can be reused by the next one, which would then read
     the old query's tools."""
@@ -400,10 +432,11 @@ class PRMScorer:
     needs_hidden = True
     prefix_product = True  # a score can only fall as the output grows (engine.search.beam)
 
-    def __init__(self, prm: PRM, values: str = "head", ends: str = "head"):
+    def __init__(self, prm: PRM, values: str = "head", ends: str = "head", keys: str = "head"):
         self.prm = prm
         self.values = _check_values(values)
         self.ends = _check_ends(ends)
+        self.keys = _check_keys(keys)
         self._index = _IndexCache()
 
     def score(self, context, candidates) -> list[float]:
@@ -426,7 +459,8 @@ class PRMScorer:
             hiddens = [c.event_hidden[j] if j < len(c.event_hidden) else c.hidden
                        for j in range(len(c.events))]
             rows.append(_step_rows(c, hiddens, index))
-        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo, index)
+        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo, index,
+                              self.keys)
 
 
 class BackbonePRM:
@@ -438,10 +472,12 @@ class BackbonePRM:
     needs_hidden = False
     prefix_product = True
 
-    def __init__(self, prm: PRM, model: Any, tokenizer: Any, values: str = "head", ends: str = "head"):
+    def __init__(self, prm: PRM, model: Any, tokenizer: Any, values: str = "head", ends: str = "head",
+                 keys: str = "head"):
         self.prm, self.model, self.tokenizer = prm, model, tokenizer
         self.values = _check_values(values)
         self.ends = _check_ends(ends)
+        self.keys = _check_keys(keys)
         size = model.config.hidden_size
         if size != prm.hidden_size:
             raise ToolprmError(f"the PRM head expects hidden size {prm.hidden_size}, the backbone "
@@ -501,7 +537,8 @@ class BackbonePRM:
                 self._memo[p] = h
         index = self._index.get(context)
         rows = [_step_rows(c, [self._memo[p] for p in ps], index) for c, ps in zip(candidates, partials)]
-        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo, index)
+        return _prefix_scores(self.prm, rows, candidates, self.values, self.ends, self._index.end_memo, index,
+                              self.keys)
 
 
 def load_prm(path: str | os.PathLike | None = None, *, backbone: Any = None):
@@ -532,7 +569,7 @@ def _cached(path: str) -> PRM:
 
 
 def default_scorer(policy: Policy | None = None, values: str = "head", path: str | os.PathLike | None = None,
-                   ends: str = "auto"):
+                   ends: str = "auto", keys: str = "auto"):
     """The scorer ``generate()`` uses by default for best_of_n, coarse_beam and fine_beam.
 
     The shipped head reads the policy's own hidden states, so for the policy it was
@@ -541,20 +578,21 @@ def default_scorer(policy: Policy | None = None, values: str = "head", path: str
     runs its own forward pass over (prompt, partial output).  ``policy``: an
     ``engine.models.Policy`` (or None for the default). ``values``: who reads a
     value step (``VALUE_READERS``: "policy" makes the hybrid scorer). ``ends``: who
-    reads the end decision (``ENDS_READERS``). ``path``: another head's checkpoint
-    folder than the shipped one."""
-    ends = ends_reader(ends, policy)
+    reads the end decision (``ENDS_READERS``), ``keys`` a key step (``KEYS_READERS``).
+    ``path``: another head's checkpoint folder than the shipped one."""
+    ends, keys = ends_reader(ends, policy), keys_reader(keys, policy)
     prm = _cached(str(Path(path) if path is not None else SHIPPED))
     trained_on = prm.manifest.get("backbone", {})
     name = trained_on.get("name", "smollm2")
     if trained_on.get("kind", "policy") == "policy":
         if policy is None or (getattr(policy, "name", None) == name
                               and policy.model.config.hidden_size == prm.hidden_size):
-            return PRMScorer(prm, values, ends)
+            return PRMScorer(prm, values, ends, keys)
     backbone = get_policy(None if name == "smollm2" else name)
-    return BackbonePRM(prm, backbone.model, backbone.tokenizer, values, ends)
+    return BackbonePRM(prm, backbone.model, backbone.tokenizer, values, ends, keys)
 
 
 __all__ = ["N_EXTRA", "PRM", "PRMHead", "PRMScorer", "BackbonePRM", "load_prm", "load",
            "save", "feature_matrix", "extra_features", "default_scorer", "step_confidence", "SHIPPED",
-           "FEATURES", "VALUE_READERS", "ENDS_READERS", "ends_reader", "CALIBRATION", "shifted", "is_empty_list", "weights_sha256"]
+           "FEATURES", "VALUE_READERS", "ENDS_READERS", "ends_reader",
+           "KEYS_READERS", "keys_reader", "CALIBRATION", "shifted", "is_empty_list", "weights_sha256"]

@@ -454,6 +454,8 @@ def test_prm_option_reads_another_head(tmp_path):
         harness.main(argv[:-6] + ["--prm", str(tmp_path / "none"), "--out", str(tmp_path / "x")])
     with pytest.raises(ToolprmError, match="not by 'policy'"):
         harness.main(argv + ["--scorer", "policy"])
+    with pytest.raises(ToolprmError, match="--keys is read by the prm and hybrid scorers"):
+        harness.main(argv[:-6] + ["--keys", "policy", "--scorer", "policy", "--out", str(tmp_path / "y")])
 
 
 def test_report_intervals_cover_categories_outside_the_test_set(tmp_path, capsys):

@@ -160,6 +160,39 @@ def test_ends_read_by_the_policy_cost_the_odds_against_its_preferred_choice(monk
     assert reward_prm.ends_reader("auto", None) == "head" and reward_prm.ends_reader("policy", None) == "policy"
 
 
+def test_keys_read_by_the_policy_cost_the_odds_against_its_preferred_key():
+    """keys="policy": which parameter comes next is a factor of the policy's probability
+    over the likeliest sibling key's; the name before it keeps the head's score, and
+    keys="head" (the default) leaves the key to the head."""
+    prm = _prm()
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
+        "location": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}}}}]
+    ctx = Query([{"role": "user", "content": "weather in Boston"}], tools, [])
+    name = StepEvent("name", 0, None, '"f"', "f", 13)
+    h = torch.zeros(D)
+
+    def cand(key, lp):
+        text = '[{"name": "f", "arguments": {' + f'"{key}"'
+        return Candidate(text, (name, StepEvent("key", 0, key, f'"{key}"', key, len(text))), lp, 2, -1.0,
+                         h, False, (h, h), ((-0.1, 1), (lp, 2)))
+
+    first, second = cand("location", math.log(0.8)), cand("unit", math.log(0.2))
+    alone = PRMScorer(prm).score(ctx, [Candidate('[{"name": "f"', (name,), -0.1, 1, -1.0, h, False,
+                                                 (h,), ((-0.1, 1),))])[0]
+    s = PRMScorer(prm, keys="policy")
+    assert s.score(ctx, [first, second]) == pytest.approx([alone * 1.0, alone * 0.25])
+    assert PRMScorer(prm).score(ctx, [first, second]) != pytest.approx([alone, alone * 0.25])
+    assert s.score(ctx, [second]) == pytest.approx([alone * 0.25])  # re-read alone, keeps its odds
+    with pytest.raises(ToolprmError, match="keys must be one of"):
+        PRMScorer(prm, keys="auto")  # "auto" is resolved before a scorer is built
+    from toolprm.engine.models import Policy
+    from toolprm.reward import prm as reward_prm
+    # no policy reads its keys yet: "auto" keeps the head for each
+    for name_ in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2"):
+        assert reward_prm.keys_reader("auto", Policy(None, None, name_)) == "head"
+    assert reward_prm.keys_reader("policy", None) == "policy"
+
+
 def test_ends_read_by_the_text_reader_close_with_one_minus_p_and_go_on_with_p():
     """ends="text": closing gets 1 − P(more) from the text end reader, calling again
     P(more) times the head's score of the tool over the best sibling tool's (1 here:
