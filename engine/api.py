@@ -150,8 +150,9 @@ def _is_canonical(policy: Policy, text: str, ids: list[int]) -> bool:
 
 
 #: The scorers ``generate()`` takes by name: the shipped head, the hybrid (the head for
-#: names, keys, ``[]`` and closing; the policy's confidence for values), the policy's
-#: own confidence, and the cross-encoder reader (``reward.encoder``).
+#: names, keys, ``[]`` and closing; the policy's confidence for values; the policy's odds
+#: for closing and keys where ``reward.prm.POLICIES_READING_ENDS`` and ``_KEYS`` name it),
+#: the policy's own confidence, and the cross-encoder reader (``reward.encoder``).
 SCORERS = ("prm", "hybrid", "policy", "minilm")
 #: What ranks the candidates of fine_beam, coarse_beam and best_of_n when no scorer is given.
 DEFAULT_SCORER = "hybrid"

@@ -187,9 +187,11 @@ def test_keys_read_by_the_policy_cost_the_odds_against_its_preferred_key():
         PRMScorer(prm, keys="auto")  # "auto" is resolved before a scorer is built
     from toolprm.engine.models import Policy
     from toolprm.reward import prm as reward_prm
-    # no policy reads its keys yet: "auto" keeps the head for each
-    for name_ in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2"):
+    # the shipped choice (results/qwen15-live-keys/RULE.md): the 1.5B policy reads its own keys
+    assert reward_prm.keys_reader("auto", Policy(None, None, "qwen2.5-coder-1.5b")) == "policy"
+    for name_ in ("qwen2.5-coder-0.5b", "smollm2"):
         assert reward_prm.keys_reader("auto", Policy(None, None, name_)) == "head"
+    assert reward_prm.keys_reader("auto", None) == "head"
     assert reward_prm.keys_reader("policy", None) == "policy"
 
 
