@@ -292,14 +292,14 @@ KEYS_READERS = ("head", "policy", "auto")
 #: runs (more of 60 live cases right than with the head; a tie keeps the head).
 #: Qwen2.5-Coder-1.5B: 23 against 21 (5 / 3 cases apart, McNemar p = 0.73, so a choice by
 #: the rule, not a shown gain), all of it on live_irrelevance (9 against 7: more ``[]``);
-#: the relevant categories tie, 14 against 14, with wrong call counts 27 against 22
-#: (results/qwen15-live-keys). Not measured for other policies.
+#: the relevant categories tie, 14 against 14, and ``[]`` answers 18 of their 48 queries
+#: against 8 (results/qwen15-live-keys). Not measured for other policies.
 POLICIES_READING_KEYS: frozenset[str] = frozenset({"qwen2.5-coder-1.5b"})
 
 
 def _policy_odds(candidates: Sequence[Any], memo: dict, reads) -> dict[tuple[int, int], float]:
     """Per (candidate, step) where ``reads(event)``: the policy's probability of the
-    step over the likeliest sibling's (``ENDS_READERS``). ``memo`` maps a parent (the
+    step over the likeliest sibling's (``ENDS_READERS``, ``KEYS_READERS``). ``memo`` maps a parent (the
     text before the step) to the highest probability seen of its children, across
     calls for one query: siblings are scored together, and a step re-read later finds
     its siblings there."""
