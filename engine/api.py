@@ -41,7 +41,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = DEFAULT_AGGREGATION,
              exploration: str = "structured", top_k: int = Exploration.top_k,
              proposals: int = Exploration.proposals, distinct_values: bool = Exploration.distinct_values,
-             on_step: Callable[[dict], None] | None = None, tool: str | None = None,
+             close_values: bool = Exploration.close_values, on_step: Callable[[dict], None] | None = None, tool: str | None = None,
              max_calls: int = DEFAULT_MAX_CALLS, cancel=None, dtype: str | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
 
@@ -60,7 +60,9 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     ``proposals`` likeliest grounded proposals from the query) or "sampling" (``m``
     samples only). ``distinct_values``: at a value step, a candidate that repeats
     another parameter's string in the same call gives way to one that does not
-    (``engine.explore``). ``on_step`` is called with each step of the answer as soon as
+    (``engine.explore``). ``close_values``: a sampled value whose last token also
+    commits to another key (``",``) is offered closed as well (``engine.explore``).
+    ``on_step`` is called with each step of the answer as soon as
     every surviving candidate agrees on it. ``tool``: every call must use this tool
     (the prompt still lists them all). ``max_calls``: at most this many calls.
     ``cancel``: a ``threading.Event``; once set, generation stops with
@@ -76,7 +78,8 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     for name, v in (("m", m), ("n", n), ("max_new_tokens", max_new_tokens)):
         if not isinstance(v, int) or v < 1:
             raise ToolprmError(f"{name} must be a positive integer, got {v!r}")
-    explore = Exploration(exploration, top_k, proposals, distinct_values=distinct_values)
+    explore = Exploration(exploration, top_k, proposals, distinct_values=distinct_values,
+                          close_values=close_values)
     policy = get_policy(model, dtype)
     q = prepare(policy.tokenizer, query, tools)
     if tool is not None:

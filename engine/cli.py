@@ -73,6 +73,9 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--distinct-values", action=argparse.BooleanOptionalAction, default=Exploration.distinct_values,
                    help="at a value step, drop a candidate that repeats another parameter's string in "
                         "the same call where a sibling does not (default: %(default)s)")
+    p.add_argument("--close-values", action=argparse.BooleanOptionalAction, default=Exploration.close_values,
+                   help="also offer closed each sampled value whose last token commits to another key "
+                        "(default: %(default)s)")
     p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
     a = p.parse_args(argv)
     try:
@@ -83,7 +86,8 @@ def _generate(argv: list[str]) -> int:
     r = api.generate(a.query, tools, model=a.model, dtype=a.dtype, strategy=a.strategy, calls=a.calls, m=a.m, n=a.n,
                      temperature=a.temperature, seed=a.seed, max_new_tokens=a.max_new_tokens,
                      aggregation=a.aggregation, exploration=a.exploration, top_k=a.top_k,
-                     proposals=a.proposals, distinct_values=a.distinct_values)
+                     proposals=a.proposals, distinct_values=a.distinct_values,
+                     close_values=a.close_values)
     if a.trace:
         print(api.format_trace(r.steps), file=sys.stderr)
         print(json.dumps(r.stats), file=sys.stderr)

@@ -49,6 +49,7 @@ class Stats:
     fed_slots: int = 0          # rows x chunk width summed over decoding passes (padding included)
     scorer_calls: int = 0
     repeats_dropped: int = 0    # candidates dropped for repeating another parameter's value (engine.explore)
+    values_closed: int = 0      # sampled values also offered closed (engine.explore, close_values)
     scorer_seconds: float = 0.0  # in the scorer (a reader with its own forward pass: most of it)
     grammar_seconds: float = 0.0
     forward_seconds: float = 0.0
@@ -207,15 +208,22 @@ class Decoder:
         self.rows = rows
 
     # ---- decoding ---------------------------------------------------------
-    def run(self, stop: StopFn) -> list[Seq]:
-        """Decode every row until it is complete or ``stop`` fires on its new events."""
-        for s in self.rows:
-            s.stopped = s.done
+    def run(self, stop: StopFn, hold: int | None = None) -> list[Seq]:
+        """Decode every row until it is complete or ``stop`` fires on its new events;
+        rows from index ``hold`` on wait where they are (a strategy extends them after)."""
+        for i, s in enumerate(self.rows):
+            s.stopped = s.done or (hold is not None and i >= hold)
             s.stop_after_feed = s.stop_after_feed and bool(s.pending)  # an extended row's own stop
         while True:
             self._choose(stop)
             if not any(s.pending for s in self.rows):
                 return self.rows
+            self._feed()
+
+    def settle(self) -> None:
+        """Feed the tokens still pending (of rows ``extend`` added after a ``run``),
+        decoding nothing further."""
+        if any(s.pending for s in self.rows):
             self._feed()
 
     def feed_forced(self) -> None:

@@ -21,6 +21,15 @@ it, a value step's candidate (sampled, proposed or enumerated) that repeats
 another parameter's string (``repeats_value``) gives way to a sibling that does
 not. Chosen by a rule stated before its live run (results/live-distinct-48): 51
 of 184 live cases right against 50 without (1 / 0 apart, McNemar p = 1).
+
+``close_values`` (off by default): a tokenizer joins a string's closing quote to
+the comma after it (``",``), so a sampled value that ends in that token has also
+chosen to write another key, and closing the arguments never competes with it.
+With it, each such value is also offered closed: its bytes up to the quote, then
+the likeliest way to close the arguments (``closings``), read in the tokenizer's
+own spelling from where the value began. Seen in a traced live case
+(live_simple_150-95-7), where the only key left was an optional one BFCL wants
+left out.
 """
 from __future__ import annotations
 
@@ -53,6 +62,7 @@ class Exploration:
     proposals: int = 8     # grounded proposals kept per free-form value, the likeliest under the policy
     max_ngram: int = 3     # longest word span proposed for a string
     distinct_values: bool = True  # a value repeating another parameter's string gives way (docstring)
+    close_values: bool = False    # a sampled value that commits to another key is also offered closed (docstring)
 
     def __post_init__(self):
         if self.mode not in EXPLORATIONS:
@@ -62,8 +72,9 @@ class Exploration:
                 raise ToolprmError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.proposals, int) or self.proposals < 0:
             raise ToolprmError(f"proposals must be a non-negative integer, got {self.proposals!r}")
-        if not isinstance(self.distinct_values, bool):
-            raise ToolprmError(f"distinct_values must be True or False, got {self.distinct_values!r}")
+        for name in ("distinct_values", "close_values"):
+            if not isinstance(getattr(self, name), bool):
+                raise ToolprmError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
 def plan(dec: Decoder, row: int, m: int, ex: Exploration, query: str) -> tuple[int, list[list[int]], int]:
@@ -101,6 +112,28 @@ def likeliest(dec: Decoder, added: list[int], parents: list[int], bounds: dict[i
     for p, rows in by_parent.items():
         keep.update(sorted(rows, key=lambda r: -dec.rows[r].trace.step_logprob)[:bounds[p]])
     return [r for r in added if r in keep]
+
+
+def at_free_value(state: State) -> bool:
+    """Whether ``state`` stands after a key, at a free-form value (samples decide it)."""
+    return bool(state.events) and state.events[-1].kind == "key" and state.next_steps() is None
+
+
+def closings(parent: State, child: State) -> tuple[bytes, list[bytes]] | None:
+    """Where ``child``, a candidate of ``parent``'s value step, ended its value with
+    a token that also commits to another key (``",``): (the bytes from ``parent``
+    to the value's end, each way to close the arguments from there: close the list,
+    or begin another call with each tool). None where it did not."""
+    new = child.events[len(parent.events):]
+    if not new or new[0].kind != "value":
+        return None
+    end = len(child.text[:new[0].offset].encode())
+    if not child.raw[end:].startswith(b","):
+        return None
+    value = child.raw[len(parent.raw):end]
+    alts = parent.advance_bytes(value).next_steps()
+    closes = [a for a in alts or [] if not a.startswith(b",")]
+    return (value, closes) if closes else None
 
 
 def standardized(s: str) -> str:

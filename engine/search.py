@@ -23,7 +23,7 @@ import torch
 from toolprm.grammar import State, StepEvent
 
 from .decode import Decoder, Seq, Stats, never
-from .explore import Exploration, likeliest, plan, query_text, repeats_value
+from .explore import Exploration, at_free_value, closings, likeliest, plan, query_text, repeats_value
 from .query import Query
 
 #: How a partial output's step scores become the one number a beam ranks it by.
@@ -216,14 +216,22 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         added = likeliest(dec, added, [i for i, _ in items], {i: p[2] for i, p in enumerate(plans)})
         picks = [i for i, (k, _, _) in enumerate(plans) for _ in range(k)]
         parent_of = picks + [parent_at[r] for r in added]
+        # A copy of each parent that samples a value waits, to offer its values closed.
+        held = [i for i, (k, _, _) in enumerate(plans) if k and at_free_value(parents[i].state)] \
+            if ex.close_values and not coarse else []
         if first and ex.mode == "sampling":
             if dec.fork(picks + added, empty=True):  # one more row that answers []
                 parent_of.append(0)
         else:
-            dec.select(picks + added)
+            dec.select(picks + added + held)
         first = False
         marks = {id(s): s.state.calls_closed for s in dec.rows}
-        rows = dec.run(stop)
+        rows = dec.run(stop, hold=len(parent_of))
+        if held:
+            closed = closed_values(dec, stop, parent_of, len(picks), held)
+            search.stats.values_closed += len(closed)
+            parent_of += closed
+            rows = dec.rows
         keep, to_score = merge_candidates([s.state for s in rows], [s.trace.logprob for s in rows],
                                           parent_of, [was_done[p] for p in parent_of])
         if ex.distinct_values and not coarse:
@@ -247,6 +255,35 @@ def beam(search: Search, coarse: bool = False) -> Seq:
         dec.select(beam_rows)
         if search.on_step is not None:
             search.on_step(dec.rows + ([best_done] if best_done is not None else []))
+
+
+def closed_values(dec: Decoder, stop, parent_of: list[int], sampled: int, held: list[int]) -> list[int]:
+    """``Exploration.close_values``: after a round's run, where the rows from
+    ``len(parent_of)`` on are waiting copies of the parents ``held`` and the first
+    ``sampled`` rows are samples, add for each distinct sampled value that committed
+    to another key (``closings``) the same value closed the likeliest way, spelled
+    canonically from the parent and read by the policy; drop the waiting copies.
+    Returns the parents of the rows added (after the others)."""
+    base = len(parent_of)
+    items, groups, seen = [], [], {}
+    for r in range(sampled):
+        j = held.index(parent_of[r]) if parent_of[r] in held else -1
+        got = closings(dec.rows[base + j].state, dec.rows[r].state) if j >= 0 else None
+        if got is None or (j, got[0]) in seen:
+            continue
+        seen[j, got[0]] = len(seen)
+        for alt in got[1]:
+            toks = dec.grammar.vocab.canonical(got[0] + alt)
+            if dec.room_for(base + j, toks):
+                items.append((base + j, toks))
+                groups.append(seen[j, got[0]])
+    added = dec.extend(items, stop) if items else []
+    group_of = dict(zip(added, groups))
+    kept = likeliest(dec, added, groups, {g: 1 for g in groups})
+    dec.settle()
+    dec.select(list(range(base)) + kept)
+    parent = {seen[k]: held[k[0]] for k in seen}
+    return [parent[group_of[r]] for r in kept]
 
 
 def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_of: Sequence[int],

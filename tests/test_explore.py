@@ -3,13 +3,14 @@ proposals from the query, their bounds, and the oracle ceiling."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from toolprm import engine
 from toolprm.bench.oracle import OracleScorer
 from toolprm.bfcl import Case, load_cases
-from toolprm.engine.explore import Exploration, grounded, likeliest, plan
+from toolprm.engine.explore import Exploration, closings, grounded, likeliest, plan
 from toolprm.errors import ToolprmError
 from toolprm.grammar import compile
 
@@ -204,3 +205,51 @@ def test_fine_beam_with_distinct_values_writes_no_string_twice_in_a_call():
     for call in r.calls:
         texts = [v for v in call["arguments"].values() if isinstance(v, str)]
         assert len({t.lower() for t in texts}) == len(texts), r.text
+
+
+def test_closings_find_a_value_whose_last_token_chose_another_key(smollm2_tokenizer):
+    """`",` ends the string and commits to another key in one token: the value is
+    offered closed too, every way that closes the arguments; a value that closed
+    already, or one that ends at its quote, is not."""
+    g = compile(TOOLS, smollm2_tokenizer, calls="any")
+    parent = g.start().advance_bytes(b'[{"name": "get_weather", "arguments": {"city":')
+    value, closes = closings(parent, parent.advance_bytes(b' "Paris",'))
+    assert value == b' "Paris"'
+    assert closes == [b'}}, {"name": "get_time"', b'}}, {"name": "get_weather"', b"}}]"]
+    for c in closes:  # each is valid from the parent and reaches exactly one more step
+        after = parent.advance_bytes(value + c)
+        assert [e.kind for e in after.events[len(parent.events):]] == ["value", "end" if c == b"}}]" else "name"]
+    assert closings(parent, parent.advance_bytes(b' "Paris"}')) is None
+    assert closings(parent, parent.advance_bytes(b' "Paris"')) is None
+    # a required key still missing: the arguments cannot close, so nothing to offer
+    days = compile([{**TOOLS[0], "parameters": {**TOOLS[0]["parameters"], "required": ["city", "days"]}}],
+                   smollm2_tokenizer, calls="any").start().advance_bytes(b'[{"name": "get_weather", "arguments": {"city":')
+    assert closings(days, days.advance_bytes(b' "Paris",')) is None
+
+
+class _Recorder:
+    """The policy's confidence, recording every candidate it is shown."""
+    def __init__(self):
+        self.seen: list[list[str]] = []
+
+    def score(self, context, candidates):
+        self.seen.append([c.text for c in candidates])
+        return [math.exp(c.step_logprob / max(1, c.step_tokens)) for c in candidates]
+
+
+def test_fine_beam_offers_a_sampled_value_closed_with_close_values():
+    """The real policy and grammar: each sampled value that chose another key with
+    its last token is scored beside the same value closed; without the option no
+    closed copy of such a value is offered."""
+    query = "What's the weather in Paris? Use celsius."
+    for on in (True, False):
+        rec = _Recorder()
+        r = engine.generate(query, TOOLS, strategy="fine_beam", m=4, n=2, max_new_tokens=96, scorer=rec,
+                            close_values=on, temperature=1.0)
+        assert r.calls and (r.stats["values_closed"] > 0) == on
+        rounds = [set(texts) for texts in rec.seen]
+        committed = [(t, rd) for rd in rounds for t in rd
+                     if '"city": "' in t and t.endswith('",') and t.count('": ') == 3]
+        assert committed, rec.seen  # the policy writes city first and goes on to a key
+        closed = [any(x.startswith(t[:-1] + "}}") for x in rd) for t, rd in committed]
+        assert all(closed) if on else not any(closed), (on, rec.seen)
