@@ -29,7 +29,9 @@ With it, each such value is also offered closed: its bytes up to the quote, then
 the likeliest way to close the arguments (``closings``), read in the tokenizer's
 own spelling from where the value began. Seen in a traced live case
 (live_simple_150-95-7), where the only key left was an optional one BFCL wants
-left out.
+left out. Left off by a rule stated before its live runs
+(results/live-close-values): 71 right with it against 72 without, over SmolLM2's
+184 and Qwen2.5-Coder-1.5B's 60 live cases.
 """
 from __future__ import annotations
 
