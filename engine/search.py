@@ -280,8 +280,8 @@ def closed_values(dec: Decoder, stop, parent_of: list[int], sampled: int, held: 
     added = dec.extend(items, stop) if items else []
     group_of = dict(zip(added, groups))
     kept = likeliest(dec, added, groups, {g: 1 for g in groups})
-    dec.settle()
     dec.select(list(range(base)) + kept)
+    dec.settle()  # only the kept ones are fed
     parent = {seen[k]: held[k[0]] for k in seen}
     return [parent[group_of[r]] for r in kept]
 
