@@ -244,7 +244,7 @@ def test_fine_beam_offers_a_sampled_value_closed_with_close_values():
     query = "What's the weather in Paris? Use celsius."
     for on in (True, False):
         rec = _Recorder()
-        r = engine.generate(query, TOOLS, strategy="fine_beam", m=4, n=2, max_new_tokens=96, scorer=rec,
+        r = engine.generate(query, TOOLS, strategy="fine_beam", m=8, n=2, max_new_tokens=96, scorer=rec,
                             close_values=on, temperature=1.0)
         assert r.calls and (r.stats["values_closed"] > 0) == on
         rounds = [set(texts) for texts in rec.seen]
