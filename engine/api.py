@@ -41,7 +41,8 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = DEFAULT_AGGREGATION,
              exploration: str = "structured", top_k: int = Exploration.top_k,
              proposals: int = Exploration.proposals, distinct_values: bool = Exploration.distinct_values,
-             close_values: bool = Exploration.close_values, on_step: Callable[[dict], None] | None = None, tool: str | None = None,
+             close_values: bool = Exploration.close_values,
+             on_step: Callable[[dict], None] | None = None, tool: str | None = None,
              max_calls: int = DEFAULT_MAX_CALLS, cancel=None, dtype: str | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
 

@@ -265,25 +265,25 @@ def closed_values(dec: Decoder, stop, parent_of: list[int], sampled: int, held: 
     canonically from the parent and read by the policy; drop the waiting copies.
     Returns the parents of the rows added (after the others)."""
     base = len(parent_of)
-    items, groups, seen = [], [], {}
+    waiting = {p: base + j for j, p in enumerate(held)}  # parent -> its waiting copy's row
+    items, groups, seen = [], [], set()  # a group: (parent, one distinct value of its samples)
     for r in range(sampled):
-        j = held.index(parent_of[r]) if parent_of[r] in held else -1
-        got = closings(dec.rows[base + j].state, dec.rows[r].state) if j >= 0 else None
-        if got is None or (j, got[0]) in seen:
+        p = parent_of[r]
+        got = closings(dec.rows[waiting[p]].state, dec.rows[r].state) if p in waiting else None
+        if got is None or (p, got[0]) in seen:
             continue
-        seen[j, got[0]] = len(seen)
+        seen.add((p, got[0]))
         for alt in got[1]:
             toks = dec.grammar.vocab.canonical(got[0] + alt)
-            if dec.room_for(base + j, toks):
-                items.append((base + j, toks))
-                groups.append(seen[j, got[0]])
+            if dec.room_for(waiting[p], toks):
+                items.append((waiting[p], toks))
+                groups.append((p, got[0]))
     added = dec.extend(items, stop) if items else []
-    group_of = dict(zip(added, groups))
     kept = likeliest(dec, added, groups, {g: 1 for g in groups})
     dec.select(list(range(base)) + kept)
     dec.settle()  # only the kept ones are fed
-    parent = {seen[k]: held[k[0]] for k in seen}
-    return [parent[group_of[r]] for r in kept]
+    group_of = dict(zip(added, groups))
+    return [group_of[r][0] for r in kept]
 
 
 def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_of: Sequence[int],
