@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -70,7 +70,12 @@ class Trace:
     of the forward chunk that carried it, where its hidden state was taken;
     ``hidden`` — that last-layer state (when the decoder keeps hidden states);
     ``steps`` — (log-prob, sampled tokens) of the tokens sampled since the previous
-    event's chunk (events of one chunk share them). ``scores``: the scorer's verdict
+    event's chunk (events of one chunk share them; what the PRM head was trained on);
+    ``sibling_steps`` — the same counted token by token, a token going to the first
+    event that ends at or after it, so one that straddles a boundary (``",`` ends a
+    value and chooses another key) counts for the later step: two siblings that part
+    inside a token are then measured from the same place, whether their tokens came
+    one by one or in one chunk (``Decoder.extend``). ``scores``: the scorer's verdict
     per scored event, by event index — the one score record. ``logprob`` sums over
     every sampled token; ``step_logprob`` and ``step_sampled`` count since the
     strategy last called ``begin_step``.
@@ -78,16 +83,19 @@ class Trace:
     positions: list[int] = field(default_factory=list)
     hidden: list[torch.Tensor] = field(default_factory=list)
     steps: list[tuple[float, int]] = field(default_factory=list)
+    sibling_steps: list[tuple[float, int]] = field(default_factory=list)
     scores: dict[int, float] = field(default_factory=dict)
     logprob: float = 0.0
     step_logprob: float = 0.0
     step_sampled: int = 0
     since_logprob: float = 0.0
     since_sampled: int = 0
+    token_since: tuple[float, int] = (0.0, 0)
 
     def copy(self) -> "Trace":
         return replace(self, positions=list(self.positions), hidden=list(self.hidden),
-                       steps=list(self.steps), scores=dict(self.scores))
+                       steps=list(self.steps), sibling_steps=list(self.sibling_steps),
+                       scores=dict(self.scores))
 
     def chosen(self, logprob: float) -> None:
         """Count one token chosen by the policy."""
@@ -100,16 +108,33 @@ class Trace:
     def begin_step(self) -> None:
         self.step_logprob, self.step_sampled = 0.0, 0
 
+    def token(self, logprob: float | None, offsets: list[int], end: int) -> None:
+        """For ``sibling_steps``: one token, ending at character ``end``, that ended
+        events at ``offsets`` (``logprob`` None: forced, not counted)."""
+        inner = sum(o < end for o in offsets)  # ended inside the token: it goes on
+        if inner:
+            self.sibling_steps.extend([self.token_since] * inner)
+            self.token_since = (0.0, 0)
+        if logprob is not None:
+            self.token_since = (self.token_since[0] + logprob, self.token_since[1] + 1)
+        if len(offsets) > inner:
+            self.sibling_steps.extend([self.token_since] * (len(offsets) - inner))
+            self.token_since = (0.0, 0)
+
     def close_events(self, n_events: int) -> None:
         """The row now has ``n_events`` events: the new ones share the sampled tokens
         counted since the last event."""
         if len(self.steps) < n_events:
             self.steps.extend([(self.since_logprob, self.since_sampled)] * (n_events - len(self.steps)))
             self.since_logprob, self.since_sampled = 0.0, 0
+        if len(self.sibling_steps) < n_events:  # events of a respelled ending (``_respell``)
+            self.sibling_steps.extend([self.token_since] * (n_events - len(self.sibling_steps)))
+            self.token_since = (0.0, 0)
 
     def truncate(self, n_events: int) -> None:
         """Forget every event from index ``n_events`` on (a dropped repeated call)."""
-        del self.positions[n_events:], self.hidden[n_events:], self.steps[n_events:]
+        del self.positions[n_events:], self.hidden[n_events:], self.steps[n_events:], \
+            self.sibling_steps[n_events:]
         self.scores = {i: sc for i, sc in self.scores.items() if i < n_events}
 
     def score_list(self) -> list[float]:
@@ -271,8 +296,7 @@ class Decoder:
         if not after.is_final or after.events[-1].value != []:
             return False
         toks = s.state.completion_tokens(self.canonical)
-        s.trace.chosen(float(self.next_log_probs(row)[toks[0]]))
-        self._append(s, toks, never)
+        self._append(s, toks, never, logprobs=[float(self.next_log_probs(row)[toks[0]])])
         return s.done
 
     def next_log_probs(self, row: int) -> torch.Tensor:
@@ -319,13 +343,28 @@ class Decoder:
         (``stop`` marks where that run ends them). The forks are added at the end of
         the batch; returns their indices."""
         n = len(self.rows)
+        starts = [self.rows[row].state for row, _ in items]
         per_token = self._fork_along(items)
         for j, ((_, toks), lps) in enumerate(zip(items, per_token)):
-            s = self.rows[n + j]
-            for lp in lps:
-                s.trace.chosen(lp)
-            self._append(s, toks, stop, how="chosen", fed=len(toks) - 1)
+            self._append(self.rows[n + j], toks, stop, how="chosen", fed=len(toks) - 1, logprobs=lps,
+                         glue=self._glue(starts[j], toks))
         return list(range(n, n + len(items)))
+
+    def _glue(self, state: State, toks: list[int]) -> list[bool]:
+        """Which of ``toks``, from ``state``, decoding one by one would have forced
+        (jump-forward), not sampled: ``Trace.sibling_steps`` counts them as forced
+        there, so a chunk and its sampled siblings are read alike."""
+        glue, i = [False] * len(toks), 0
+        while i < len(toks):
+            forced = state.forced(self.canonical) if self.jump_forward else []
+            if forced and toks[i:i + len(forced)] == forced:
+                glue[i:i + len(forced)] = [True] * len(forced)
+                for t in forced:
+                    state = state.advance(t)
+                i += len(forced)
+            else:
+                state, i = state.advance(toks[i]), i + 1
+        return glue
 
     @torch.inference_mode()
     def _fork_along(self, items: list[tuple[int, list[int]]]) -> list[list[float]]:
@@ -430,9 +469,8 @@ class Decoder:
                 # with many required keys): close the output now instead
                 self._append(s, s.state.completion_tokens(self.canonical), stop)
                 continue
-            s.trace.chosen(float(logp[r, tok]))
             self.stats.generated_tokens += 1
-            self._append(s, [tok], stop, how="sampled")
+            self._append(s, [tok], stop, how="sampled", logprobs=[float(logp[r, tok])])
             far = self.max_new_tokens - len(s.tokens) > self.margin * 4  # else: next round checks
             if self.jump_forward and far and not s.stop_after_feed and not s.done:  # same pass
                 more = s.state.forced(self.canonical)
@@ -440,12 +478,20 @@ class Decoder:
                     self._append(s, more, stop)
         self.stats.grammar_seconds += time.perf_counter() - t0
 
-    def _append(self, s: Seq, toks: list[int], stop: StopFn, how: str = "forced", fed: int = 0) -> None:
+    def _append(self, s: Seq, toks: list[int], stop: StopFn, how: str = "forced", fed: int = 0,
+                logprobs: Sequence[float] = (), glue: Sequence[bool] = ()) -> None:
         """Advance row ``s`` through ``toks``, ``how`` they came: "forced", "sampled"
-        (counted where sampled) or "chosen" (an alternative a strategy picked); the
-        first ``fed`` are already in the KV cache, the rest wait for the next feed."""
+        or "chosen" (an alternative a strategy picked); the first ``len(logprobs)``
+        were chosen by (or for) the policy with those log-probs, the rest are forced
+        (and so are those ``glue`` marks, for ``Trace.sibling_steps`` alone).
+        The first ``fed`` are already in the KV cache, the rest wait for the next feed."""
+        for lp in logprobs:
+            s.trace.chosen(lp)
         for k, t in enumerate(toks):
             before, s.state = s.state, s.state.advance(t)
+            counted = k < len(logprobs) and not (k < len(glue) and glue[k])
+            s.trace.token(logprobs[k] if counted else None,
+                          [e.offset for e in s.state.events[len(before.events):]], s.state.chars)
             if s.state.calls_closed > before.calls_closed and self._closed_a_call(s, before):
                 s.trace.truncate(len(s.state.events) - 1)  # the dropped call's steps
                 toks = self._respell(s, toks[:k + 1])

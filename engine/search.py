@@ -54,9 +54,11 @@ class Candidate:
     hidden: torch.Tensor | None
     final: bool
     # Per event (same order as ``events``): the hidden state where that step ended and
-    # (log-prob, sampled tokens) of the step; a PRM scores every step of the prefix.
+    # (log-prob, sampled tokens) of the step, by chunk and by token (``Trace.steps``,
+    # ``Trace.sibling_steps``); a PRM scores every step of the prefix.
     event_hidden: tuple = ()
     event_steps: tuple = ()
+    event_sibling_steps: tuple = ()
 
 
 class Scorer(Protocol):
@@ -79,7 +81,7 @@ def candidate(seq: Seq, outcome: bool = False) -> Candidate:
     else:
         lp, n = t.step_logprob, t.step_sampled
     return Candidate(seq.state.text, seq.state.events, lp, n, t.logprob, seq.hidden, seq.done,
-                     tuple(t.hidden), tuple(t.steps))
+                     tuple(t.hidden), tuple(t.steps), tuple(t.sibling_steps))
 
 
 def aggregate(scores: list[float], how: str, events: Sequence[StepEvent] = (), product: bool = False) -> float:

@@ -200,6 +200,11 @@ class State:
         return self.raw.decode("utf-8", errors="replace")
 
     @property
+    def chars(self) -> int:
+        """Characters written so far: a step event's ``offset`` where one ended here."""
+        return self._ctx[3]
+
+    @property
     def calls_closed(self) -> int:
         """How many calls of the list are complete (their closing brace crossed)."""
         return self.stacks[0][0][2]  # the call list's frame, at the bottom of every stack

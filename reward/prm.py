@@ -302,12 +302,18 @@ def _policy_odds(candidates: Sequence[Any], memo: dict, reads) -> dict[tuple[int
     step over the likeliest sibling's (``ENDS_READERS``, ``KEYS_READERS``). ``memo`` maps a parent (the
     text before the step) to the highest probability seen of its children, across
     calls for one query: siblings are scored together, and a step re-read later finds
-    its siblings there."""
+    its siblings there. A step's probability is counted token by token
+    (``Candidate.event_sibling_steps``): a token that straddles the boundary with
+    the step before counts for this one, so a value closed in one chunk (``"MA"}},``
+    then another call) and its sibling that chose another key (``"MA",``) are both
+    read from the last token boundary before the parting, not the first over the
+    whole chunk, value tokens included."""
     probs = {}
     for k, c in enumerate(candidates):
+        steps = c.event_sibling_steps or c.event_steps
         for j, ev in enumerate(c.events):
             if j and reads(ev):
-                lp, _ = c.event_steps[j] if j < len(c.event_steps) else (c.step_logprob, c.step_tokens)
+                lp, _ = steps[j] if j < len(steps) else (c.step_logprob, c.step_tokens)
                 parent = c.text[:c.events[j - 1].offset]
                 probs[k, j] = parent, math.exp(lp)
                 memo[parent] = max(memo.get(parent, 0.0), math.exp(lp))

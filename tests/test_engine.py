@@ -12,7 +12,7 @@ import torch
 
 from toolprm import engine
 from toolprm.bfcl import load_cases
-from toolprm.engine.decode import Decoder, canonical_logits
+from toolprm.engine.decode import Decoder, Trace, canonical_logits, never
 from toolprm.engine.logits import GrammarLogitsProcessor
 from toolprm.engine.parse import parse_calls
 from toolprm.engine.prompts import build_prompt
@@ -157,6 +157,35 @@ def test_decoder_records_every_step_for_the_prm(policy, cases):
             chunks.setdefault(p, st)
         assert sum(n for _, n in chunks.values()) == t.step_sampled
         assert sum(lp for lp, _ in chunks.values()) == pytest.approx(t.logprob)
+
+
+def test_a_token_that_straddles_a_step_boundary_counts_for_the_later_step():
+    """``Trace.sibling_steps``: a token ending inside a step's text goes to that step;
+    one that goes past its end (``",`` after a value) to the next step it reaches."""
+    t = Trace()
+    t.token(-1.0, [], 5)           # "Paris: inside the value
+    t.token(-0.5, [6], 8)          # ", : the value ended at 6, inside the token
+    t.token(None, [], 10)          # forced: not counted
+    t.token(-0.25, [12, 12], 12)   # two steps ending with the token share it
+    assert t.sibling_steps == [(-1.0, 1), (-0.75, 2), (-0.75, 2)]
+
+
+def test_sibling_steps_are_the_same_in_one_chunk_or_token_by_token(policy, cases):
+    """A continuation fed in one chunk (``Decoder.extend``, as a closed value is) has
+    the same per-step probabilities by token as the same tokens decoded one by one,
+    where the chunk-wise ``steps`` give every step the whole chunk."""
+    case = cases[0]
+    q = engine.prepare(policy.tokenizer, case.messages, case.tools)
+    walked = q.decoder(policy, "any", max_new_tokens=96).run(never)[0]
+    dec = q.decoder(policy, "any", max_new_tokens=96)
+    row = dec.extend([(0, walked.tokens)])[0]
+    chunk = dec.rows[row]
+    assert chunk.state.text == walked.state.text and len(walked.state.events) > 2
+    got, want = chunk.trace.sibling_steps, walked.trace.sibling_steps
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], abs=1e-3)
+    assert sum(lp for lp, _ in want) == pytest.approx(walked.trace.logprob, abs=1e-4)
+    assert len({lp for lp, _ in chunk.trace.steps}) == 1  # one chunk: every step the whole
+    assert walked.trace.sibling_steps != walked.trace.steps  # its '",' and '}}' straddle
 
 
 def test_beam_search_offers_the_empty_list(policy, cases):
