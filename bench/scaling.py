@@ -28,7 +28,9 @@ from toolprm.errors import ToolprmError
 
 from . import report
 from .harness import StrategySpec, run_sharded
-from .report import RunConfig, compute_per_case, scaling_table
+from toolprm.train.stats import paired
+
+from .report import NON_LIVE_AST, RunConfig, compute_per_case, scaling_table
 
 DEFAULT_MODEL = "smollm2"
 
@@ -169,8 +171,15 @@ def plots(summary: dict, specs: list[StrategySpec], grid_m: list[int], grid_n: l
     plt.close(fig)
 
 
-def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]) -> str:
-    """Does raising M help more than raising N here? Said from the grid, either way."""
+def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int],
+                             records: list[dict]) -> str:
+    """Does raising M help more than raising N here? The mean gains describe the grid;
+    the verdict rests on paired tests. "Explore more, retain less" is a claim at a fixed
+    budget, so each pair of grid cells with the same M x N (fine_beam(8,1) against
+    fine_beam(4,2)) is compared on the same cases by McNemar's exact test, over the
+    non-live AST cases (every case where none ran). It holds, or does not, only where
+    every such pair leans the same way and the smallest p, times the number of pairs
+    (Bonferroni), is below 0.05; otherwise it is "not shown at this size"."""
     def acc(m, n):
         lab = StrategySpec("fine_beam", m, n).label
         a = summary["non_live_ast"].get(lab, {}).get("accuracy")
@@ -182,15 +191,36 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
     if len(grid_m) < 2 or len(grid_n) < 2 or not m_gain or not n_gain:
         return "The grid is incomplete; nothing is concluded about M against N."
     dm, dn = sum(m_gain) / len(m_gain), sum(n_gain) / len(n_gain)
-    if dm > 0 and dm > dn:
-        verdict = '"explore more, retain less" holds on these cases'
-    elif dm <= 0 and dn <= 0:
-        verdict = ('neither more exploration nor more beams helped on these cases, so "explore more, '
-                   'retain less" is not shown')
+    gains = (f"Raising M from {grid_m[0]} to {grid_m[-1]} changes accuracy by {100 * dm:+.1f} points on "
+             f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}.")
+
+    outcome = {}  # label -> case id -> correct, over the AST cases where any ran
+    ast = [r for r in records if r["category"] in NON_LIVE_AST]
+    for r in ast or records:
+        outcome.setdefault(r["strategy"], {})[r["id"]] = bool(r["correct"])
+    tests = []
+    cells = [(m, n) for m in grid_m for n in grid_n]
+    for (m1, n1) in cells:  # (m1, n1) explores more than (m2, n2) at the same budget
+        for (m2, n2) in cells:
+            a = outcome.get(StrategySpec("fine_beam", m1, n1).label, {})
+            b = outcome.get(StrategySpec("fine_beam", m2, n2).label, {})
+            common = sorted(set(a) & set(b))
+            if m1 > m2 and m1 * n1 == m2 * n2 and common:
+                t = paired([b[i] for i in common], [a[i] for i in common])
+                tests.append((f"fine_beam({m1},{n1}) against fine_beam({m2},{n2})", t, len(common)))
+    if not tests:
+        return gains + " No two cells of the grid share a budget, so nothing is concluded about M against N."
+    said = "; ".join(f"{name}: right only with the first {t['only_b']}, only with the second "
+                     f"{t['only_a']} of {k} cases, McNemar p = {t['p']:.3g}" for name, t, k in tests)
+    p_min = min(1.0, min(t["p"] for _, t, _ in tests) * len(tests))
+    if all(t["only_b"] > t["only_a"] for _, t, _ in tests) and p_min < 0.05:
+        verdict = f'"explore more, retain less" holds on these cases (Bonferroni p = {p_min:.3g})'
+    elif all(t["only_b"] < t["only_a"] for _, t, _ in tests) and p_min < 0.05:
+        verdict = f'"explore more, retain less" does not hold on these cases (Bonferroni p = {p_min:.3g})'
     else:
-        verdict = '"explore more, retain less" does not hold on these cases'
-    return (f"Raising M from {grid_m[0]} to {grid_m[-1]} changes accuracy by {100 * dm:+.1f} points on "
-            f"average; raising N from {grid_n[0]} to {grid_n[-1]} by {100 * dn:+.1f}: {verdict}.")
+        verdict = ('"explore more, retain less" is not shown at this size (at an equal budget, neither '
+                   'more exploration nor more beams wins every comparison at Bonferroni p < 0.05)')
+    return f"{gains} At an equal budget M x N: {said}. So {verdict}."
 
 
 def update_readme(readme: Path, block: str, model: str = DEFAULT_MODEL, tag: str | None = None) -> None:
@@ -256,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)
     table = scaling_table(summary, specs, per_cat, records, StrategySpec("fine_beam", a.m, a.n).label)
-    verdict = explore_more_retain_less(summary, grid_m, grid_n)
+    verdict = explore_more_retain_less(summary, grid_m, grid_n, records)
     failures = failure_table(summary, specs)
     cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
     block = (f"Written by `{cmd.strip()}` (it runs whatever pairs the folder lacks) on model "

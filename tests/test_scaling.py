@@ -33,21 +33,44 @@ def test_baselines_share_the_fine_beam_budget():
         scaling.baselines_arg("greedy,beam")
 
 
-def _summary(accs: dict[tuple[int, int], float]) -> dict:
-    labels = {StrategySpec("fine_beam", m, n).label: a for (m, n), a in accs.items()}
-    return {"non_live_ast": {lab: {"accuracy": a} for lab, a in labels.items()},
-            "overall": {lab: {"accuracy": a} for lab, a in labels.items()}}
+def _grid(right: dict[tuple[int, int], int], cases: int = 40) -> tuple[dict, list[dict]]:
+    """A summary and per-case records where fine_beam(m, n) gets the first right[m, n]
+    of ``cases`` parallel cases right."""
+    labels = {StrategySpec("fine_beam", m, n).label: k for (m, n), k in right.items()}
+    summary = {"non_live_ast": {lab: {"accuracy": k / cases} for lab, k in labels.items()},
+               "overall": {lab: {"accuracy": k / cases} for lab, k in labels.items()}}
+    records = [{"id": f"p{i}", "category": "parallel", "strategy": lab, "correct": i < k}
+               for lab, k in labels.items() for i in range(cases)]
+    return summary, records
 
 
-def test_verdict_follows_the_grid_either_way():
-    more_m = _summary({(2, 1): 0.2, (2, 2): 0.2, (8, 1): 0.5, (8, 2): 0.4})
-    assert "+25.0 points" in scaling.explore_more_retain_less(more_m, [2, 8], [1, 2])
-    assert '"explore more, retain less" holds' in scaling.explore_more_retain_less(more_m, [2, 8], [1, 2])
-    more_n = _summary({(2, 1): 0.2, (2, 2): 0.6, (8, 1): 0.2, (8, 2): 0.5})
-    assert "does not hold" in scaling.explore_more_retain_less(more_n, [2, 8], [1, 2])
-    assert "incomplete" in scaling.explore_more_retain_less(more_n, [2], [1, 2])
-    flat = _summary({(2, 1): 0.3, (2, 2): 0.3, (8, 1): 0.3, (8, 2): 0.2})
-    assert "neither" in scaling.explore_more_retain_less(flat, [2, 8], [1, 2])
+def test_verdict_rests_on_paired_tests_at_an_equal_budget():
+    # (8,1) against (4,2) and (4,1) against (2,2) are the equal-budget pairs of this grid.
+    grid_m, grid_n = [2, 4, 8], [1, 2]
+    more_m = _grid({(2, 1): 5, (2, 2): 6, (4, 1): 20, (4, 2): 8, (8, 1): 30, (8, 2): 31})
+    said = scaling.explore_more_retain_less(*more_m[:1], grid_m, grid_n, more_m[1])
+    assert "+62.5 points" in said  # (30 - 5 + 31 - 6) / 2 of 40
+    # 22 and 14 discordant cases, all one way: p = 2 * 0.5**22 and 2 * 0.5**14, times 2 pairs.
+    assert "fine_beam(8,1) against fine_beam(4,2): right only with the first 22, only with the second 0" in said
+    assert "fine_beam(4,1) against fine_beam(2,2): right only with the first 14" in said
+    assert f"holds on these cases (Bonferroni p = {4 * 0.5 ** 22:.3g})" in said
+
+    more_n = _grid({(2, 1): 5, (2, 2): 25, (4, 1): 6, (4, 2): 30, (8, 1): 7, (8, 2): 31})
+    said = scaling.explore_more_retain_less(*more_n[:1], grid_m, grid_n, more_n[1])
+    assert "does not hold on these cases" in said
+
+    # More M wins one pair, more N the other: not shown, whatever the mean gains say.
+    mixed = _grid({(2, 1): 5, (2, 2): 6, (4, 1): 20, (4, 2): 30, (8, 1): 25, (8, 2): 31})
+    said = scaling.explore_more_retain_less(*mixed[:1], grid_m, grid_n, mixed[1])
+    assert "is not shown at this size" in said
+    # Leaning one way, but too few cases apart for the test.
+    close = _grid({(2, 1): 5, (2, 2): 6, (4, 1): 8, (4, 2): 6, (8, 1): 9, (8, 2): 9})
+    said = scaling.explore_more_retain_less(*close[:1], grid_m, grid_n, close[1])
+    assert "is not shown at this size" in said
+
+    assert "incomplete" in scaling.explore_more_retain_less(*more_n[:1], [2], [1, 2], more_n[1])
+    square = _grid({(2, 1): 5, (2, 2): 6, (8, 1): 9, (8, 2): 9})
+    assert "share a budget" in scaling.explore_more_retain_less(*square[:1], [2, 8], [1, 2], square[1])
 
 
 def test_readme_block_is_replaced_per_model(tmp_path):
