@@ -27,7 +27,7 @@ from toolprm.engine.search import AGGREGATIONS
 from toolprm.errors import ToolprmError
 
 from . import report
-from .harness import StrategySpec, run_sharded
+from .harness import StrategySpec, log_invocation, run_sharded, threads_per_job
 from toolprm.train.stats import paired
 
 from .report import NON_LIVE_AST, RunConfig, compute_per_case, scaling_table
@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                        aggregation=a.aggregation, dtype=resolve_dtype(a.dtype),
                        distinct_values=Exploration.distinct_values)
     out = Path(a.out)
+    cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     if a.no_run:
         wanted = {c.id for c in cases}, {sp.label for sp in specs}
@@ -281,20 +282,23 @@ def main(argv: list[str] | None = None) -> int:
         if not records:
             raise ToolprmError(f"{out} holds no record of these cases and strategies")
     else:
+        started = log_invocation(out, {"command": cmd,
+                                       "jobs": a.jobs, "threads": threads_per_job(a.jobs, a.threads),
+                                       "dtype": config.dtype, "pairs": len(cases) * len(specs)})
         records = run_sharded(cases, specs, out, config, a.jobs, a.threads, address=a.address)
+        log_invocation(out, {"ended": True, "seconds": round(time.perf_counter() - t0, 1)}, started)
     summary, _ = report.write_outputs(records, out, strategies=[s.label for s in specs],
                                       config=asdict(config))
     plots(summary, specs, grid_m, grid_n, out)
     table = scaling_table(summary, specs, per_cat, records, StrategySpec("fine_beam", a.m, a.n).label)
     verdict = explore_more_retain_less(summary, grid_m, grid_n, records)
     failures = failure_table(summary, specs)
-    cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
     block = (f"Written by `{cmd.strip()}` (it runs whatever pairs the folder lacks) on model "
              f"`{config.model}` (scorer: the engine's default, {DEFAULT_SCORER}; aggregation "
              f"{config.aggregation}), "
              f"CPU.\n\n{table}\n\n{verdict}\n\nFailed cases by what BFCL's checker found wrong:\n\n"
              f"{failures}\n\nPlots: `{out}/accuracy_vs_compute_all.png`, "
-             f"`{out}/fine_beam_grid.png`.")
+             f"`{out}/fine_beam_grid.png`.\n\n{report.runs_note([out])}")
     (out / "scaling.md").write_text(block + "\n")
     (out / "scaling.json").write_text(json.dumps({"cases_per_category": per_cat, "verdict": verdict,
                                                   "specs": [s.label for s in specs]}, indent=2))

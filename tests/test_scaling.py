@@ -108,10 +108,15 @@ def test_two_process_run_merges_shards_and_writes_the_readme(tmp_path, capsys):
     assert "simple_python: 1, irrelevance: 1" in text
     assert json.loads((out / "scaling.json").read_text())["cases_per_category"] == {
         "simple_python": 1, "irrelevance": 1}
+    # The block says where and how the run ran, from the folder's invocation log.
+    assert "1 invocation(s)" in text and "2 job(s) × 1 thread(s)" in text
     # A rerun finds every pair done and only re-summarizes.
     capsys.readouterr()
     assert scaling.main(argv) == 0
     assert [[r["id"] for r in report.load_records(out / f"shard-{k}")] for k in range(2)] == shard_ids
+    log = [json.loads(line) for line in (out / report.INVOCATIONS_FILE).read_text().splitlines()]
+    assert len(log) == 4 and log[0]["command"].startswith("toolprm bench scaling --limit 1")
+    assert [e.get("ended", False) for e in log] == [False, True, False, True]
     # --no-run summarizes what the folder holds, here with one more category it lacks
     assert scaling.main(argv + ["--no-run", "--category", "multiple"]) == 0
     assert [[r["id"] for r in report.load_records(out / f"shard-{k}")] for k in range(2)] == shard_ids
