@@ -25,11 +25,10 @@ from toolprm.engine.explore import Exploration
 from toolprm.engine.lean import DTYPES, resolve_dtype
 from toolprm.engine.search import AGGREGATIONS
 from toolprm.errors import ToolprmError
+from toolprm.train.stats import paired
 
 from . import report
 from .harness import StrategySpec, log_invocation, run_sharded, threads_per_job
-from toolprm.train.stats import paired
-
 from .report import NON_LIVE_AST, RunConfig, compute_per_case, scaling_table
 
 DEFAULT_MODEL = "smollm2"
