@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict
+from itertools import permutations
 from pathlib import Path
 
 from toolprm.bfcl import LANGUAGE_CATEGORIES, TEST_CATEGORIES, load_cases
@@ -198,15 +199,15 @@ def explore_more_retain_less(summary: dict, grid_m: list[int], grid_n: list[int]
     for r in ast or records:
         outcome.setdefault(r["strategy"], {})[r["id"]] = bool(r["correct"])
     tests = []
-    cells = [(m, n) for m in grid_m for n in grid_n]
-    for (m1, n1) in cells:  # (m1, n1) explores more than (m2, n2) at the same budget
-        for (m2, n2) in cells:
-            a = outcome.get(StrategySpec("fine_beam", m1, n1).label, {})
-            b = outcome.get(StrategySpec("fine_beam", m2, n2).label, {})
-            common = sorted(set(a) & set(b))
-            if m1 > m2 and m1 * n1 == m2 * n2 and common:
-                t = paired([b[i] for i in common], [a[i] for i in common])
-                tests.append((f"fine_beam({m1},{n1}) against fine_beam({m2},{n2})", t, len(common)))
+    for (m1, n1), (m2, n2) in permutations([(m, n) for m in grid_m for n in grid_n], 2):
+        if m1 <= m2 or m1 * n1 != m2 * n2:  # (m1, n1) must explore more at the same budget
+            continue
+        a = outcome.get(StrategySpec("fine_beam", m1, n1).label, {})
+        b = outcome.get(StrategySpec("fine_beam", m2, n2).label, {})
+        common = sorted(set(a) & set(b))
+        if common:
+            t = paired([b[i] for i in common], [a[i] for i in common])
+            tests.append((f"fine_beam({m1},{n1}) against fine_beam({m2},{n2})", t, len(common)))
     if not tests:
         return gains + " No two cells of the grid share a budget, so nothing is concluded about M against N."
     said = "; ".join(f"{name}: right only with the first {t['only_b']}, only with the second "
