@@ -288,24 +288,47 @@ def closed_values(dec: Decoder, stop, parent_of: list[int], sampled: int, held: 
     return [group_of[r][0] for r in kept]
 
 
+def output_key(st: State) -> tuple:
+    """What tells two partial outputs apart at a step boundary: each call's name and
+    its arguments as an unordered set of (key, value text), the key awaiting its
+    value, whether the list is closed, and the text after the last step with what
+    the grammar forces next. JSON objects are unordered, so a call whose arguments
+    were written in another order is the same call to the checker and to any JSON
+    reader, and its completions are the same: traced on parallel_12, a second beam
+    that only reordered the first call's keys took the slot of the second call."""
+    calls: list[tuple[str, dict]] = []
+    pending = None
+    for e in st.events:
+        if e.kind == "name":
+            calls.append((e.text, {}))
+        elif e.kind == "value":
+            calls[e.call][1][e.key] = e.text
+        pending = e.key if e.kind == "key" else None
+    last = st.events[-1].offset if st.events else 0
+    tail = st.text[last:].encode() + st.forced_bytes()
+    return (tuple((name, tuple(sorted(args.items()))) for name, args in calls), pending,
+            bool(st.events) and st.events[-1].kind == "end", tail)
+
+
 def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_of: Sequence[int],
                      parent_done: Sequence[bool]) -> tuple[list[int], list[int]]:
     """Of one round's candidates: (the indices kept, one per distinct partial output,
     the likeliest copy; those of them to score).
 
-    Outputs equal up to what the grammar forces next are one (`5}` and `5}}`, where
-    the call's `}` is bound to follow), so copies do not fill the beam. A step is
+    Outputs equal up to what the grammar forces next (`5}` and `5}}`, where the
+    call's `}` is bound to follow) or up to the order of a call's arguments
+    (``output_key``) are one, so copies do not fill the beam. A step is
     scored only where its parent had a choice: a parent whose candidates all agree
     had one. Each parent's distinct children are counted before copies merge, since
     two parents can propose the same output and the copy kept may be the other's."""
-    key = [st.raw + st.forced_bytes() for st in states]
-    unique: dict[bytes, int] = {}
+    key = [output_key(st) for st in states]
+    unique: dict[tuple, int] = {}
     for i, k in enumerate(key):
         j = unique.get(k)
         if j is None or logprobs[i] > logprobs[j]:
             unique[k] = i
     keep = sorted(unique.values())
-    children: dict[int, set[bytes]] = {}
+    children: dict[int, set[tuple]] = {}
     for i, k in enumerate(key):
         if not parent_done[i]:
             children.setdefault(parent_of[i], set()).add(k)

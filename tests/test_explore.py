@@ -141,6 +141,31 @@ def test_merged_candidates_are_scored_where_any_parent_had_a_choice(smollm2_toke
     assert keep == [0, 2] and to_score == []
 
 
+def test_outputs_that_differ_only_in_argument_order_are_one_candidate(smollm2_tokenizer):
+    """JSON objects are unordered: a beam that only reorders a call's arguments is the
+    same call, and must not take the slot of a different one."""
+    from toolprm.engine.search import merge_candidates, output_key
+    g = compile(TOOLS, smollm2_tokenizer, calls="any")
+    call = b'[{"name": "get_weather", "arguments": '
+    a = g.start().advance_bytes(call + b'{"city": "Paris", "unit": "celsius"')
+    b = g.start().advance_bytes(call + b'{"unit": "celsius", "city": "Paris"')
+    other = g.start().advance_bytes(call + b'{"unit": "fahrenheit", "city": "Paris"')
+    assert output_key(a) == output_key(b) != output_key(other)
+    keep, to_score = merge_candidates([a, b, other], [-2.0, -1.0, -3.0], [0, 1, 1], [False] * 3)
+    assert keep == [1, 2] and to_score == [1, 2]  # the likelier order is kept
+    # the same arguments, but one awaits a further key: not the same partial output
+    more = a.advance_bytes(b', "days"')
+    assert output_key(more) != output_key(b.advance_bytes(b', "flag"')) != output_key(b)
+    # reordered arguments of two finished lists: one output
+    done_a, done_b = a.advance_bytes(b"}}]"), b.advance_bytes(b"}}]")
+    assert done_a.is_final and output_key(done_a) == output_key(done_b) != output_key(a)
+    # the order of the calls themselves is kept: a list is ordered
+    t = b'{"name": "get_time", "arguments": {"tz": "UTC"}}'
+    w = b'{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert output_key(g.start().advance_bytes(b"[" + t + b", " + w + b"]")) != \
+        output_key(g.start().advance_bytes(b"[" + w + b", " + t + b"]"))
+
+
 def test_array_proposals_are_lists_built_from_the_query(smollm2_tokenizer):
     tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
         "years": {"type": "array", "items": {"type": "integer"}},
