@@ -166,7 +166,8 @@ class ModelRunner:
                         m=spec.m, n=spec.n, temperature=c.temperature, seed=c.seed,
                         max_new_tokens=c.max_new_tokens, aggregation=c.aggregation, scorer=scorer,
                         exploration=spec.exploration, top_k=c.top_k, proposals=c.proposals,
-                        distinct_values=c.distinct_values, close_values=c.close_values)
+                        distinct_values=c.distinct_values, close_values=c.close_values,
+                        distinct_calls=c.distinct_calls)
 
 
 def make_record(case: Case, label: str, calls_mode: str, result: Any = None,
@@ -464,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--close-values", action=argparse.BooleanOptionalAction, default=Exploration.close_values,
                    help="also offer closed each sampled value whose last token commits to another key "
                         "(structured exploration; default: %(default)s)")
+    p.add_argument("--distinct-calls", action=argparse.BooleanOptionalAction, default=Exploration.distinct_calls,
+                   help="drop a candidate that completes a copy of an earlier call where a sibling "
+                        "completes a different one (structured exploration; default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (on a machine shared with other jobs, 1 avoids thread "
                         "oversubscription, which slows decoding many times over)")
@@ -501,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RunConfig(model=a.model or "smollm2", calls=a.calls, max_new_tokens=a.max_new_tokens,
                        temperature=a.temperature, seed=a.seed, aggregation=a.aggregation,
                        top_k=a.top_k, proposals=a.proposals, distinct_values=a.distinct_values,
-                       close_values=a.close_values,
+                       close_values=a.close_values, distinct_calls=a.distinct_calls,
                        scorer=a.scorer, dtype=resolve_dtype(a.dtype), prm=a.prm or "shipped", ends=a.ends,
                        keys=a.keys)
     cases = [c for cat in categories for c in load_cases(cat, a.limit)]

@@ -363,6 +363,7 @@ class RunConfig:
     proposals: int = Exploration.proposals
     distinct_values: bool = False  # engine.explore's rule; runs before the option had none
     close_values: bool = False     # engine.explore's closed values; runs before the option had none
+    distinct_calls: bool = False   # engine.explore's rule for repeated calls; runs before the option had none
     dtype: str = "float32"   # the policy's weights (engine.lean); runs before the option were float32
     prm: str = "shipped"     # the head's checkpoint folder the prm and hybrid scorers read
     ends: str = "auto"       # who reads the end decision for the prm and hybrid scorers (reward.prm.ENDS_READERS)

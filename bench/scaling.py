@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     per_cat = {cat: sum(1 for c in cases if c.category == cat) for cat in cats}
     config = RunConfig(model=a.model or DEFAULT_MODEL, max_new_tokens=a.max_new_tokens,
                        aggregation=a.aggregation, dtype=resolve_dtype(a.dtype),
-                       distinct_values=Exploration.distinct_values)
+                       distinct_values=Exploration.distinct_values, distinct_calls=Exploration.distinct_calls)
     out = Path(a.out)
     cmd = "toolprm bench scaling " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()

@@ -41,7 +41,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
              max_new_tokens: int = 256, scorer: Scorer | str | None = None, aggregation: str = DEFAULT_AGGREGATION,
              exploration: str = "structured", top_k: int = Exploration.top_k,
              proposals: int = Exploration.proposals, distinct_values: bool = Exploration.distinct_values,
-             close_values: bool = Exploration.close_values,
+             close_values: bool = Exploration.close_values, distinct_calls: bool = Exploration.distinct_calls,
              on_step: Callable[[dict], None] | None = None, tool: str | None = None,
              max_calls: int = DEFAULT_MAX_CALLS, cancel=None, dtype: str | None = None) -> Result:
     """Call functions for ``query`` with ``tools`` (OpenAI, bare or BFCL-style specs).
@@ -63,6 +63,8 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
     another parameter's string in the same call gives way to one that does not
     (``engine.explore``). ``close_values``: a sampled value whose last token also
     commits to another key (``",``) is offered closed as well (``engine.explore``).
+    ``distinct_calls``: a candidate that completes a copy of an earlier call gives
+    way to a sibling that completes a different one (``engine.explore``).
     ``on_step`` is called with each step of the answer as soon as
     every surviving candidate agrees on it. ``tool``: every call must use this tool
     (the prompt still lists them all). ``max_calls``: at most this many calls.
@@ -80,7 +82,7 @@ def generate(query, tools, *, model=None, strategy: str = "fine_beam", calls: st
         if not isinstance(v, int) or v < 1:
             raise ToolprmError(f"{name} must be a positive integer, got {v!r}")
     explore = Exploration(exploration, top_k, proposals, distinct_values=distinct_values,
-                          close_values=close_values)
+                          close_values=close_values, distinct_calls=distinct_calls)
     policy = get_policy(model, dtype)
     q = prepare(policy.tokenizer, query, tools)
     if tool is not None:

@@ -76,6 +76,9 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--close-values", action=argparse.BooleanOptionalAction, default=Exploration.close_values,
                    help="also offer closed each sampled value whose last token commits to another key "
                         "(default: %(default)s)")
+    p.add_argument("--distinct-calls", action=argparse.BooleanOptionalAction, default=Exploration.distinct_calls,
+                   help="drop a candidate that completes a copy of an earlier call where a sibling "
+                        "completes a different one (default: %(default)s)")
     p.add_argument("--trace", action="store_true", help="print the steps and their scores to stderr")
     a = p.parse_args(argv)
     try:
@@ -87,7 +90,7 @@ def _generate(argv: list[str]) -> int:
                      temperature=a.temperature, seed=a.seed, max_new_tokens=a.max_new_tokens,
                      aggregation=a.aggregation, exploration=a.exploration, top_k=a.top_k,
                      proposals=a.proposals, distinct_values=a.distinct_values,
-                     close_values=a.close_values)
+                     close_values=a.close_values, distinct_calls=a.distinct_calls)
     if a.trace:
         print(api.format_trace(r.steps), file=sys.stderr)
         print(json.dumps(r.stats), file=sys.stderr)

@@ -49,6 +49,7 @@ class Stats:
     fed_slots: int = 0          # rows x chunk width summed over decoding passes (padding included)
     scorer_calls: int = 0
     repeats_dropped: int = 0    # candidates dropped for repeating another parameter's value (engine.explore)
+    calls_dropped: int = 0      # candidates dropped for repeating an earlier call (engine.explore, distinct_calls)
     values_closed: int = 0      # sampled values also offered closed (engine.explore, close_values)
     scorer_seconds: float = 0.0  # in the scorer (a reader with its own forward pass: most of it)
     grammar_seconds: float = 0.0
@@ -153,6 +154,7 @@ class Seq:
     stopped: bool = False                              # reached a boundary; waits for the strategy
     stop_after_feed: bool = False
     call_ends: list[State] = field(default_factory=list)  # the state after each complete call
+    repeated_call: bool = False                        # its list ended where it repeated a call
     trace: Trace = field(default_factory=Trace)
 
     @property
@@ -493,6 +495,7 @@ class Decoder:
             s.trace.token(logprobs[k] if counted else None,
                           [e.offset for e in s.state.events[len(before.events):]], s.state.chars)
             if s.state.calls_closed > before.calls_closed and self._closed_a_call(s, before):
+                s.repeated_call = True
                 s.trace.truncate(len(s.state.events) - 1)  # the dropped call's steps
                 toks = self._respell(s, toks[:k + 1])
                 break

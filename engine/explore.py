@@ -22,6 +22,15 @@ another parameter's string (``repeats_value``) gives way to a sibling that does
 not. Chosen by a rule stated before its live run (results/live-distinct-48): 51
 of 184 live cases right against 50 without (1 / 0 apart, McNemar p = 1).
 
+``distinct_calls``: the decoder ends a list where a call repeats an earlier
+one (same name and arguments: small models loop on their first call), so a
+candidate that completes such a copy is in fact the list closed after the earlier
+call, and it takes the slot a second, different call needed. BFCL's live answers
+never hold one call twice (0 of the 40 multi-call answers). Traced on parallel_12,
+both beams wrote the first call's value into the second call, so the search could
+only answer one call. With it, such a candidate gives way to a sibling of the same
+parent that completes a different call, as ``distinct_values`` does for values.
+
 ``close_values`` (off by default): a tokenizer joins a string's closing quote to
 the comma after it (``",``), so a sampled value that ends in that token has also
 chosen to write another key, and closing the arguments never competes with it.
@@ -65,6 +74,7 @@ class Exploration:
     max_ngram: int = 3     # longest word span proposed for a string
     distinct_values: bool = True  # a value repeating another parameter's string gives way (docstring)
     close_values: bool = False    # a sampled value that commits to another key is also offered closed (docstring)
+    distinct_calls: bool = False  # a candidate that repeats an earlier call gives way (docstring)
 
     def __post_init__(self):
         if self.mode not in EXPLORATIONS:
@@ -74,7 +84,7 @@ class Exploration:
                 raise ToolprmError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.proposals, int) or self.proposals < 0:
             raise ToolprmError(f"proposals must be a non-negative integer, got {self.proposals!r}")
-        for name in ("distinct_values", "close_values"):
+        for name in ("distinct_values", "close_values", "distinct_calls"):
             if not isinstance(getattr(self, name), bool):
                 raise ToolprmError(f"{name} must be True or False, got {getattr(self, name)!r}")
 

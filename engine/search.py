@@ -240,6 +240,10 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             repeats = {i: repeats_value(rows[i].state.events, had_events[parent_of[i]]) for i in keep}
             keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
             search.stats.repeats_dropped += dropped
+        if ex.distinct_calls and not coarse:
+            repeats = {i: rows[i].repeated_call and not was_done[parent_of[i]] for i in keep}
+            keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
+            search.stats.calls_dropped += dropped
         if to_score:
             search.score([rows[i] for i in to_score])
         ranked = sorted(keep, key=lambda i: rank(rows[i]), reverse=True)
@@ -338,8 +342,9 @@ def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_
 
 def without_repeats(keep: list[int], to_score: list[int], repeats: Mapping[int, bool] | Sequence[bool],
                     parent_of: Sequence[int]) -> tuple[list[int], list[int], int]:
-    """``keep`` and ``to_score`` without the candidates that repeat another parameter's
-    value (``repeats``, read for the kept ones; ``Exploration.distinct_values``) where
+    """``keep`` and ``to_score`` without the candidates that repeat something
+    (``repeats``, read for the kept ones: another parameter's value,
+    ``Exploration.distinct_values``, or an earlier call, ``distinct_calls``) where
     their parent has a kept candidate that does not; and how many were dropped."""
     clean = {parent_of[i] for i in keep if not repeats[i]}
     drop = {i for i in keep if repeats[i] and parent_of[i] in clean}

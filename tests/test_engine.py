@@ -122,6 +122,7 @@ def test_a_repeated_call_ends_the_list(policy):
     assert ended.done and ended.state.events[-1].value == [first]
     assert ended.state.text == looped.state.text[:len(ended.state.text) - 1] + "]"
     assert ended.state.calls_closed == 1 and len(ended.call_ends) == 1
+    assert ended.repeated_call and not looped.repeated_call  # what distinct_calls reads
     # The engine ends on a repeat by default, in every strategy.
     r = engine.generate(case.messages, case.tools, model=policy, strategy="greedy", max_new_tokens=96)
     assert r.calls == [first]

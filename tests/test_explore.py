@@ -232,6 +232,23 @@ def test_fine_beam_with_distinct_values_writes_no_string_twice_in_a_call():
         assert len({t.lower() for t in texts}) == len(texts), r.text
 
 
+def test_fine_beam_with_distinct_calls_drops_a_candidate_that_repeats_a_call():
+    """The real policy, grammar and PRM on a live query where a second call's candidate
+    writes the first call again (the decoder would end the list there): with the rule
+    that candidate gives way to its siblings, and without it nothing is dropped. The
+    answer never holds one call twice either way (the decoder's end on a repeat)."""
+    from toolprm.bench.harness import model_tools
+    case = next(c for c in load_cases("live_parallel_multiple") if c.id.startswith("live_parallel_multiple_14-"))
+    for on in (False, True):
+        r = engine.generate(case.messages, model_tools(case), strategy="fine_beam", m=4, n=2,
+                            max_new_tokens=256, distinct_calls=on)
+        assert (r.stats["calls_dropped"] > 0) == on
+        keys = [json.dumps(c, sort_keys=True) for c in r.calls]
+        assert len(set(keys)) == len(keys)
+    with pytest.raises(ToolprmError, match="distinct_calls"):
+        Exploration(distinct_calls=1)
+
+
 def test_closings_find_a_value_whose_last_token_chose_another_key(smollm2_tokenizer):
     """`",` ends the string and commits to another key in one token: the value is
     offered closed too, every way that closes the arguments; a value that closed
