@@ -5,13 +5,15 @@ them; a change of behaviour on purpose re-records them, and its commit says why:
 
     TOOLPRM_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
 
-One recording per CPU kind (``intel``, ``amd``): fp32 is deterministic on one
-machine, but torch's fp32 matmul kernels round differently on Intel and AMD CPUs,
-and a sampled or scored step close to a tie goes the other way (live_multiple_0's
-fine_beam output differs; every other output and score of the set is the same).
-Re-recording on one kind removes the other kinds' files, which hold the old
-behaviour: a machine of such a kind skips, with a message that says how to record
-its own, until one does.
+One recording per CPU kind (``intel``, ``amd``): torch's fp32 matmul kernels do
+not always round alike, and a sampled or scored step close to a tie goes the other
+way (live_multiple_0's fine_beam output; every other output and score of the set is
+the same). It is not the CPU kind alone: a full test run on an AMD EPYC gave the
+Intel recording's output once, where the same code gave the AMD one in four other
+runs there (2026-12-07). So an output passes if it equals either recording of the
+current code. Re-recording on one kind removes the other kinds' files, which hold
+the old behaviour: a machine of such a kind skips, with a message that says how to
+record its own, until one does.
 """
 from __future__ import annotations
 
@@ -65,14 +67,20 @@ def test_golden_outputs_unchanged():
         pytest.skip(f"no golden outputs recorded for this CPU ({cpu_kind()}): record them with "
                     "TOOLPRM_REGEN_GOLDEN=1 (see this module's docstring)")
     want = json.loads(GOLDEN.read_text())
+    others = [json.loads(p.read_text()) for p in sorted(GOLDEN.parent.glob("outputs-*.json")) if p != GOLDEN]
     assert sorted(got) == sorted(want)
     for key in want:
-        assert got[key]["text"] == want[key]["text"], key
-        assert got[key]["calls"] == want[key]["calls"], key
-        for a, b in zip(got[key]["steps"], want[key]["steps"]):
-            assert a[:5] == b[:5], key
-            if b[5] is None or a[5] is None:
-                assert a[5] == b[5], key
-            else:
-                assert a[5] == pytest.approx(b[5], abs=2e-4), key
-        assert len(got[key]["steps"]) == len(want[key]["steps"]), key
+        recorded = [want[key]] + [o[key] for o in others if key in o]
+        assert any(_same(got[key], r) for r in recorded), (key, got[key]["text"], want[key]["text"])
+
+
+def _same(a: dict, b: dict) -> bool:
+    """One output against a recording: the same text, calls and steps, scores to 2e-4."""
+    if a["text"] != b["text"] or a["calls"] != b["calls"] or len(a["steps"]) != len(b["steps"]):
+        return False
+    for x, y in zip(a["steps"], b["steps"]):
+        if x[:5] != y[:5] or (x[5] is None) != (y[5] is None):
+            return False
+        if x[5] is not None and abs(x[5] - y[5]) > 2e-4:
+            return False
+    return True
