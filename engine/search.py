@@ -241,7 +241,7 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
             search.stats.repeats_dropped += dropped
         if ex.distinct_calls and not coarse:
-            repeats = {i: rows[i].repeated_call and not was_done[parent_of[i]] for i in keep}
+            repeats = {i: rows[i].repeated_call for i in keep}  # set this round: such a row is pooled
             keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
             search.stats.calls_dropped += dropped
         if to_score:
