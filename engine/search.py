@@ -234,13 +234,15 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             search.stats.values_closed += len(closed)
             parent_of += closed
             rows = dec.rows
+        calls_once = ex.distinct_calls and not coarse
         keep, to_score = merge_candidates([s.state for s in rows], [s.trace.logprob for s in rows],
-                                          parent_of, [was_done[p] for p in parent_of])
+                                          parent_of, [was_done[p] for p in parent_of],
+                                          [s.repeated_call for s in rows] if calls_once else None)
         if ex.distinct_values and not coarse:
             repeats = {i: repeats_value(rows[i].state.events, had_events[parent_of[i]]) for i in keep}
             keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
             search.stats.repeats_dropped += dropped
-        if ex.distinct_calls and not coarse:
+        if calls_once:
             repeats = {i: rows[i].repeated_call for i in keep}  # set this round: such a row is pooled
             keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
             search.stats.calls_dropped += dropped
@@ -315,7 +317,8 @@ def output_key(st: State) -> tuple:
 
 
 def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_of: Sequence[int],
-                     parent_done: Sequence[bool]) -> tuple[list[int], list[int]]:
+                     parent_done: Sequence[bool],
+                     repeated: Sequence[bool] | None = None) -> tuple[list[int], list[int]]:
     """Of one round's candidates: (the indices kept, one per distinct partial output,
     the likeliest copy; those of them to score).
 
@@ -324,12 +327,21 @@ def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_
     (``output_key``) are one, so copies do not fill the beam. A step is
     scored only where its parent had a choice: a parent whose candidates all agree
     had one. Each parent's distinct children are counted before copies merge, since
-    two parents can propose the same output and the copy kept may be the other's."""
+    two parents can propose the same output and the copy kept may be the other's.
+
+    ``repeated`` (``Exploration.distinct_calls``): a list that ended on a repeated
+    call reads as the list closed before it, so it can be a copy of another parent's
+    plain close. That copy is kept over it whatever their log-probs: the repeat is
+    then dropped (``without_repeats``) without taking the close with it."""
     key = [output_key(st) for st in states]
+
+    def better(i: int) -> tuple[bool, float]:
+        return (not (repeated is not None and repeated[i]), logprobs[i])
+
     unique: dict[tuple, int] = {}
     for i, k in enumerate(key):
         j = unique.get(k)
-        if j is None or logprobs[i] > logprobs[j]:
+        if j is None or better(i) > better(j):
             unique[k] = i
     keep = sorted(unique.values())
     children: dict[int, set[tuple]] = {}

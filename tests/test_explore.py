@@ -166,6 +166,24 @@ def test_outputs_that_differ_only_in_argument_order_are_one_candidate(smollm2_to
         output_key(g.start().advance_bytes(b"[" + w + b", " + t + b"]"))
 
 
+def test_a_copy_that_ended_on_a_repeated_call_yields_to_a_plain_close(smollm2_tokenizer):
+    """With ``distinct_calls``, a list that ended on a repeated call reads as the list
+    closed before it. Where another parent closed the same list plainly, merging must
+    keep the plain copy, or dropping the repeat takes the close with it."""
+    from toolprm.engine.search import merge_candidates, without_repeats
+    g = compile(TOOLS, smollm2_tokenizer, calls="any")
+    base = g.start().advance_bytes(b'[{"name": "get_time", "arguments": {"tz": "UTC"}')
+    close, more = base.advance_bytes(b"}]"), base.advance_bytes(b'}, {"name": "get_weather"')
+    states, logprobs, parent_of = [close, close, more], [-2.0, -1.0, -1.5], [0, 1, 1]
+    repeated = [False, True, False]  # parent 1's copy is the likelier, and ended on a repeat
+    for flags, kept in ((None, [1, 2]), (repeated, [0, 2])):
+        keep, to_score = merge_candidates(states, logprobs, parent_of, [False] * 3, flags)
+        assert keep == kept
+        keep, _, dropped = without_repeats(keep, to_score, {i: repeated[i] for i in keep}, parent_of)
+        # without the preference, the close is gone with the repeat
+        assert (keep, dropped) == (([2], 1) if flags is None else ([0, 2], 0))
+
+
 def test_array_proposals_are_lists_built_from_the_query(smollm2_tokenizer):
     tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {
         "years": {"type": "array", "items": {"type": "integer"}},
