@@ -234,17 +234,16 @@ def beam(search: Search, coarse: bool = False) -> Seq:
             search.stats.values_closed += len(closed)
             parent_of += closed
             rows = dec.rows
-        calls_once = ex.distinct_calls and not coarse
+        # set this round for a row that ended on a repeated call: such a row is pooled
+        repeated = [s.repeated_call for s in rows] if ex.distinct_calls and not coarse else None
         keep, to_score = merge_candidates([s.state for s in rows], [s.trace.logprob for s in rows],
-                                          parent_of, [was_done[p] for p in parent_of],
-                                          [s.repeated_call for s in rows] if calls_once else None)
+                                          parent_of, [was_done[p] for p in parent_of], repeated)
         if ex.distinct_values and not coarse:
             repeats = {i: repeats_value(rows[i].state.events, had_events[parent_of[i]]) for i in keep}
             keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
             search.stats.repeats_dropped += dropped
-        if calls_once:
-            repeats = {i: rows[i].repeated_call for i in keep}  # set this round: such a row is pooled
-            keep, to_score, dropped = without_repeats(keep, to_score, repeats, parent_of)
+        if repeated is not None:
+            keep, to_score, dropped = without_repeats(keep, to_score, repeated, parent_of)
             search.stats.calls_dropped += dropped
         if to_score:
             search.score([rows[i] for i in to_score])
@@ -334,14 +333,11 @@ def merge_candidates(states: Sequence[State], logprobs: Sequence[float], parent_
     plain close. That copy is kept over it whatever their log-probs: the repeat is
     then dropped (``without_repeats``) without taking the close with it."""
     key = [output_key(st) for st in states]
-
-    def better(i: int) -> tuple[bool, float]:
-        return (not (repeated is not None and repeated[i]), logprobs[i])
-
+    plain = [not r for r in repeated] if repeated is not None else [True] * len(states)
     unique: dict[tuple, int] = {}
     for i, k in enumerate(key):
         j = unique.get(k)
-        if j is None or better(i) > better(j):
+        if j is None or (plain[i], logprobs[i]) > (plain[j], logprobs[j]):
             unique[k] = i
     keep = sorted(unique.values())
     children: dict[int, set[tuple]] = {}
