@@ -30,7 +30,7 @@ from toolprm.train.readme import replace_block
 from toolprm.train.stats import mean_of_groups_ci, paired, wilson
 
 __all__ = ["CASES_FILE", "SUMMARY_FILE", "RUN_FILE", "NON_LIVE_AST", "load_records", "summarize",
-           "markdown_table", "plot", "write_outputs", "main"]
+           "cost_table", "tables", "paired_by_category", "plot", "write_outputs", "main"]
 
 CASES_FILE = "cases.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -200,54 +200,48 @@ def _num(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def markdown_table(summary: dict) -> str:
-    """Accuracy (%) per category with correct/n, the non-live AST mean over the Python
-    categories, BFCL's own Non-Live AST summary (``bfcl.summary``; N/A unless every
-    category of it ran), and the cost per case; wall time also as a ratio to the outlines peer of the same run
-    on the cases both scored."""
-    cats = summary["categories"]
+def cost_table(summary: dict) -> str:
+    """What each strategy costs per case: the valid rate, tokens generated and forced,
+    forward passes and seconds, and wall time and compute as ratios to the reference
+    (the outlines peer of the same run, else greedy) on the cases both scored. Its
+    accuracies are in :func:`interval_table`, each with its interval."""
     labels = summary["strategies"]
     ratios = summary.get("time_vs_reference") or {}
     reference = next(iter(ratios.values()), {}).get("reference", REFERENCE)
-    oracle = (summary.get("config") or {}).get("scorer") == "oracle"
-    show_nl = any(c in NON_LIVE_AST for c in cats)
-    head = ["strategy", *cats]
-    if show_nl:
-        head += ["non-live AST (Python only)", "BFCL Non-Live AST"]
-    head += ["valid %", "gen tok/case", "forced tok/case", "fwd/case", "s/case"]
+    head = ["strategy", "valid %", "gen tok/case", "forced tok/case", "fwd/case", "s/case"]
     if ratios:
         head += [f"time ÷ {reference}", f"compute ÷ {reference}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for label in labels:
-        row = [label]
-        for c in cats:
-            b = summary["results"][label].get(c)
-            row.append("—" if b is None else f"{_pct(b['accuracy'])} ({b['correct']}/{b['n']})")
-        if show_nl:
-            nl = summary["non_live_ast"][label]
-            k = len(nl["categories"])
-            cell = _pct(nl["accuracy"])
-            if 0 < k < len(NON_LIVE_AST):
-                cell += f" ({k}/{len(NON_LIVE_AST)} cat.)"
-            official = non_live_summary({c: (b["correct"], b["n"]) for c, b in summary["results"][label].items()
-                                         if c in NON_LIVE}).non_live_ast
-            row += [cell, "N/A" if official is None else _pct(official)]
         o = summary["overall"][label]
-        row += [_pct(o["valid_rate"]), _num(o["mean_generated_tokens"]), _num(o["mean_forced_tokens"]),
-                _num(o["mean_forward_passes"]), _num(o["mean_seconds"], 2)]
+        row = [label, _pct(o["valid_rate"]), _num(o["mean_generated_tokens"]), _num(o["mean_forced_tokens"]),
+               _num(o["mean_forward_passes"]), _num(o["mean_seconds"], 2)]
         if ratios:
             r = ratios.get(label, {})
             row.append(_num(r.get("seconds_ratio"), 2) + (f" (n={r['n_paired']})" if r.get("n_paired") else ""))
             row.append(_num(r.get("compute_ratio"), 2))
         if o["exceptions"]:
             row[0] += f" ⚠{o['exceptions']} exc."
-        if oracle and label.split("(")[0] in RANKING:
-            row[0] += " [oracle ceiling]"
         lines.append("| " + " | ".join(row) + " |")
-    if oracle:
-        lines.insert(0, "Scorer: the oracle, which reads the ground truth — a ceiling of what a perfect "
-                        "reward model could pick from these candidates, not a result.\n")
     return "\n".join(lines)
+
+
+def tables(summary: dict, records: list[dict]) -> str:
+    """What ``bench bfcl`` and ``bench report`` print: every accuracy with its interval,
+    each strategy against greedy (else the first) category by category with McNemar's
+    exact test, then the cost per case."""
+    labels = summary["strategies"]
+    if not records:
+        return "(no cases scored)"
+    oracle = (summary.get("config") or {}).get("scorer") == "oracle"
+    text = interval_table(summary, labels, records)
+    if oracle:
+        ranking = [label for label in labels if label.split("(")[0] in RANKING]
+        text = ("Scorer: the oracle, which reads the ground truth — a ceiling of what a perfect reward "
+                f"model could pick from these candidates, not a result ({', '.join(ranking)} "
+                "[oracle ceiling]).\n\n" + text)
+    paired_text = paired_by_category(records, labels)
+    return text + ("\n\n" + paired_text if paired_text else "") + "\n\n" + cost_table(summary)
 
 
 #: The strategies whose choice depends on the scorer.
@@ -337,7 +331,7 @@ def plot(summary: dict, out_dir: str | os.PathLike) -> list[Path]:
 
 def write_outputs(records: list[dict], out_dir: str | os.PathLike, *, strategies: list[str] | None = None,
                   config: dict | None = None, plots: bool = True) -> tuple[dict, str]:
-    """summary.json and the plots into ``out_dir``; returns (summary, markdown table)."""
+    """summary.json and the plots into ``out_dir``; returns (summary, its tables)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(records, strategies, config)
@@ -346,7 +340,7 @@ def write_outputs(records: list[dict], out_dir: str | os.PathLike, *, strategies
     os.replace(tmp, out_dir / SUMMARY_FILE)
     if plots and records:
         plot(summary, out_dir)
-    return summary, markdown_table(summary)
+    return summary, tables(summary, records)
 
 
 @dataclass(frozen=True)
@@ -459,6 +453,8 @@ def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int]
         groups = [[ok for cat, ok in mine.values() if cat == c] for c in ast["categories"]]
         lo, hi = mean_of_groups_ci(groups)
         nl = f"{_pct(ast['accuracy'])} [{100 * lo:.1f}, {100 * hi:.1f}]" if ast["categories"] else "—"
+        if 0 < len(ast["categories"]) < len(NON_LIVE_AST):
+            nl += f" ({len(ast['categories'])}/{len(NON_LIVE_AST)} cat.)"
         official = non_live_summary({c: (b["correct"], b["n"]) for c, b in res.items() if c in NON_LIVE})
         if official.non_live_ast is None:
             missing.update(c for c in official.missing if c != "irrelevance")
@@ -514,10 +510,48 @@ def interval_table(summary: dict, labels: list[str], records: list[dict]) -> str
     """The table of ``bench scaling`` for these runs: every accuracy with its 95%
     interval, and each strategy against greedy (else the first) on the same cases by
     McNemar's exact test."""
-    ref = next((label for label in labels if label.startswith("greedy")), labels[0])
+    ref = _reference(labels)
     sizes = {c: max(b["n"] for label in labels if (b := summary["results"][label].get(c)))
              for c in summary["categories"]}
     return scaling_table(summary, [SimpleNamespace(label=label) for label in labels], sizes, records, ref)
+
+
+def paired_by_category(records: list[dict], labels: list[str]) -> str:
+    """Each strategy against greedy (else the first) category by category, on the cases
+    both ran: where greedy alone is right, where this strategy alone is, and McNemar's
+    exact p. A lead or a loss in one category rests on this, not on two intervals."""
+    if len(labels) < 2:
+        return ""
+    ref = _reference(labels)
+    by: dict[str, dict[str, tuple[str, bool]]] = {}
+    for r in records:
+        by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
+    cats = list(dict.fromkeys(r["category"] for r in records))
+    cats = [c for c in (*TEST_CATEGORIES, *LANGUAGE_CATEGORIES) if c in cats] + \
+        [c for c in cats if c not in TEST_CATEGORIES + LANGUAGE_CATEGORIES]
+    theirs = by.get(ref, {})
+    lines = [f"{ref} against each strategy, category by category, on the cases both ran: right only with "
+             f"{ref} / right only with it, McNemar's exact p.", "",
+             "| strategy | " + " | ".join([*cats, "every case"]) + " |", "|---" * (len(cats) + 2) + "|"]
+    for label in labels:
+        if label == ref:
+            continue
+        mine = by.get(label, {})
+        cells = []
+        for cat in (*cats, None):
+            common = [i for i in mine if i in theirs and (cat is None or mine[i][0] == cat)]
+            if not common:
+                cells.append("—")
+                continue
+            t = paired([theirs[i][1] for i in common], [mine[i][1] for i in common])
+            cells.append(f"{t['only_a']} / {t['only_b']} (p = {t['p']:.2g})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _reference(labels: list[str]) -> str:
+    """The row every other is paired with: greedy where it ran, else the first."""
+    return next((label for label in labels if label.startswith("greedy")), labels[0])
 
 
 def runs_note(dirs: list[Path]) -> str:
@@ -568,8 +602,6 @@ def main(argv: list[str] | None = None) -> int:
     if len({c.get("scorer") for c in configs}) == 1:
         config["scorer"] = configs[0].get("scorer")
     summary, table = write_outputs(records, out, strategies=order, config=config, plots=not a.no_plots)
-    if records:
-        table += "\n\n" + interval_table(summary, order, records)
     table += "\n\n" + runs_note(dirs)
     print(table)
     if a.readme:

@@ -271,10 +271,10 @@ def test_summary_non_live_ast_is_unweighted_mean(tmp_path):
     nl = s["non_live_ast"]["s"]
     assert nl["accuracy"] == pytest.approx(0.5) and nl["categories"] == ["simple_python", "multiple"]
     assert not nl["complete"]
-    table = report.markdown_table(s)
-    # BFCL's own summary needs all six of its categories
-    assert "| s | 100.0 (4/4) | 0.0 (0/2) | 50.0 (2/4 cat.) | N/A |" in table
-    assert "| non-live AST (Python only) | BFCL Non-Live AST |" in table
+    table = report.tables(s, records)
+    # BFCL's own summary needs all six of its categories; the Python-only mean says it holds two of four
+    assert "| s | 100.0 (4/4) [51, 100] | 0.0 (0/2) [0, 66] | 50.0 [50.0, 50.0] (2/4 cat.) | N/A |" in table
+    assert "| non-live AST, Python only [95% CI] | BFCL Non-Live AST [95% CI] |" in table
 
 
 def test_report_merges_runs(tmp_path, capsys):
@@ -284,13 +284,17 @@ def test_report_merges_runs(tmp_path, capsys):
     d = _run(tmp_path, "d", ["simple_python"], 2)  # same label and cases as a: kept apart
     out = tmp_path / "merged"
     assert report.main([str(a), str(b), str(c), str(d), "--out", str(out)]) == 0
-    table, intervals = capsys.readouterr().out.split("\n\n", 1)
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:] if line.startswith("|")}
+    text = capsys.readouterr().out
+    intervals, _, rest = text.partition("\n\n")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in intervals.splitlines()[2:] if line.startswith("|")}
     assert list(rows) == ["truth@a", "truth@b", "wrong_name", "truth@d"]
-    # then every accuracy with its interval, each strategy paired with the first on the same cases
-    assert "| wrong_name | 0.0 (0/3) [0, 56] |" in intervals
+    # every accuracy with its interval, each strategy paired with the first on the same cases
+    assert rows["wrong_name"].startswith("| wrong_name | 0.0 (0/3) [0, 56] |")
     assert "truth@a against it on the non-live AST cases" in intervals and "| 3 / 0, p = 0.25 |" in intervals
-    assert f"- `{a}`: no invocation log" in intervals  # _run writes records, not a log
+    # then category by category (truth@b ran other cases than truth@a: nothing to pair)
+    assert "| wrong_name | 3 / 0 (p = 0.25) | — | 3 / 0 (p = 0.25) |" in rest
+    assert "| truth@b | — | — | — |" in rest and "| truth@d | 0 / 0 (p = 1) | — | 0 / 0 (p = 1) |" in rest
+    assert f"- `{a}`: no invocation log" in rest  # _run writes records, not a log
     summary = json.loads((out / report.SUMMARY_FILE).read_text())
     assert summary["results"]["wrong_name"]["simple_python"]["accuracy"] == 0.0
     for png in (report.PLOT_CATEGORIES, report.PLOT_COMPUTE):
@@ -300,7 +304,7 @@ def test_report_merges_runs(tmp_path, capsys):
     assert report.main([str(a), str(b), "--out", str(out), "--no-plots"]) == 0
     table = capsys.readouterr().out.split("\n\n", 1)[0]
     (row,) = [line for line in table.splitlines() if line.startswith("| truth")]
-    assert row.startswith("| truth | 100.0 (3/3) | 100.0 (2/2) |")
+    assert row.startswith("| truth | 100.0 (3/3) [44, 100] | 100.0 (2/2) [34, 100] |")
 
 
 def test_report_refuses_a_folder_without_cases(tmp_path):
@@ -312,7 +316,7 @@ def test_report_reads_a_folder_of_shards(tmp_path, capsys):
     _run(tmp_path, "a/shard-0", ["simple_python"], 2)  # what --jobs J writes: records in shards only
     _run(tmp_path, "a/shard-1", ["multiple"], 1)
     assert report.main([str(tmp_path / "a"), "--no-plots"]) == 0
-    assert "| truth | 100.0 (2/2) | 100.0 (1/1) |" in capsys.readouterr().out
+    assert "| truth | 100.0 (2/2) [34, 100] | 100.0 (1/1) [21, 100] |" in capsys.readouterr().out
 
 
 def test_strict_calls():
@@ -370,7 +374,7 @@ def test_end_to_end_real_model(tmp_path, capsys):
     work = lambda r: sum(r["stats"].get(k) or 0 for k in ("generated_tokens", "forced_tokens", "chosen_tokens",
                                                           "scorer_calls"))
     assert ratio["compute_ratio"] == pytest.approx(work(greedy) / work(outl), rel=1e-9)
-    greedy_row = next(line for line in table.splitlines() if line.startswith("| greedy |"))
+    greedy_row = next(line for line in table.splitlines() if line.startswith("| greedy | 100.0 |"))  # cost table
     assert f"| {greedy['seconds'] / outl['seconds']:.2f} (n=1) |" in greedy_row, greedy_row
     for png in (report.PLOT_CATEGORIES, report.PLOT_COMPUTE):
         assert (out / png).stat().st_size > 1000
@@ -461,7 +465,7 @@ def test_prm_option_reads_another_head(tmp_path):
 def test_report_intervals_cover_categories_outside_the_test_set(tmp_path, capsys):
     a = _run(tmp_path, "a", ["live_simple", "coordinated"], 2)
     assert report.main([str(a), "--no-plots"]) == 0
-    intervals = capsys.readouterr().out.split("\n\n")[1]
+    intervals = capsys.readouterr().out.split("\n\n")[0]
     head, rule, row = intervals.splitlines()[:3]
     assert head.startswith("| strategy | live_simple | coordinated | non-live AST")
     assert head.count("|") == rule.count("|") == row.count("|")  # no empty column
@@ -489,3 +493,20 @@ def test_distinct_values_is_a_setting_of_the_folder(tmp_path):
             harness.main(argv + ["--distinct-values"])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_paired_by_category_counts_each_category_apart():
+    """greedy alone right on three simple_python cases, the search alone right on two
+    multiple cases: each category gets its own counts and exact p, and over every case
+    3 against 2 is no difference (p = 1)."""
+    records = []
+    for i in range(3):
+        records += [{"strategy": s, "id": f"simple_python_{i}", "category": "simple_python", "correct": s == "greedy"}
+                    for s in ("greedy", "fine_beam")]
+    for i in range(2):
+        records += [{"strategy": s, "id": f"multiple_{i}", "category": "multiple", "correct": s != "greedy"}
+                    for s in ("greedy", "fine_beam")]
+    table = report.paired_by_category(records, ["greedy", "fine_beam"])
+    assert "| strategy | simple_python | multiple | every case |" in table
+    assert "| fine_beam | 3 / 0 (p = 0.25) | 0 / 2 (p = 0.5) | 3 / 2 (p = 1) |" in table
+    assert report.paired_by_category(records, ["greedy"]) == ""  # nothing to pair
