@@ -237,9 +237,9 @@ def tables(summary: dict, records: list[dict]) -> str:
     text = interval_table(summary, labels, records)
     if oracle:
         ranking = [label for label in labels if label.split("(")[0] in RANKING]
+        rows = f" (the rows of {', '.join(ranking)})" if ranking else ""
         text = ("Scorer: the oracle, which reads the ground truth — a ceiling of what a perfect reward "
-                f"model could pick from these candidates, not a result ({', '.join(ranking)} "
-                "[oracle ceiling]).\n\n" + text)
+                f"model could pick from these candidates, not a result{rows}.\n\n" + text)
     paired_text = paired_by_category(records, labels)
     return text + ("\n\n" + paired_text if paired_text else "") + "\n\n" + cost_table(summary)
 

@@ -510,3 +510,11 @@ def test_paired_by_category_counts_each_category_apart():
     assert "| strategy | simple_python | multiple | every case |" in table
     assert "| fine_beam | 3 / 0 (p = 0.25) | 0 / 2 (p = 0.5) | 3 / 2 (p = 1) |" in table
     assert report.paired_by_category(records, ["greedy"]) == ""  # nothing to pair
+
+
+def test_an_oracle_run_is_labelled_a_ceiling(tmp_path):
+    records = [{**r, "strategy": "fine_beam(m=4,n=2)"} for r in report.load_records(_run(tmp_path, "a", ["simple_python"], 2))]
+    text = report.tables(report.summarize(records, None, {"scorer": "oracle"}), records)
+    assert text.startswith("Scorer: the oracle, which reads the ground truth")
+    assert "not a result (the rows of fine_beam(m=4,n=2))." in text
+    assert not report.tables(report.summarize(records, None, {"scorer": "default"}), records).startswith("Scorer")
