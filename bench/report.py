@@ -422,9 +422,7 @@ def scaling_table(summary: dict, specs: list[Any], cases_per_cat: dict[str, int]
            if any(c in summary["results"].get(s.label, {}) for s in specs)]
     cats = list(dict.fromkeys(ran))  # the test categories first, then any other that ran
     weights = ast_summary_weights()
-    by = {}  # label -> case id -> (category, correct)
-    for r in records:
-        by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
+    by = _by_case(records)
     ast_cats = set(NON_LIVE_AST) & set(cats)
     scope = "on the non-live AST cases" if ast_cats else "on every case"
     head = ("| " + " | ".join(["strategy", *cats]) + f" | non-live AST, Python only [95% CI] | BFCL Non-Live AST "
@@ -523,9 +521,7 @@ def paired_by_category(records: list[dict], labels: list[str]) -> str:
     if len(labels) < 2:
         return ""
     ref = _reference(labels)
-    by: dict[str, dict[str, tuple[str, bool]]] = {}
-    for r in records:
-        by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
+    by = _by_case(records)
     cats = list(dict.fromkeys(r["category"] for r in records))
     cats = [c for c in (*TEST_CATEGORIES, *LANGUAGE_CATEGORIES) if c in cats] + \
         [c for c in cats if c not in TEST_CATEGORIES + LANGUAGE_CATEGORIES]
@@ -547,6 +543,14 @@ def paired_by_category(records: list[dict], labels: list[str]) -> str:
             cells.append(f"{t['only_a']} / {t['only_b']} (p = {t['p']:.2g})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _by_case(records: list[dict]) -> dict[str, dict[str, tuple[str, bool]]]:
+    """label -> case id -> (category, correct): what the paired tests read."""
+    by: dict[str, dict[str, tuple[str, bool]]] = {}
+    for r in records:
+        by.setdefault(r["strategy"], {})[r["id"]] = (r["category"], bool(r["correct"]))
+    return by
 
 
 def _reference(labels: list[str]) -> str:
