@@ -522,9 +522,7 @@ def paired_by_category(records: list[dict], labels: list[str]) -> str:
         return ""
     ref = _reference(labels)
     by = _by_case(records)
-    cats = list(dict.fromkeys(r["category"] for r in records))
-    cats = [c for c in (*TEST_CATEGORIES, *LANGUAGE_CATEGORIES) if c in cats] + \
-        [c for c in cats if c not in TEST_CATEGORIES + LANGUAGE_CATEGORIES]
+    cats = _ordered((r["category"] for r in records), TEST_CATEGORIES + LANGUAGE_CATEGORIES)
     theirs = by.get(ref, {})
     lines = [f"{ref} against each strategy, category by category, on the cases both ran: right only with "
              f"{ref} / right only with it, McNemar's exact p.", "",
